@@ -1,0 +1,60 @@
+"""`logd --config FILE`: run the daemon. `logd --check-config FILE`: validate and exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from logd import __version__, logsetup
+from logd.config import ConfigError, load
+
+DEFAULT_CONFIG = "/etc/logd/logd.toml"
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="logd",
+        description="logd: takes logs in over TCP, routes them, writes them to files.",
+        epilog="Exit codes: 0 clean stop, 1 runtime failure, 2 bad config or usage. "
+               "Signals: SIGTERM/SIGINT drain and stop; a second one exits at once.",
+    )
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG, metavar="FILE",
+                   help=f"TOML config file (default: {DEFAULT_CONFIG})")
+    p.add_argument("--check-config", metavar="FILE",
+                   help="validate FILE, print every problem found, exit 0 if it is valid")
+    p.add_argument("--version", action="version", version=f"logd {__version__}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.check_config:
+        try:
+            load(args.check_config)
+        except ConfigError as e:
+            print(e.render(), file=sys.stderr)
+            return EXIT_USAGE
+        print(f"{args.check_config}: ok")
+        return EXIT_OK
+    try:
+        cfg = load(args.config)
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_USAGE
+    logsetup.setup(cfg.daemon.log_level)
+    import uvloop
+
+    from logd.daemon import Daemon
+
+    async def run() -> int:
+        return await Daemon(cfg).run()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

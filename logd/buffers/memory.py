@@ -1,0 +1,142 @@
+"""The memory buffer: a bounded queue of batches with `block` or `drop_newest` when full.
+
+Producers (the router, called from listeners) never await here: `put` is synchronous and says
+whether the caller should stop reading. The single consumer (the output's writer) takes leases
+of batches and acks them once written; memory counts until the ack, so the bound holds for
+what is queued plus what the writer holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+from logd.config import BufferConfig
+from logd.record import Batch
+
+# Python keeps each payload as a bytes object in a list: about this much besides the bytes.
+RECORD_OVERHEAD = 41
+
+
+def batch_cost(batch: Batch) -> int:
+    return batch.nbytes + RECORD_OVERHEAD * len(batch.payloads)
+
+
+@dataclass
+class Lease:
+    batches: list[Batch]
+    cost: int
+    records: int = field(default=0)
+
+
+class MemoryBuffer:
+    """Bounded by `max_bytes` of payload plus per-record overhead."""
+
+    def __init__(self, cfg: BufferConfig, owner: str) -> None:
+        self.owner = owner
+        self.max_bytes = cfg.max_bytes
+        self.block = cfg.when_full == "block"
+        # Hysteresis: paused producers resume at 3/4 so they do not flap around the bound.
+        self.resume_below = cfg.max_bytes * 3 // 4
+        self._queue: deque[Batch] = deque()
+        self._cost = 0          # queued + leased, in bytes
+        self._queued_records = 0
+        self._leased_records = 0
+        self._data = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._closed = False
+        self.accepted_records = 0
+        self.dropped_records = 0
+        self.dropped_bytes = 0
+        self.peak_cost = 0
+
+    # -- producer side --
+
+    @property
+    def full(self) -> bool:
+        return self._cost >= self.max_bytes
+
+    def put(self, batch: Batch) -> bool:
+        """Queue a batch. Returns True when the caller should pause until `wait_writable`.
+
+        Under drop_newest a batch that does not fit is dropped whole and counted; under block
+        it is always taken (it was already read from a socket) and the caller is told to pause.
+        """
+        cost = batch_cost(batch)
+        if not self.block and self._cost + cost > self.max_bytes:
+            self.dropped_records += len(batch.payloads)
+            self.dropped_bytes += batch.nbytes
+            return False
+        self._queue.append(batch)
+        self._cost += cost
+        self._queued_records += len(batch.payloads)
+        self.accepted_records += len(batch.payloads)
+        if self._cost > self.peak_cost:
+            self.peak_cost = self._cost
+        self._data.set()
+        if self._cost >= self.max_bytes and self.block:
+            self._writable.clear()
+            return True
+        return False
+
+    async def wait_writable(self) -> None:
+        await self._writable.wait()
+
+    # -- consumer side --
+
+    @property
+    def queued_records(self) -> int:
+        return self._queued_records + self._leased_records
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._cost
+
+    def empty(self) -> bool:
+        return not self._queue
+
+    async def get(self, max_cost: int, timeout: float | None) -> Lease | None:
+        """Up to `max_cost` of batches (at least one); None if nothing came within `timeout`."""
+        if not self._queue:
+            self._data.clear()
+            if timeout is None:
+                await self._data.wait()
+            else:
+                try:
+                    await asyncio.wait_for(self._data.wait(), timeout)
+                except TimeoutError:
+                    return None
+            if not self._queue:
+                return None
+        return self.get_nowait(max_cost)
+
+    def get_nowait(self, max_cost: int) -> Lease | None:
+        if not self._queue:
+            return None
+        batches = []
+        cost = 0
+        records = 0
+        q = self._queue
+        while q and (not batches or cost + batch_cost(q[0]) <= max_cost):
+            b = q.popleft()
+            batches.append(b)
+            cost += batch_cost(b)
+            records += len(b.payloads)
+        self._queued_records -= records
+        self._leased_records += records
+        return Lease(batches, cost, records)
+
+    def ack(self, lease: Lease) -> None:
+        """The writer is done with a lease: its memory no longer counts."""
+        self._cost -= lease.cost
+        self._leased_records -= lease.records
+        if self._cost <= self.resume_below:
+            self._writable.set()
+
+    def close(self) -> None:
+        """Wake paused producers for good (at shutdown nothing more is routed here)."""
+        self._closed = True
+        self._writable.set()
+        self._data.set()

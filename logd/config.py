@@ -1,0 +1,321 @@
+"""TOML -> frozen, validated config objects.
+
+Every error names its key path ("outputs.files.rotate_bytes") and what was expected, and
+all errors of a file are reported together so an operator fixes them in one pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from logd import registry
+from logd.units import parse_address, parse_duration, parse_size
+
+Converter = Callable[[Any], Any]
+
+
+class ConfigError(Exception):
+    """One or more problems in a config, each as (key path, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        return "\n".join(f"{where}{key}: {msg}" if key else f"{where}{msg}"
+                         for key, msg in self.problems)
+
+
+# -- converters: each takes the TOML value and returns the typed one or raises ValueError --
+
+def to_str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {_tname(v)}")
+    return v
+
+
+def to_nonempty_str(v: Any) -> str:
+    s = to_str(v)
+    if not s:
+        raise ValueError("expected a non-empty string")
+    return s
+
+
+def to_bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {_tname(v)}")
+    return v
+
+
+def to_int(lo: int | None = None, hi: int | None = None) -> Converter:
+    def conv(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"expected an integer, got {_tname(v)}")
+        if lo is not None and v < lo:
+            raise ValueError(f"expected an integer >= {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise ValueError(f"expected an integer <= {hi}, got {v}")
+        return v
+    return conv
+
+
+def to_size(lo: int = 0) -> Converter:
+    def conv(v: Any) -> int:
+        n = parse_size(v)
+        if n < lo:
+            raise ValueError(f"expected a size of at least {lo} bytes, got {v!r}")
+        return n
+    return conv
+
+
+def to_duration(v: Any) -> float:
+    return parse_duration(v)
+
+
+def to_address(v: Any) -> tuple[str, int]:
+    return parse_address(v)
+
+
+def one_of(*choices: str) -> Converter:
+    def conv(v: Any) -> str:
+        if v not in choices:
+            shown = ", ".join(f'"{c}"' for c in choices)
+            raise ValueError(f"expected one of {shown}, got {v!r}")
+        return v
+    return conv
+
+
+def to_str_list(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        return (v,)
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ValueError(f"expected a list of strings, got {_tname(v)}")
+    return tuple(v)
+
+
+def _tname(v: Any) -> str:
+    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a float"}.get(type(v), type(v).__name__)
+
+
+def setting(default: Any = MISSING, conv: Converter | None = None, doc: str = "") -> Any:
+    """A config key: its default, how a TOML value becomes the typed value, what it means."""
+    if default is MISSING:
+        return field(metadata={"conv": conv, "doc": doc})
+    return field(default=default, metadata={"conv": conv, "doc": doc})
+
+
+def build(cls: type, table: Any, path: str, problems: list[tuple[str, str]]) -> Any:
+    """Instantiate config dataclass `cls` from a TOML table, recording problems by key path.
+
+    Returns None when any key of this table is wrong (the problems say which).
+    """
+    if not isinstance(table, dict):
+        problems.append((path, f"expected a table, got {_tname(table)}"))
+        return None
+    known = {f.name: f for f in dataclasses.fields(cls)
+             if f.init and not f.metadata.get("internal")}
+    ok = True
+    for key in table:
+        if key not in known:
+            problems.append((_join(path, key), f"unknown key; expected one of: "
+                             f"{', '.join(sorted(known))}"))
+            ok = False
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        key_path = _join(path, name)
+        if name not in table:
+            if f.default is MISSING and f.default_factory is MISSING:
+                problems.append((key_path, "is required"))
+                ok = False
+            continue
+        raw = table[name]
+        conv = f.metadata.get("conv")
+        try:
+            nested = f.metadata.get("nested")
+            if nested is not None:
+                values[name] = build(nested, raw, key_path, problems)
+                ok = ok and values[name] is not None
+                continue
+            values[name] = conv(raw) if conv else raw
+        except ValueError as e:
+            problems.append((key_path, str(e)))
+            ok = False
+    if not ok:
+        return None
+    try:
+        obj = cls(**values)
+    except ValueError as e:
+        problems.append((path, str(e)))
+        return None
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        for key, msg in check():
+            problems.append((_join(path, key), msg))
+            ok = False
+    return obj if ok else None
+
+
+def nested(cls: type, default_factory: Callable[[], Any], doc: str = "") -> Any:
+    """A sub-table key (like `buffer = { ... }`), built with `cls`."""
+    return field(default_factory=default_factory,
+                 metadata={"nested": cls, "conv": None, "doc": doc})
+
+
+def component_name() -> Any:
+    """The component's name: the key of its table, filled in by the loader, not by users."""
+    return field(default="", metadata={"internal": True})
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+# -- the shared shapes --
+
+@dataclass(frozen=True)
+class BufferConfig:
+    """An output's bounded buffer: what sits between the router and the output's writer."""
+
+    type: str = setting("memory", one_of("memory"),
+                        "memory: records wait in RAM, bounded by max_bytes")
+    max_bytes: int = setting(64 * 1024**2, to_size(lo=4096), "bound on buffered payload bytes")
+    when_full: str = setting("block", one_of("block", "drop_newest"),
+                             "block: listeners stop reading; drop_newest: drop and count")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: str = setting("/var/lib/logd", to_nonempty_str, "spools and offsets")
+    control_socket: str = setting("/run/logd/control.sock", to_nonempty_str,
+                                  "unix socket for logctl")
+    shutdown_timeout: float = setting(30.0, to_duration,
+                                      "how long SIGTERM may spend draining buffers")
+    stats_interval: float = setting(60.0, to_duration,
+                                    "log a METRICS line per output this often (0: only at exit)")
+    log_level: str = setting("info", one_of("debug", "info", "warning", "error"),
+                             "the daemon's own log level")
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    to: tuple[str, ...] = setting(MISSING, to_str_list, "outputs (or analyzer listeners)")
+    match: str = setting("*", to_nonempty_str, "filter expression; \"*\" matches everything")
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig
+    listeners: dict[str, Any]
+    outputs: dict[str, Any]
+    routes: dict[str, RouteConfig]
+    source: str = ""
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file; raises ConfigError naming every problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([("", f"cannot read config: {e.strerror}")], str(p)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([("", f"not UTF-8 at byte offset {e.start}")], str(p)) from None
+    return loads(text, source=str(p))
+
+
+def loads(text: str, source: str = "<string>") -> Config:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([("", f"invalid TOML: {e}")], source) from None
+    return from_dict(doc, source)
+
+
+def from_dict(doc: dict[str, Any], source: str = "<dict>") -> Config:
+    problems: list[tuple[str, str]] = []
+    sections = {"daemon", "listeners", "outputs", "routes"}
+    for key in doc:
+        if key not in sections:
+            problems.append((key, "unknown section; expected one of: "
+                             + ", ".join(sorted(sections))))
+
+    daemon = build(DaemonConfig, doc.get("daemon", {}), "daemon", problems)
+    listeners = _components(doc.get("listeners", {}), "listeners", registry.LISTENERS, problems)
+    outputs = _components(doc.get("outputs", {}), "outputs", registry.OUTPUTS, problems)
+
+    for name in set(listeners) & set(outputs):
+        problems.append((f"outputs.{name}", "a listener has the same name; names must differ "
+                         "because routes refer to both"))
+    if not listeners and "listeners" not in {p.split(".")[0] for p, _ in problems}:
+        problems.append(("listeners", "at least one listener is required"))
+
+    routes: dict[str, RouteConfig] = {}
+    raw_routes = doc.get("routes", {})
+    if not isinstance(raw_routes, dict):
+        problems.append(("routes", f"expected a table of routes, got {_tname(raw_routes)}"))
+        raw_routes = {}
+    destinations = set(outputs) | {n for n, c in listeners.items() if c.type == "analyzer"}
+    for name, table in raw_routes.items():
+        route = build(RouteConfig, table, f"routes.{name}", problems)
+        if route is None:
+            continue
+        for dest in route.to:
+            if dest not in destinations:
+                problems.append((f"routes.{name}.to", f"no output or analyzer listener named "
+                                 f"{dest!r}; known: {', '.join(sorted(destinations)) or 'none'}"))
+        from logd import filters
+        try:
+            filters.compile_filter(route.match)
+        except filters.FilterError as e:
+            problems.append((f"routes.{name}.match", str(e)))
+        routes[name] = route
+    if problems:
+        raise ConfigError(problems, source)
+    assert daemon is not None
+    return Config(daemon=daemon, listeners=listeners, outputs=outputs, routes=routes,
+                  source=source)
+
+
+def _components(tables: Any, section: str, kinds: dict[str, registry.Kind],
+                problems: list[tuple[str, str]]) -> dict[str, Any]:
+    if not isinstance(tables, dict):
+        problems.append((section, f"expected a table of named {section}, got {_tname(tables)}"))
+        return {}
+    out: dict[str, Any] = {}
+    for name, table in tables.items():
+        path = f"{section}.{name}"
+        if not isinstance(table, dict):
+            problems.append((path, f"expected a table, got {_tname(table)}"))
+            continue
+        kind_name = table.get("type")
+        if kind_name is None:
+            problems.append((f"{path}.type", f"is required; one of: {', '.join(sorted(kinds))}"))
+            continue
+        kind = kinds.get(kind_name)
+        if kind is None:
+            problems.append((f"{path}.type", f"unknown type {kind_name!r}; expected one of: "
+                             f"{', '.join(sorted(kinds))}"))
+            continue
+        cfg = build(kind.config_class(), table, path, problems)
+        if cfg is not None:
+            out[name] = dataclasses.replace(cfg, name=name)
+    return out
+
+
+def describe(cls: type) -> list[tuple[str, Any, str]]:
+    """(key, default, doc) for each key of a config class: for help text and docs."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        if not f.init or f.metadata.get("internal"):
+            continue
+        default = f.default if f.default is not MISSING else "(required)"
+        rows.append((f.name, default, f.metadata.get("doc", "")))
+    return rows

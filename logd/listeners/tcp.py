@@ -1,0 +1,239 @@
+"""The emitter port: TCP connections carrying frames or lines.
+
+One `data_received` call decodes a whole socket read into one batch and hands it to the router.
+When an output under `when_full = "block"` is full, the connection stops reading (TCP flow
+control pushes back on the emitter) until that buffer has room again.
+A protocol error closes only the connection that made it, with a counter and a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from logd.component import Component, StartError
+from logd.config import (
+    component_name,
+    one_of,
+    setting,
+    to_address,
+    to_bool,
+    to_duration,
+    to_int,
+    to_size,
+)
+from logd.framing import FrameDecoder, FramingError, LineDecoder, count_invalid_utf8
+from logd.logsetup import RateLimitedLog
+from logd.record import Batch
+
+if TYPE_CHECKING:
+    from logd.router import Router
+
+log = logging.getLogger("logd.tcp")
+
+
+@dataclass(frozen=True)
+class TcpListenerConfig:
+    type: str = setting("tcp", one_of("tcp"))
+    address: tuple[str, int] = setting(("0.0.0.0", 8080), to_address, "host:port to listen on")
+    framing: str = setting("frames", one_of("frames", "lines"),
+                           "frames: [u32 length][u8 severity][payload]; lines: LF-delimited")
+    max_frame_bytes: int = setting(1024**2, to_size(lo=2),
+                                   "a longer frame or line closes its connection")
+    max_connections: int = setting(10000, to_int(1), "connections beyond it are refused")
+    idle_timeout: float = setting(0.0, to_duration,
+                                  "close connections silent this long (0: never)")
+    keepalive: bool = setting(True, to_bool, "TCP keepalive, to find half-open connections")
+    name: str = component_name()
+
+
+class _Connection(asyncio.Protocol):
+    __slots__ = ("listener", "transport", "decoder", "peer", "last_data", "paused", "offset")
+
+    def __init__(self, listener: TcpListener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        cfg = listener.cfg
+        self.decoder: FrameDecoder | LineDecoder = (
+            FrameDecoder(cfg.max_frame_bytes) if cfg.framing == "frames"
+            else LineDecoder(cfg.max_frame_bytes))
+        self.peer = "?"
+        self.last_data = time.monotonic()
+        self.paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        lst = self.listener
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if len(lst.connections) >= lst.cfg.max_connections or lst.stopping:
+            lst.errors["refused"] += 1
+            lst.ratelog.warning("refused", "connection refused: max_connections reached",
+                                listener=lst.name, peer=self.peer,
+                                max_connections=lst.cfg.max_connections)
+            transport.abort()
+            return
+        lst.connections.add(self)
+        lst.accepted += 1
+        sock = transport.get_extra_info("socket")
+        if sock is not None and lst.cfg.keepalive:
+            _set_keepalive(sock)
+
+    def data_received(self, data: bytes) -> None:
+        lst = self.listener
+        lst.bytes_in += len(data)
+        self.last_data = time.monotonic()
+        try:
+            payloads, sevs, nbytes = self.decoder.feed(data)
+        except FramingError as e:
+            self._protocol_error(e)
+            return
+        if payloads:
+            self._deliver(data, payloads, sevs, nbytes)
+
+    def _deliver(self, chunk: bytes, payloads: list[bytes], sevs: Any, nbytes: int) -> None:
+        lst = self.listener
+        lst.records += len(payloads)
+        bad = count_invalid_utf8(chunk, payloads)
+        if bad:
+            lst.errors["invalid_utf8"] += bad
+            lst.ratelog.warning("invalid_utf8", "records with invalid UTF-8 (kept as bytes)",
+                                listener=lst.name, peer=self.peer, records=bad)
+        blocked = lst.router.dispatch(Batch(payloads, sevs, lst.name, time.time(), nbytes))
+        if blocked and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+            lst.pauses += 1
+            asyncio.get_running_loop().create_task(self._resume_when_writable(blocked))
+
+    async def _resume_when_writable(self, blocked: list[Any]) -> None:
+        for buffer in blocked:
+            await buffer.wait_writable()
+        self.paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _protocol_error(self, e: FramingError) -> None:
+        lst = self.listener
+        lst.errors[e.reason] += 1
+        lst.ratelog.warning(e.reason, f"closing connection: {e}", listener=lst.name,
+                            peer=self.peer, offset=e.offset)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def eof_received(self) -> bool:
+        lst = self.listener
+        if isinstance(self.decoder, LineDecoder):
+            payloads, _, nbytes = self.decoder.finish()
+            if payloads:
+                self._deliver(payloads[0], payloads, None, nbytes)
+        elif self.decoder.pending:
+            lst.errors["truncated"] += 1
+            lst.ratelog.warning("truncated", "connection closed inside a frame; partial frame "
+                                "discarded", listener=lst.name, peer=self.peer,
+                                bytes=self.decoder.pending)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.listener.connections.discard(self)
+        self.transport = None
+
+
+def _set_keepalive(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
+    except OSError:
+        pass
+
+
+class TcpListener(Component):
+    kind = "listener"
+
+    def __init__(self, cfg: TcpListenerConfig, router: Router) -> None:
+        super().__init__(cfg.name)
+        self.cfg = cfg
+        self.router = router
+        self.connections: set[_Connection] = set()
+        self.server: asyncio.AbstractServer | None = None
+        self.bound: tuple[str, int] | None = None
+        self.stopping = False
+        self.accepted = 0
+        self.records = 0
+        self.bytes_in = 0
+        self.pauses = 0
+        self.errors: Counter[str] = Counter()
+        self.ratelog = RateLimitedLog(log)
+
+    async def start(self) -> None:
+        host, port = self.cfg.address
+        loop = asyncio.get_running_loop()
+        try:
+            self.server = await loop.create_server(
+                lambda: _Connection(self), host or None, port, backlog=4096,
+                reuse_address=True)
+        except OSError as e:
+            raise StartError(f"listeners.{self.name}: cannot listen on {host}:{port}: "
+                             f"{e.strerror or e}") from None
+        sockname = self.server.sockets[0].getsockname()
+        self.bound = (sockname[0], sockname[1])
+        log.info("listening", extra={"listener": self.name, "type": "tcp",
+                                     "framing": self.cfg.framing, "host": sockname[0],
+                                     "port": sockname[1]})
+
+    async def run(self) -> None:
+        idle = self.cfg.idle_timeout
+        if not idle:
+            return
+        while not self.stopping:
+            await asyncio.sleep(min(idle, 1.0))
+            cutoff = time.monotonic() - idle
+            for conn in list(self.connections):
+                if conn.last_data < cutoff and not conn.paused and conn.transport is not None:
+                    self.errors["idle_timeout"] += 1
+                    conn.transport.close()
+
+    async def drain(self, deadline: float) -> None:
+        """Stop accepting; let connections deliver what they already sent, briefly.
+
+        A connection closes once its peer closed, or it has been quiet for a moment; at most
+        `linger` seconds for all. What a peer sends after that is refused by the close.
+        """
+        self.stopping = True
+        if self.server is not None:
+            self.server.close()
+        loop = asyncio.get_running_loop()
+        linger_end = min(deadline, loop.time() + 2.0)
+        while self.connections and loop.time() < linger_end:
+            quiet = time.monotonic() - 0.2
+            for conn in list(self.connections):
+                if conn.last_data < quiet and not conn.paused and conn.transport is not None:
+                    conn.transport.close()
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        self.connections.clear()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "type": "tcp",
+            "connections": len(self.connections),
+            "accepted": self.accepted,
+            "records": self.records,
+            "bytes": self.bytes_in,
+            "pauses": self.pauses,
+            "errors": dict(self.errors),
+        }

@@ -1,0 +1,66 @@
+"""The daemon's own logs: one JSON object per line on stderr, and rate limiting for floods.
+
+A flood of bad input must not become a flood of log lines: `RateLimitedLog` lets a few lines
+per key through each interval and reports how many it suppressed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+
+_RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(out, default=str).decode()
+
+
+def setup(level: str = "info") -> None:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+class RateLimitedLog:
+    """At most `burst` lines per key every `interval` seconds; the rest are counted."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0, burst: int = 5) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.burst = burst
+        self._window: dict[str, list[float]] = {}  # key -> [window start, lines, suppressed]
+
+    def warning(self, key: str, msg: str, **fields: Any) -> None:
+        now = time.monotonic()
+        w = self._window.get(key)
+        if w is None or now - w[0] >= self.interval:
+            if w is not None and w[2]:
+                fields["suppressed_since_last"] = int(w[2])
+            w = [now, 0, 0]
+            self._window[key] = w
+        if w[1] < self.burst:
+            w[1] += 1
+            self.logger.warning(msg, extra=fields)
+        else:
+            w[2] += 1

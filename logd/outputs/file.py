@@ -1,0 +1,309 @@
+"""The file output: per-app / per-event files, O_DIRECT, rotation by size and time, retention.
+
+The writer task takes leases of batches from the buffer, groups records by their path (one
+group per batch when the path template has no per-record fields), and appends each group to
+its file as one joined block. Rotation happens between groups, so a record never spans files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import string
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from logd.config import (
+    BufferConfig,
+    component_name,
+    nested,
+    one_of,
+    setting,
+    to_bool,
+    to_duration,
+    to_int,
+    to_nonempty_str,
+    to_size,
+)
+from logd.outputs.base import Output
+from logd.outputs.direct import DirectFile, DirectIO
+from logd.record import Batch, severity_name
+
+log = logging.getLogger("logd.file")
+
+TEMPLATE_FIELDS = {"app", "event", "date", "severity", "source"}
+_PER_RECORD = {"app", "event", "severity"}
+_ROTATED = re.compile(r"\.\d{8}-\d{6}(?:-\d+)?$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
+
+
+@dataclass(frozen=True)
+class FileOutputConfig:
+    type: str = setting("file", one_of("file"))
+    path: str = setting("./var/log/{app}.log", to_nonempty_str,
+                        "file path template: {app} {event} {date} {severity} {source}")
+    format: str = setting("raw", one_of("raw", "json"),
+                          "raw: payload + LF; json: one object per line (ts, severity, app, "
+                          "source, message)")
+    direct_io: bool = setting(True, to_bool, "O_DIRECT writes (falls back where refused)")
+    buffer_size: int = setting(1024**2, to_size(lo=4096), "bytes per aligned write")
+    shards: int = setting(4, to_int(1, 64), "aligned buffers in flight to the disk at once")
+    flush_interval: float = setting(1.0, to_duration,
+                                    "longest time written records wait before they are visible")
+    rotate_bytes: int = setting(1024**3, to_size(), "rotate a file past this size (0: never)")
+    rotate_interval: float = setting(0.0, to_duration, "rotate files this old (0: never)")
+    keep: int = setting(10, to_int(0), "rotated files kept per path (0: keep all)")
+    fdatasync: str = setting("rotate", one_of("never", "flush", "rotate"),
+                             "when to fdatasync: never, after every flush, or at rotation/close")
+    file_mode: int = setting(0o640, to_int(0, 0o777), "permissions of new files")
+    max_open_files: int = setting(256, to_int(1), "least recently used files close beyond it")
+    buffer: BufferConfig = nested(BufferConfig, BufferConfig)  # noqa: RUF009
+    name: str = component_name()
+
+    def validate(self) -> list[tuple[str, str]]:
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(self.path) if f is not None}
+        except ValueError as e:
+            return [("path", f"bad template: {e}")]
+        unknown = fields - TEMPLATE_FIELDS
+        if unknown:
+            return [("path", f"unknown template field {{{sorted(unknown)[0]}}}; expected "
+                     f"{', '.join('{' + f + '}' for f in sorted(TEMPLATE_FIELDS))}")]
+        return []
+
+
+def _safe(value: Any) -> str:
+    """A payload-supplied path part that cannot leave its directory."""
+    text = _UNSAFE.sub("_", str(value))[:64].strip(".")
+    return text or "_"
+
+
+class FileOutput(Output):
+    def __init__(self, cfg: FileOutputConfig) -> None:
+        super().__init__(cfg.name, cfg.buffer)
+        self.cfg = cfg
+        fields = {f for _, f, _, _ in string.Formatter().parse(cfg.path) if f}
+        self._per_record = bool(fields & _PER_RECORD)
+        self._io = DirectIO(cfg.buffer_size, cfg.shards, cfg.direct_io,
+                            cfg.fdatasync == "flush", cfg.file_mode)
+        self._files: OrderedDict[str, DirectFile] = OrderedDict()
+        self._draining = False
+        self._last_flush = time.monotonic()
+        self.records = 0
+        self.bytes = 0
+        self.rotations = 0
+        self._started = False
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        probe = self.cfg.path.format(app="_", event="_", date="_", severity="_", source="_")
+        directory = os.path.dirname(os.path.abspath(probe))
+        # Fail fast on a directory we can never write, rather than at the first record.
+        top = directory
+        while not os.path.exists(top):
+            top = os.path.dirname(top)
+        if not os.access(top, os.W_OK | os.X_OK):
+            from logd.component import StartError
+            raise StartError(f"output {self.name}: cannot write under {top}")
+        self._started = True
+
+    async def run(self) -> None:
+        interval = self.cfg.flush_interval or 1.0
+        max_cost = 4 * self._io.requested_size + 65536
+        while True:
+            wait = max(0.0, self._last_flush + interval - time.monotonic())
+            lease = await self.buffer.get(max_cost, timeout=wait)
+            if lease is not None:
+                for batch in lease.batches:
+                    await self._write_batch(batch)
+                self.buffer.ack(lease)
+            now = time.monotonic()
+            if now - self._last_flush >= interval:
+                await self._flush_all(now)
+            if self._draining and self.buffer.empty():
+                await self._flush_all(time.monotonic())
+                return
+
+    async def drain(self, deadline: float) -> None:
+        self._draining = True
+        self.buffer.close()
+
+    async def close(self) -> None:
+        files = list(self._files.values())
+        self._files.clear()
+        for f in files:
+            try:
+                await f.close(sync=self.cfg.fdatasync != "never")
+            except OSError as e:
+                log.error("closing file failed", extra={"path": f.path, "error": str(e)})
+        self._io.shutdown()
+
+    # -- writing --
+
+    async def _write_batch(self, batch: Batch) -> None:
+        if not self._per_record:
+            await self._append(self._path_for(batch, None, None), batch, None)
+            return
+        groups: dict[str, list[int]] = {}
+        fields = batch.fields()
+        sevs = batch.severity_bytes()
+        for i in range(len(batch.payloads)):
+            path = self._path_for(batch, fields[i], sevs[i])
+            group = groups.get(path)
+            if group is None:
+                groups[path] = [i]
+            else:
+                group.append(i)
+        single = len(groups) == 1
+        for path, indices in groups.items():
+            await self._append(path, batch, None if single else indices)
+
+    def _path_for(self, batch: Batch, obj: dict[str, Any] | None, sev: int | None) -> str:
+        app = event = None
+        if obj is not None:
+            app = obj.get("app", obj.get("app_id"))
+            event = obj.get("event")
+        return self.cfg.path.format(
+            app=_safe(app) if app is not None else batch.source,
+            event=_safe(event) if event is not None else "default",
+            date=time.strftime("%Y-%m-%d", time.gmtime(batch.received)),
+            severity=severity_name(sev) if sev is not None else "info",
+            source=batch.source,
+        )
+
+    async def _append(self, path: str, batch: Batch, indices: list[int] | None) -> None:
+        """Append the records at `indices` (all of the batch when None) to the file at path."""
+        f = await self._file(path)
+        if self.cfg.format == "json":
+            data = self._json_lines(batch, indices)
+            pieces: tuple[bytes, ...] = (data,)
+            count, n = (len(batch) if indices is None else len(indices)), len(data)
+        elif indices is None:
+            pieces = (b"\n".join(batch.payloads), b"\n")
+            count, n = len(batch), batch.nbytes + len(batch)
+        else:
+            payloads = batch.payloads
+            picked = [payloads[i] for i in indices]
+            pieces = (b"\n".join(picked), b"\n")
+            count, n = len(picked), len(pieces[0]) + 1
+        await f.append(pieces)
+        self.records += count
+        self.bytes += n
+        if self.cfg.rotate_bytes and f.size >= self.cfg.rotate_bytes:
+            await self._rotate(path)
+
+    def _json_lines(self, batch: Batch, indices: list[int] | None) -> bytes:
+        sevs = batch.severity_bytes()
+        fields = batch.fields()
+        payloads = batch.payloads
+        received = batch.received
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(received)) + \
+            f".{int(received % 1 * 1e6):06d}Z"
+        dumps = orjson.dumps
+        out = []
+        for i in (range(len(payloads)) if indices is None else indices):
+            obj = fields[i]
+            app = batch.source
+            if obj is not None:
+                found = obj.get("app", obj.get("app_id"))
+                if found is not None:
+                    app = str(found)
+            out.append(dumps({"ts": ts, "severity": severity_name(sevs[i]), "app": app,
+                              "source": batch.source,
+                              "message": payloads[i].decode("utf-8", "replace")}))
+        out.append(b"")
+        return b"\n".join(out)
+
+    def stats(self) -> dict[str, Any]:
+        st = self._io.stats
+        out = super().stats()
+        out.update({
+            "written": self.records,
+            "bytes": self.bytes,
+            "flushes": st.flushes,
+            "swaps": st.swaps,
+            "errors": st.errors,
+            "rotations": self.rotations,
+            "open_files": len(self._files),
+            "avg_flush_ms": 1000 * st.flush_s_total / st.flushes if st.flushes else 0.0,
+            "max_flush_ms": 1000 * st.flush_s_max,
+            "avg_write_ms": 1000 * st.write_s_total / st.flushes if st.flushes else 0.0,
+            "max_write_ms": 1000 * st.write_s_max,
+            "write_pct": 100 * st.write_s_total / st.flush_s_total if st.flush_s_total else 0.0,
+            "direct_io": self.cfg.direct_io and not self._io.fallback_warned,
+        })
+        return out
+
+    async def _file(self, path: str) -> DirectFile:
+        f = self._files.get(path)
+        if f is not None:
+            self._files.move_to_end(path)
+            return f
+        while len(self._files) >= self.cfg.max_open_files:
+            _, old = self._files.popitem(last=False)
+            await old.close(sync=self.cfg.fdatasync != "never")
+        f = DirectFile(path, self._io)
+        delay = 0.05
+        while True:
+            try:
+                await f.open()
+                break
+            except OSError as e:
+                self._io.stats.errors += 1
+                log.error("cannot open output file; retrying",
+                          extra={"path": path, "error": str(e), "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._files[path] = f
+        return f
+
+    async def _flush_all(self, now: float) -> None:
+        self._last_flush = now
+        interval = self.cfg.rotate_interval
+        wall = time.time()
+        for path, f in list(self._files.items()):
+            if interval and f.size and wall - f.opened_at >= interval:
+                await self._rotate(path)
+            else:
+                await f.flush(sync=self.cfg.fdatasync == "flush")
+
+    async def _rotate(self, path: str) -> None:
+        f = self._files.pop(path)
+        await f.close(sync=self.cfg.fdatasync != "never")
+        self.rotations += 1
+        await self._io.call(_rotate_and_prune, path, self.cfg.keep)
+
+
+def _rotate_and_prune(path: str, keep: int) -> None:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target = f"{path}.{stamp}"
+    n = 0
+    while os.path.exists(target):
+        n += 1
+        target = f"{path}.{stamp}-{n}"
+    os.rename(path, target)
+    if not keep:
+        return
+    directory, base = os.path.split(path)
+    rotated = sorted(
+        (name for name in os.listdir(directory or ".")
+         if name.startswith(base + ".") and _ROTATED.search(name[len(base):])),
+        key=_rotation_order,
+    )
+    for name in rotated[:-keep]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, name))
+
+
+def _rotation_order(name: str) -> tuple[str, int]:
+    m = re.search(r"\.(\d{8}-\d{6})(?:-(\d+))?$", name)
+    assert m is not None
+    return m.group(1), int(m.group(2) or 0)

@@ -1,0 +1,124 @@
+"""Batch: the unit that flows from listeners through the router to outputs.
+
+A batch is one socket read's worth of records from one listener: a list of raw payloads plus
+what is known of them. Anything more (JSON fields, severities of lines) is computed lazily,
+once per batch, only when a route, a path template or a JSON output format asks for it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+# syslog numbering: lower is more severe.
+SEVERITY_NAMES = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
+INFO = 6
+
+_LEVELS = {
+    "emerg": 0, "emergency": 0, "panic": 0,
+    "alert": 1,
+    "crit": 2, "critical": 2, "fatal": 2,
+    "err": 3, "error": 3,
+    "warn": 4, "warning": 4,
+    "notice": 5,
+    "info": 6, "information": 6, "informational": 6,
+    "debug": 7, "trace": 7,
+}
+
+_SYSLOG_PRI = re.compile(rb"<(\d{1,3})>")
+
+
+def severity_from_name(value: Any) -> int | None:
+    """Syslog severity from a level name (any case) or number 0-7; None if not one."""
+    if isinstance(value, str):
+        found = _LEVELS.get(value.lower())
+        if found is not None:
+            return found
+        if value.isdigit() and int(value) <= 7:
+            return int(value)
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 7:
+        return value
+    return None
+
+
+def severity_name(sev: int) -> str:
+    return SEVERITY_NAMES[sev] if 0 <= sev < 8 else f"level{sev}"
+
+
+class Batch:
+    """Records of one read from one listener.
+
+    `payloads` are the raw record bytes without framing. `severities` holds one byte per record
+    when the wire carried it (frames); None means "derive from the payload when needed".
+    """
+
+    __slots__ = ("payloads", "severities", "source", "received", "nbytes", "_fields")
+
+    def __init__(self, payloads: list[bytes], severities: bytes | None, source: str,
+                 received: float, nbytes: int) -> None:
+        self.payloads = payloads
+        self.severities = severities
+        self.source = source
+        self.received = received
+        self.nbytes = nbytes
+        self._fields: list[dict[str, Any] | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    def fields(self) -> list[dict[str, Any] | None]:
+        """Each payload's JSON object, or None where the payload is not one; parsed once."""
+        if self._fields is None:
+            out: list[dict[str, Any] | None] = []
+            loads = orjson.loads
+            for p in self.payloads:
+                obj = None
+                if p[:1] == b"{":
+                    try:
+                        obj = loads(p)
+                    except orjson.JSONDecodeError:
+                        obj = None
+                    if not isinstance(obj, dict):
+                        obj = None
+                out.append(obj)
+            self._fields = out
+        return self._fields
+
+    def severity_bytes(self) -> bytes:
+        """One severity byte per record; derived from payloads when the wire had none."""
+        if self.severities is None:
+            sevs = bytearray()
+            fields = None
+            for i, p in enumerate(self.payloads):
+                sev = INFO
+                first = p[:1]
+                if first == b"<":
+                    m = _SYSLOG_PRI.match(p)
+                    if m:
+                        sev = int(m.group(1)) & 7
+                elif first == b"{":
+                    if fields is None:
+                        fields = self.fields()
+                    obj = fields[i]
+                    if obj is not None:
+                        found = severity_from_name(obj.get("level", obj.get("severity")))
+                        if found is not None:
+                            sev = found
+                sevs.append(sev)
+            self.severities = bytes(sevs)
+        return self.severities
+
+    def subset(self, indices: list[int]) -> Batch:
+        """A batch of the records at `indices` (for routes that pick some records)."""
+        payloads = self.payloads
+        picked = [payloads[i] for i in indices]
+        sevs = self.severities
+        sub = Batch(picked, None if sevs is None else bytes(sevs[i] for i in indices),
+                    self.source, self.received, sum(map(len, picked)))
+        if self._fields is not None:
+            f = self._fields
+            sub._fields = [f[i] for i in indices]
+        return sub

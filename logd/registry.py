@@ -1,0 +1,31 @@
+"""Component type names -> their modules, imported only when a config names them.
+
+Optional dependencies (a database driver, say) then cost nothing until used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Kind:
+    module: str
+    config: str
+    component: str
+
+    def config_class(self) -> type:
+        return getattr(importlib.import_module(self.module), self.config)
+
+    def component_class(self) -> type:
+        return getattr(importlib.import_module(self.module), self.component)
+
+
+LISTENERS: dict[str, Kind] = {
+    "tcp": Kind("logd.listeners.tcp", "TcpListenerConfig", "TcpListener"),
+}
+
+OUTPUTS: dict[str, Kind] = {
+    "file": Kind("logd.outputs.file", "FileOutputConfig", "FileOutput"),
+}
