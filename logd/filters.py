@@ -37,7 +37,7 @@ class Filter:
         if self._predicate is None:
             return list(range(len(batch)))
         pred = self._predicate
-        return [i for i in range(len(batch.payloads)) if pred(batch, i)]
+        return [i for i in range(batch.count) if pred(batch, i)]
 
 
 _TOKEN = re.compile(r"""

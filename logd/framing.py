@@ -7,6 +7,8 @@ the hot path of the daemon and is kept to a slice and an append per record.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class FramingError(Exception):
     """The stream broke the protocol; the connection cannot continue.
@@ -38,32 +40,33 @@ class FrameDecoder:
         """Bytes of an incomplete frame held back (nonzero at EOF means a truncated frame)."""
         return self._have
 
-    def feed(self, data: bytes) -> tuple[list[bytes], bytearray, int]:
-        """Decode what `data` completes: (payloads, severities, payload byte count)."""
+    def feed(self, data: bytes) -> tuple[list[bytes], bytes, int, int]:
+        """Decode what `data` completes.
+
+        Returns (payloads, chunk, start, stop): the frames were cut from chunk[start:stop],
+        where severities can be read later if anything needs them (most routes do not).
+        """
         if self._chunks:
             self._chunks.append(data)
             self._have += len(data)
             if self._have < self._need:
-                return [], bytearray(), 0
+                return [], b"", 0, 0
             data = b"".join(self._chunks)
             self._chunks = []
             self._have = 0
         payloads: list[bytes] = []
-        sevs = bytearray()
         append = payloads.append
-        sev_append = sevs.append
         from_bytes = int.from_bytes
         limit = self.max_frame_bytes
         end = len(data)
         off = 0
         while end - off >= 4:
             length = from_bytes(data[off:off + 4], "big")
-            if length == 0 or length > limit:
+            if not 0 < length <= limit:
                 self._fail(length, off)
             stop = off + 4 + length
             if stop > end:
                 break
-            sev_append(data[off + 4])
             append(data[off + 5:stop])
             off = stop
         if off < end:
@@ -72,7 +75,7 @@ class FrameDecoder:
             self._have = len(rest)
             self._need = 4 + from_bytes(rest[:4], "big") if len(rest) >= 4 else 4
         self._offset += off
-        return payloads, sevs, off - 5 * len(payloads)
+        return payloads, data, 0, off
 
     def _fail(self, length: int, off: int) -> None:
         where = self._offset + off
@@ -100,48 +103,58 @@ class LineDecoder:
     def pending(self) -> int:
         return self._have
 
-    def feed(self, data: bytes) -> tuple[list[bytes], None, int]:
+    def feed(self, data: bytes) -> tuple[bytes, int]:
+        """Decode what `data` completes: (block of whole LF-terminated lines, line count).
+
+        The block is the input as received, minus empty lines; nothing is split per line.
+        """
         if self._chunks:
             if b"\n" not in data:
                 self._chunks.append(data)
                 self._have += len(data)
                 if self._have > self.max_line_bytes:
                     self._fail(self._have, 0)
-                return [], None, 0
+                return b"", 0
             self._chunks.append(data)
             data = b"".join(self._chunks)
             self._chunks = []
             self._have = 0
-        lines = data.split(b"\n")
-        rest = lines.pop()
-        consumed = len(data) - len(rest)
-        # Payload bytes: everything consumed minus one LF per line, before dropping empties.
-        nbytes = consumed - len(lines)
-        if lines and max(map(len, lines)) > self.max_line_bytes:
+        last = data.rfind(b"\n")
+        if last < 0:
+            block, rest = b"", data
+        elif last == len(data) - 1:
+            block, rest = data, b""
+        else:
+            block, rest = data[:last + 1], data[last + 1:]
+        limit = self.max_line_bytes
+        if len(block) > limit + 1:
+            # Only reads longer than the limit can hold an over-long line: look at each.
             pos = 0
-            for line in lines:
-                if len(line) > self.max_line_bytes:
+            for line in block.split(b"\n"):
+                if len(line) > limit:
                     self._fail(len(line), pos)
                 pos += len(line) + 1
-        if b"" in lines:
-            lines = [line for line in lines if line]
         if rest:
-            if len(rest) > self.max_line_bytes:
-                self._fail(len(rest), consumed)
+            if len(rest) > limit:
+                self._fail(len(rest), len(block))
             self._chunks = [rest]
             self._have = len(rest)
-        self._offset += consumed
-        return lines, None, nbytes
+        self._offset += len(block)
+        if block[:1] == b"\n" or b"\n\n" in block:
+            block = b"\n".join(line for line in block.split(b"\n") if line) + b"\n"
+            if block == b"\n":
+                return b"", 0
+        return block, block.count(b"\n")
 
-    def finish(self) -> tuple[list[bytes], None, int]:
-        """At EOF: a last line without its LF is still a record."""
+    def finish(self) -> bytes:
+        """At EOF: a last line without its LF is still a record; returns it LF-terminated."""
         if not self._chunks:
-            return [], None, 0
+            return b""
         data = b"".join(self._chunks)
         self._chunks = []
         self._have = 0
         self._offset += len(data)
-        return [data], None, len(data)
+        return data + b"\n"
 
     def _fail(self, length: int, off: int) -> None:
         where = self._offset + off
@@ -151,17 +164,15 @@ class LineDecoder:
                            f"max_frame_bytes {self.max_line_bytes}")
 
 
-def count_invalid_utf8(chunk: bytes, payloads: list[bytes]) -> int:
-    """How many payloads are not valid UTF-8. ASCII reads (the common case) cost one scan."""
-    if chunk.isascii():
+def invalid_utf8(block: bytes, payloads: Callable[[], list[bytes]]) -> int:
+    """How many records are not valid UTF-8. `block` is a read that holds them all, with only
+    ASCII besides (frame headers of small lengths, LFs): an ASCII or valid block is one C-level
+    scan; only a bad one is looked at record by record.
+    """
+    if block.isascii():
         return 0
-    try:
-        b"\n".join(payloads).decode("utf-8")
-        return 0
-    except UnicodeDecodeError:
-        pass
     bad = 0
-    for p in payloads:
+    for p in payloads():
         try:
             p.decode("utf-8")
         except UnicodeDecodeError:

@@ -52,22 +52,47 @@ class Batch:
     """Records of one read from one listener.
 
     `payloads` are the raw record bytes without framing. `severities` holds one byte per record
-    when the wire carried it (frames); None means "derive from the payload when needed".
+    when known; otherwise it is derived from the frames (severity byte) or from the payloads
+    (syslog PRI, JSON `level`) on first use. `raw`, when set, is the batch exactly as
+    `b"\\n".join(payloads) + b"\\n"` (lines as received): outputs that write lines use it as is,
+    and the payload list is only split from it when something asks for records.
     """
 
-    __slots__ = ("payloads", "severities", "source", "received", "nbytes", "_fields")
+    __slots__ = ("_fields", "_frames", "_payloads", "count", "nbytes", "raw", "received",
+                 "severities", "source")
 
-    def __init__(self, payloads: list[bytes], severities: bytes | None, source: str,
-                 received: float, nbytes: int) -> None:
-        self.payloads = payloads
+    def __init__(self, payloads: list[bytes] | None, severities: bytes | None, source: str,
+                 received: float, nbytes: int, *, raw: bytes | None = None,
+                 count: int | None = None, frames: tuple[bytes, int, int] | None = None) -> None:
+        self._payloads = payloads
         self.severities = severities
         self.source = source
         self.received = received
         self.nbytes = nbytes
+        self.raw = raw
+        self._frames = frames  # (chunk, start, stop) the payloads were cut from
+        if count is None:
+            assert payloads is not None
+            count = len(payloads)
+        self.count = count
         self._fields: list[dict[str, Any] | None] | None = None
 
+    @classmethod
+    def from_lines(cls, block: bytes, count: int, source: str, received: float) -> Batch:
+        """A batch of `count` LF-terminated lines, none empty, kept as one block."""
+        return cls(None, None, source, received, len(block) - count, raw=block, count=count)
+
+    @property
+    def payloads(self) -> list[bytes]:
+        if self._payloads is None:
+            assert self.raw is not None
+            lines = self.raw.split(b"\n")
+            lines.pop()
+            self._payloads = lines
+        return self._payloads
+
     def __len__(self) -> int:
-        return len(self.payloads)
+        return self.count
 
     def fields(self) -> list[dict[str, Any] | None]:
         """Each payload's JSON object, or None where the payload is not one; parsed once."""
@@ -89,6 +114,8 @@ class Batch:
 
     def severity_bytes(self) -> bytes:
         """One severity byte per record; derived from payloads when the wire had none."""
+        if self.severities is None and self._frames is not None:
+            self.severities = _frame_severities(*self._frames)
         if self.severities is None:
             sevs = bytearray()
             fields = None
@@ -115,10 +142,21 @@ class Batch:
         """A batch of the records at `indices` (for routes that pick some records)."""
         payloads = self.payloads
         picked = [payloads[i] for i in indices]
-        sevs = self.severities
+        sevs = self.severities if self._frames is None else self.severity_bytes()
         sub = Batch(picked, None if sevs is None else bytes(sevs[i] for i in indices),
                     self.source, self.received, sum(map(len, picked)))
         if self._fields is not None:
             f = self._fields
             sub._fields = [f[i] for i in indices]
         return sub
+
+
+def _frame_severities(chunk: bytes, start: int, stop: int) -> bytes:
+    """The severity byte of each frame in chunk[start:stop] (already validated frames)."""
+    out = bytearray()
+    off = start
+    from_bytes = int.from_bytes
+    while off < stop:
+        out.append(chunk[off + 4])
+        off += 4 + from_bytes(chunk[off:off + 4], "big")
+    return bytes(out)

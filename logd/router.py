@@ -33,7 +33,7 @@ class Router:
         """Hand a batch to its outputs; returns the buffers the caller must wait on (full)."""
         if self._everywhere is not None:
             return [o.buffer for o in self._everywhere if o.submit(batch)]
-        n = len(batch.payloads)
+        n = batch.count
         picked: dict[Output, set[int] | None] = {}  # None: the whole batch
         for flt, dests in self._routes:
             if flt.matches_all:

@@ -20,7 +20,7 @@ RECORD_OVERHEAD = 41
 
 
 def batch_cost(batch: Batch) -> int:
-    return batch.nbytes + RECORD_OVERHEAD * len(batch.payloads)
+    return batch.nbytes + RECORD_OVERHEAD * batch.count
 
 
 @dataclass
@@ -66,13 +66,13 @@ class MemoryBuffer:
         """
         cost = batch_cost(batch)
         if not self.block and self._cost + cost > self.max_bytes:
-            self.dropped_records += len(batch.payloads)
+            self.dropped_records += batch.count
             self.dropped_bytes += batch.nbytes
             return False
         self._queue.append(batch)
         self._cost += cost
-        self._queued_records += len(batch.payloads)
-        self.accepted_records += len(batch.payloads)
+        self._queued_records += batch.count
+        self.accepted_records += batch.count
         if self._cost > self.peak_cost:
             self.peak_cost = self._cost
         self._data.set()
@@ -123,7 +123,7 @@ class MemoryBuffer:
             b = q.popleft()
             batches.append(b)
             cost += batch_cost(b)
-            records += len(b.payloads)
+            records += b.count
         self._queued_records -= records
         self._leased_records += records
         return Lease(batches, cost, records)

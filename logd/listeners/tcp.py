@@ -27,7 +27,7 @@ from logd.config import (
     to_int,
     to_size,
 )
-from logd.framing import FrameDecoder, FramingError, LineDecoder, count_invalid_utf8
+from logd.framing import FrameDecoder, FramingError, LineDecoder, invalid_utf8
 from logd.logsetup import RateLimitedLog
 from logd.record import Batch
 
@@ -88,23 +88,33 @@ class _Connection(asyncio.Protocol):
         lst = self.listener
         lst.bytes_in += len(data)
         self.last_data = time.monotonic()
+        decoder = self.decoder
         try:
-            payloads, sevs, nbytes = self.decoder.feed(data)
+            if isinstance(decoder, FrameDecoder):
+                payloads, chunk, start, stop = decoder.feed(data)
+                if not payloads:
+                    return
+                batch = Batch(payloads, None, lst.name, time.time(), stop - start
+                              - 5 * len(payloads), frames=(chunk, start, stop))
+            else:
+                block, count = decoder.feed(data)
+                if not count:
+                    return
+                batch = Batch.from_lines(block, count, lst.name, time.time())
         except FramingError as e:
             self._protocol_error(e)
             return
-        if payloads:
-            self._deliver(data, payloads, sevs, nbytes)
+        self._deliver(batch, chunk if isinstance(decoder, FrameDecoder) else block)
 
-    def _deliver(self, chunk: bytes, payloads: list[bytes], sevs: Any, nbytes: int) -> None:
+    def _deliver(self, batch: Batch, block: bytes) -> None:
         lst = self.listener
-        lst.records += len(payloads)
-        bad = count_invalid_utf8(chunk, payloads)
+        lst.records += batch.count
+        bad = invalid_utf8(block, lambda: batch.payloads)
         if bad:
             lst.errors["invalid_utf8"] += bad
             lst.ratelog.warning("invalid_utf8", "records with invalid UTF-8 (kept as bytes)",
                                 listener=lst.name, peer=self.peer, records=bad)
-        blocked = lst.router.dispatch(Batch(payloads, sevs, lst.name, time.time(), nbytes))
+        blocked = lst.router.dispatch(batch)
         if blocked and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -129,9 +139,9 @@ class _Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         lst = self.listener
         if isinstance(self.decoder, LineDecoder):
-            payloads, _, nbytes = self.decoder.finish()
-            if payloads:
-                self._deliver(payloads[0], payloads, None, nbytes)
+            block = self.decoder.finish()
+            if block:
+                self._deliver(Batch.from_lines(block, 1, lst.name, time.time()), block)
         elif self.decoder.pending:
             lst.errors["truncated"] += 1
             lst.ratelog.warning("truncated", "connection closed inside a frame; partial frame "

@@ -225,13 +225,13 @@ class DirectFile:
             if not n:
                 continue
             self.size += n
-            self._dirty = True
             view = memoryview(data)
             pos = 0
             while pos < n:
                 k = min(n - pos, size - self._fill)
                 self._buf[self._fill:self._fill + k] = view[pos:pos + k]
                 self._fill += k
+                self._dirty = True
                 pos += k
                 if self._fill == size:
                     await self._hand_off_full()

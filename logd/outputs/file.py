@@ -91,6 +91,7 @@ class FileOutput(Output):
         self.cfg = cfg
         fields = {f for _, f, _, _ in string.Formatter().parse(cfg.path) if f}
         self._per_record = bool(fields & _PER_RECORD)
+        self._uses_severity = "severity" in fields
         self._io = DirectIO(cfg.buffer_size, cfg.shards, cfg.direct_io,
                             cfg.fdatasync == "flush", cfg.file_mode)
         self._files: OrderedDict[str, DirectFile] = OrderedDict()
@@ -149,13 +150,30 @@ class FileOutput(Output):
     # -- writing --
 
     async def _write_batch(self, batch: Batch) -> None:
+        raw_format = self.cfg.format == "raw"
+        joined = batch.raw
+        if joined is None and raw_format:
+            joined = b"\n".join(batch.payloads)
         if not self._per_record:
-            await self._append(self._path_for(batch, None, None), batch, None)
+            await self._append(self._path_for(batch, None, None), batch, None, joined)
+            return
+        sevs = None
+        if self._uses_severity:
+            sevs = batch.severity_bytes()
+            uniform = sevs.count(sevs[0]) == len(sevs)
+        else:
+            uniform = True
+        # Fields come from JSON payloads only; a batch without one maps to a single path,
+        # found with one C-level scan instead of a look at every record.
+        if uniform and not _has_json_object(batch, joined):
+            await self._append(self._path_for(batch, None, sevs[0] if sevs else None),
+                               batch, None, joined)
             return
         groups: dict[str, list[int]] = {}
         fields = batch.fields()
-        sevs = batch.severity_bytes()
-        for i in range(len(batch.payloads)):
+        if sevs is None:
+            sevs = batch.severity_bytes()
+        for i in range(batch.count):
             path = self._path_for(batch, fields[i], sevs[i])
             group = groups.get(path)
             if group is None:
@@ -164,7 +182,8 @@ class FileOutput(Output):
                 group.append(i)
         single = len(groups) == 1
         for path, indices in groups.items():
-            await self._append(path, batch, None if single else indices)
+            await self._append(path, batch, None if single else indices,
+                               joined if single else None)
 
     def _path_for(self, batch: Batch, obj: dict[str, Any] | None, sev: int | None) -> str:
         app = event = None
@@ -179,15 +198,22 @@ class FileOutput(Output):
             source=batch.source,
         )
 
-    async def _append(self, path: str, batch: Batch, indices: list[int] | None) -> None:
-        """Append the records at `indices` (all of the batch when None) to the file at path."""
+    async def _append(self, path: str, batch: Batch, indices: list[int] | None,
+                      joined: bytes | None = None) -> None:
+        """Append the records at `indices` (all of the batch when None) to the file at path.
+
+        `joined` is the batch's payloads already joined with LF, when the caller has it.
+        """
         f = await self._file(path)
         if self.cfg.format == "json":
             data = self._json_lines(batch, indices)
             pieces: tuple[bytes, ...] = (data,)
             count, n = (len(batch) if indices is None else len(indices)), len(data)
         elif indices is None:
-            pieces = (b"\n".join(batch.payloads), b"\n")
+            if batch.raw is not None:
+                pieces = (batch.raw,)  # already LF-terminated
+            else:
+                pieces = (joined if joined is not None else b"\n".join(batch.payloads), b"\n")
             count, n = len(batch), batch.nbytes + len(batch)
         else:
             payloads = batch.payloads
@@ -280,6 +306,14 @@ class FileOutput(Output):
         await f.close(sync=self.cfg.fdatasync != "never")
         self.rotations += 1
         await self._io.call(_rotate_and_prune, path, self.cfg.keep)
+
+
+def _has_json_object(batch: Batch, joined: bytes | None) -> bool:
+    """Whether any record is a JSON object; `joined` is the records joined by LF, if known."""
+    if joined is None:
+        joined = b"\n".join(batch.payloads)
+    # A lone "{" is a memchr; most plain-text batches never get to the two-byte search.
+    return b"{" in joined and (joined[:1] == b"{" or b"\n{" in joined)
 
 
 def _rotate_and_prune(path: str, keep: int) -> None:
