@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(e.render(), file=sys.stderr)
         return EXIT_USAGE
     logsetup.setup(cfg.daemon.log_level)
+    _raise_fd_limit()
     import uvloop
 
     from logd.daemon import Daemon
@@ -54,6 +55,17 @@ def main(argv: list[str] | None = None) -> int:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(run())
+
+
+def _raise_fd_limit() -> None:
+    """Thousands of emitter connections need thousands of descriptors: take the hard limit."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 if __name__ == "__main__":

@@ -105,6 +105,8 @@ class Daemon:
             self.log_metrics()
 
     def log_metrics(self) -> None:
+        for name, lst in self.listeners.items():
+            log.info("listener stats", extra={"listener": name, **lst.stats()})
         for name, out in self.outputs.items():
             log.info(procstats.metrics_line(out.stats()), extra={"output": name})
 

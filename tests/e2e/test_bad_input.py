@@ -1,0 +1,176 @@
+"""Hostile and broken emitters: each is counted and logged, nobody else notices."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import LogdProcess, read_all_lines
+from test_tcp_file import frame, make_config
+
+
+@pytest.fixture
+def logd(tmp_path: Path) -> Iterator[LogdProcess]:
+    out = tmp_path / "out"
+    out.mkdir()
+    p = LogdProcess(make_config(out, listener_extra="max_frame_bytes = \"1KiB\"\n"
+                                "max_connections = 3000"), tmp_path).start()
+    p.out = out  # type: ignore[attr-defined]
+    yield p
+    if p.alive():
+        p.stop(signal.SIGKILL)
+
+
+def connect(p: LogdProcess) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", p.port("emitters")))
+    s.settimeout(10)
+    return s
+
+
+def closed_by_peer(s: socket.socket) -> bool:
+    """True once logd has closed (or reset) this connection; waits for it."""
+    try:
+        while True:
+            if s.recv(65536) == b"":
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def good_records(p: LogdProcess) -> list[bytes]:
+    return [line for line in read_all_lines(p.out, "emitters.log")  # type: ignore[attr-defined]
+            if line.startswith(b"good")]
+
+
+def wait_for_good_records(p: LogdProcess, n: int, timeout: float = 30) -> None:
+    """Poll the output file (flushed every 100 ms) until n good records are in it."""
+    end = time.monotonic() + timeout
+    while len(good_records(p)) < n:
+        assert time.monotonic() < end, f"fewer than {n} records reached the file"
+        time.sleep(0.05)
+
+
+def send_good(s: socket.socket, start: int, n: int) -> None:
+    s.sendall(b"".join(frame(b"good %d" % i) for i in range(start, start + n)))
+
+
+def test_garbage_closes_only_that_connection(logd: LogdProcess) -> None:
+    good = connect(logd)
+    send_good(good, 0, 100)
+    bad = connect(logd)
+    bad.sendall(bytes(range(256)) * 64)
+    assert closed_by_peer(bad)
+    bad.close()
+    send_good(good, 100, 100)
+    good.close()
+    assert logd.stop() == 0
+    assert good_records(logd) == [b"good %d" % i for i in range(200)]
+    errors = logd.listener_stats("emitters")["errors"]
+    assert errors.get("oversized", 0) + errors.get("zero_length", 0) == 1
+    assert logd.entries("closing connection")
+
+
+def test_zero_length_frame_is_refused_with_its_offset(logd: LogdProcess) -> None:
+    bad = connect(logd)
+    bad.sendall(frame(b"abc") + b"\x00\x00\x00\x00")
+    assert closed_by_peer(bad)
+    bad.close()
+    assert logd.stop() == 0
+    warning = logd.entries("closing connection")[0]
+    assert warning["offset"] == len(frame(b"abc"))
+    assert logd.listener_stats("emitters")["errors"] == {"zero_length": 1}
+
+
+def test_oversized_frame_is_refused_from_its_header_alone(logd: LogdProcess) -> None:
+    bad = connect(logd)
+    bad.sendall(struct.pack(">I", 5000))  # no body: the header is enough to refuse it
+    assert closed_by_peer(bad)
+    bad.close()
+    assert logd.stop() == 0
+    assert logd.listener_stats("emitters")["errors"] == {"oversized": 1}
+
+
+def test_truncated_frame_at_eof_is_counted_and_earlier_frames_kept(logd: LogdProcess) -> None:
+    s = connect(logd)
+    s.sendall(frame(b"good 0") + frame(b"good 1") + struct.pack(">IB", 100, 6) + b"partial")
+    s.shutdown(socket.SHUT_WR)
+    assert closed_by_peer(s)
+    s.close()
+    assert logd.stop() == 0
+    assert good_records(logd) == [b"good 0", b"good 1"]
+    assert logd.listener_stats("emitters")["errors"] == {"truncated": 1}
+
+
+def test_invalid_utf8_is_counted_and_kept_byte_exact(logd: LogdProcess) -> None:
+    s = connect(logd)
+    s.sendall(frame(b"good \xff\xfe bytes") + frame(b"good 1"))
+    s.shutdown(socket.SHUT_WR)
+    assert closed_by_peer(s)
+    s.close()
+    assert logd.stop() == 0
+    assert good_records(logd) == [b"good \xff\xfe bytes", b"good 1"]
+    assert logd.listener_stats("emitters")["errors"] == {"invalid_utf8": 1}
+
+
+def test_silent_and_slow_connections_do_not_stall_others(logd: LogdProcess) -> None:
+    silent = [connect(logd) for _ in range(50)]  # half-open from logd's point of view
+    slow = connect(logd)
+    fast = connect(logd)
+    slow_frame = frame(b"good slow")
+    for i, byte in enumerate(slow_frame):
+        slow.sendall(bytes([byte]))
+        send_good(fast, i * 100, 100)
+        time.sleep(0.01)  # the point of the test: a byte every 10 ms
+    slow.close()
+    fast.close()
+    started = time.monotonic()
+    assert logd.stop() == 0
+    assert time.monotonic() - started < 10, "silent connections held up the shutdown"
+    records = good_records(logd)
+    assert b"good slow" in records
+    assert len(records) == 1 + 100 * len(slow_frame)
+    for s in silent:
+        s.close()
+
+
+def test_max_connections_refuses_the_excess(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    p = LogdProcess(make_config(out, listener_extra="max_connections = 5"), tmp_path).start()
+    try:
+        kept = [connect(p) for _ in range(5)]
+        for s in kept:
+            send_good(s, 0, 1)  # make sure each was accepted before opening more
+        extra = [connect(p) for _ in range(3)]
+        assert all(closed_by_peer(s) for s in extra)
+        for s in kept + extra:
+            s.close()
+        assert p.stop() == 0
+        assert p.listener_stats("emitters")["errors"] == {"refused": 3}
+    finally:
+        if p.alive():
+            p.stop(signal.SIGKILL)
+
+
+def test_two_thousand_connections_at_once(logd: LogdProcess) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4500:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    conns = [connect(logd) for _ in range(2000)]
+    try:
+        for i, s in enumerate(conns):
+            s.sendall(frame(b"good %d" % i))
+    finally:
+        for s in conns:
+            s.close()
+    wait_for_good_records(logd, 2000)
+    assert logd.stop() == 0
+    assert sorted(good_records(logd)) == sorted(b"good %d" % i for i in range(2000))

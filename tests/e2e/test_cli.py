@@ -1,0 +1,76 @@
+"""The logd command line: config checking, exit codes, start failures."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import REPO, LogdProcess
+from test_tcp_file import make_config
+
+
+def logd(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "logd", *args], capture_output=True,
+                          text=True, timeout=30, cwd=cwd)
+
+
+def test_shipped_configs_are_valid() -> None:
+    for name in ("etc/logd.toml", "etc/logd.dev.toml"):
+        result = logd("--check-config", name)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"{name}: ok"
+
+
+def test_check_config_names_every_bad_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(make_config(tmp_path).replace('framing = "frames"', 'framing = "octets"')
+                   + 'rotate_bytes = "12 parsecs"\nbogus = 1\n')
+    result = logd("--check-config", str(bad))
+    assert result.returncode == 2
+    err = result.stderr
+    assert f"{bad}: listeners.emitters.framing: expected one of \"frames\", \"lines\"" in err
+    assert "outputs.files.rotate_bytes: expected a size" in err
+    assert "outputs.files.bogus: unknown key" in err
+
+
+def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[daemon]\nstate_dir = \n")
+    result = logd("--config", str(bad))
+    assert result.returncode == 2
+    assert "line 2" in result.stderr
+
+
+def test_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = logd("--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "cannot read config" in result.stderr
+
+
+def test_port_in_use_fails_start_naming_the_listener(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = make_config(tmp_path).replace("127.0.0.1:0", f"127.0.0.1:{port}")
+        (tmp_path / "logd.toml").write_text(config)
+        result = logd("--config", str(tmp_path / "logd.toml"))
+    assert result.returncode == 1
+    assert f"listeners.emitters: cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_help_describes_the_command() -> None:
+    result = logd("--help")
+    assert result.returncode == 0
+    assert "--check-config" in result.stdout and "Exit codes" in result.stdout
+
+
+def test_daemon_logs_are_json_lines(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    p = LogdProcess(make_config(out), tmp_path).start()
+    assert p.stop() == 0
+    assert p.raw_stderr and len(p.logs) == len(p.raw_stderr)
+    assert {"ts", "level", "logger", "msg"} <= set(p.logs[0])

@@ -1,0 +1,146 @@
+"""Run a real logd process for a test: temp dir, port 0, logs parsed, clean stop."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+LOADGEN = REPO / "tools" / "loadgen"
+
+
+class LogdProcess:
+    """logd as a subprocess; its JSON log lines are collected as they arrive."""
+
+    def __init__(self, config: str, workdir: Path) -> None:
+        self.workdir = workdir
+        self.config_path = workdir / "logd.toml"
+        self.config_path.write_text(config)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.logs: list[dict[str, Any]] = []
+        self.raw_stderr: list[str] = []
+        self._changed = threading.Condition()
+        self._reader: threading.Thread | None = None
+
+    def start(self, timeout: float = 15.0) -> LogdProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "logd", "--config", str(self.config_path)],
+            cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.wait_for(lambda e: e.get("msg") == "started", timeout)
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._changed:
+                self.raw_stderr.append(line)
+                with contextlib.suppress(ValueError):
+                    self.logs.append(json.loads(line))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, pred: Callable[[dict[str, Any]], bool],
+                 timeout: float = 15.0) -> dict[str, Any]:
+        """The first log entry matching `pred`, waiting for it; fails if logd exits first."""
+        end = time.monotonic() + timeout
+        seen = 0
+        with self._changed:
+            while True:
+                for entry in self.logs[seen:]:
+                    if pred(entry):
+                        return entry
+                seen = len(self.logs)
+                assert self.proc is not None
+                if self.proc.poll() is not None and not (self._reader and
+                                                         self._reader.is_alive()):
+                    raise AssertionError("logd exited ({}):\n{}".format(
+                        self.proc.returncode, "\n".join(self.raw_stderr[-30:])))
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("timed out waiting for a log entry; last lines:\n"
+                                         + "\n".join(self.raw_stderr[-30:]))
+                self._changed.wait(min(left, 0.5))
+
+    def port(self, listener: str) -> int:
+        entry = self.wait_for(lambda e: e.get("msg") == "listening"
+                              and e.get("listener") == listener)
+        return int(entry["port"])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"logd did not stop within {timeout}s") from None
+        if self._reader is not None:
+            self._reader.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return code
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def entries(self, msg: str) -> list[dict[str, Any]]:
+        with self._changed:
+            return [e for e in self.logs if e.get("msg", "").startswith(msg)]
+
+    def listener_stats(self, name: str) -> dict[str, Any]:
+        found = [e for e in self.entries("listener stats") if e.get("listener") == name]
+        assert found, f"no listener stats logged for {name}"
+        return found[-1]
+
+    def metrics(self, output: str) -> dict[str, float]:
+        """The last METRICS line of `output`, as numbers by field name."""
+        found = [e for e in self.entries("METRICS:") if e.get("output") == output]
+        assert found, f"no METRICS line for {output}"
+        return parse_metrics_line(found[-1]["msg"])
+
+
+def parse_metrics_line(line: str) -> dict[str, float]:
+    import re
+    out: dict[str, float] = {}
+    for key, value in re.findall(r"(\w+): ([0-9.]+)", line):
+        out[key] = float(value)
+    return out
+
+
+def run_loadgen(*args: str, timeout: float = 120.0) -> dict[str, Any]:
+    """tools/loadgen with --json; returns its summary (fails the test on a non-zero exit)."""
+    proc = subprocess.run([sys.executable, str(LOADGEN), "--json", *args],
+                          capture_output=True, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def read_all_lines(directory: Path, prefix: str) -> list[bytes]:
+    """Every line of every file (current and rotated) whose name starts with `prefix`."""
+    lines: list[bytes] = []
+    for path in sorted(directory.iterdir()):
+        if path.name.startswith(prefix):
+            data = path.read_bytes()
+            assert data == b"" or data.endswith(b"\n"), f"{path.name} ends mid-record"
+            lines.extend(data.split(b"\n")[:-1])
+    return lines
+
+
+def env_without_pythonpath() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
