@@ -89,7 +89,11 @@ class FrameDecoder:
 
 
 class LineDecoder:
-    """LF-delimited records; empty lines are skipped; the LF is not part of the payload."""
+    """LF-delimited records; the LF is not part of the payload.
+
+    Every line is a record, an empty one too: lines pass through byte-exact, and looking for
+    empty lines would cost a scan of every read for what emitters rarely send.
+    """
 
     __slots__ = ("max_line_bytes", "_chunks", "_have", "_offset")
 
@@ -106,7 +110,7 @@ class LineDecoder:
     def feed(self, data: bytes) -> tuple[bytes, int]:
         """Decode what `data` completes: (block of whole LF-terminated lines, line count).
 
-        The block is the input as received, minus empty lines; nothing is split per line.
+        The block is the input as received; nothing is split per line.
         """
         if self._chunks:
             if b"\n" not in data:
@@ -140,10 +144,6 @@ class LineDecoder:
             self._chunks = [rest]
             self._have = len(rest)
         self._offset += len(block)
-        if block[:1] == b"\n" or b"\n\n" in block:
-            block = b"\n".join(line for line in block.split(b"\n") if line) + b"\n"
-            if block == b"\n":
-                return b"", 0
         return block, block.count(b"\n")
 
     def finish(self) -> bytes:

@@ -79,7 +79,7 @@ class Batch:
 
     @classmethod
     def from_lines(cls, block: bytes, count: int, source: str, received: float) -> Batch:
-        """A batch of `count` LF-terminated lines, none empty, kept as one block."""
+        """A batch of `count` LF-terminated lines, kept as one block."""
         return cls(None, None, source, received, len(block) - count, raw=block, count=count)
 
     @property
@@ -93,6 +93,11 @@ class Batch:
 
     def __len__(self) -> int:
         return self.count
+
+    @property
+    def held_bytes(self) -> int:
+        """Payload bytes plus the read the payloads were cut from, while it is kept."""
+        return self.nbytes + (len(self._frames[0]) if self._frames is not None else 0)
 
     def fields(self) -> list[dict[str, Any] | None]:
         """Each payload's JSON object, or None where the payload is not one; parsed once."""

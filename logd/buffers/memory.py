@@ -20,7 +20,7 @@ RECORD_OVERHEAD = 41
 
 
 def batch_cost(batch: Batch) -> int:
-    return batch.nbytes + RECORD_OVERHEAD * batch.count
+    return batch.held_bytes + RECORD_OVERHEAD * batch.count
 
 
 @dataclass
