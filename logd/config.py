@@ -299,7 +299,7 @@ def _components(tables: Any, section: str, kinds: dict[str, registry.Kind],
         if kind_name is None:
             problems.append((f"{path}.type", f"is required; one of: {', '.join(sorted(kinds))}"))
             continue
-        kind = kinds.get(kind_name)
+        kind = kinds.get(kind_name) if isinstance(kind_name, str) else None
         if kind is None:
             problems.append((f"{path}.type", f"unknown type {kind_name!r}; expected one of: "
                              f"{', '.join(sorted(kinds))}"))

@@ -58,6 +58,8 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
+            while text[pos].isspace():
+                pos += 1
             raise FilterError(f"unexpected character {text[pos]!r} at column {pos + 1}")
         start = m.start(m.lastgroup or 0) + 1
         if m.group("op") is not None:

@@ -120,7 +120,7 @@ class Batch:
     def severity_bytes(self) -> bytes:
         """One severity byte per record; derived from payloads when the wire had none."""
         if self.severities is None and self._frames is not None:
-            self.severities = _frame_severities(*self._frames)
+            self.severities = frame_severities(*self._frames)
         if self.severities is None:
             sevs = bytearray()
             fields = None
@@ -156,7 +156,7 @@ class Batch:
         return sub
 
 
-def _frame_severities(chunk: bytes, start: int, stop: int) -> bytes:
+def frame_severities(chunk: bytes, start: int, stop: int) -> bytes:
     """The severity byte of each frame in chunk[start:stop] (already validated frames)."""
     out = bytearray()
     off = start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE_UNITS = {
@@ -44,8 +45,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like \"30s\"")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("expected a duration >= 0")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"expected a finite duration >= 0, got {value!r}")
         return float(value)
     if isinstance(value, str):
         text = value.strip()

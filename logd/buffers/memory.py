@@ -100,6 +100,8 @@ class MemoryBuffer:
     async def get(self, max_cost: int, timeout: float | None) -> Lease | None:
         """Up to `max_cost` of batches (at least one); None if nothing came within `timeout`."""
         if not self._queue:
+            if self._closed:
+                return None
             self._data.clear()
             if timeout is None:
                 await self._data.wait()

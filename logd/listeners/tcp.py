@@ -29,7 +29,7 @@ from logd.config import (
 )
 from logd.framing import FrameDecoder, FramingError, LineDecoder, invalid_utf8
 from logd.logsetup import RateLimitedLog
-from logd.record import Batch
+from logd.record import Batch, frame_severities
 
 if TYPE_CHECKING:
     from logd.router import Router
@@ -94,8 +94,16 @@ class _Connection(asyncio.Protocol):
                 payloads, chunk, start, stop = decoder.feed(data)
                 if not payloads:
                     return
-                batch = Batch(payloads, None, lst.name, time.time(), stop - start
-                              - 5 * len(payloads), frames=(chunk, start, stop))
+                nbytes = stop - start - 5 * len(payloads)
+                if len(payloads) > 64:
+                    # Severities are read from the chunk later, if ever: no per-record work.
+                    batch = Batch(payloads, None, lst.name, time.time(), nbytes,
+                                  frames=(chunk, start, stop))
+                else:
+                    # Few (large) frames: take their severities now rather than keep the
+                    # whole read alive beside the payloads.
+                    batch = Batch(payloads, frame_severities(chunk, start, stop), lst.name,
+                                  time.time(), nbytes)
             else:
                 block, count = decoder.feed(data)
                 if not count:

@@ -40,7 +40,6 @@ log = logging.getLogger("logd.file")
 
 TEMPLATE_FIELDS = {"app", "event", "date", "severity", "source"}
 _PER_RECORD = {"app", "event", "severity"}
-_ROTATED = re.compile(r"\.\d{8}-\d{6}(?:-\d+)?$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
 
 
@@ -317,27 +316,32 @@ def _has_json_object(batch: Batch, joined: bytes | None) -> bool:
 
 
 def _rotate_and_prune(path: str, keep: int) -> None:
+    """Rename `path` to its rotated name, then delete all but the newest `keep` rotations.
+
+    Rotations within one second get -1, -2, ... after the highest suffix already used, so a
+    new rotation always sorts newest, even after older ones of that second were pruned.
+    """
+    directory, base = os.path.split(path)
+    pattern = re.compile(re.escape(base) + r"\.(\d{8}-\d{6})(?:-(\d+))?")
+    rotated = sorted(
+        (name for name in os.listdir(directory or ".") if pattern.fullmatch(name)),
+        key=lambda name: _rotation_order(pattern, name))
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    target = f"{path}.{stamp}"
-    n = 0
-    while os.path.exists(target):
-        n += 1
-        target = f"{path}.{stamp}-{n}"
-    os.rename(path, target)
+    same_second = [_rotation_order(pattern, n)[1] for n in rotated
+                   if _rotation_order(pattern, n)[0] == stamp]
+    name = f"{base}.{stamp}"
+    if same_second or os.path.exists(os.path.join(directory, name)):
+        name = f"{name}-{max(same_second, default=0) + 1}"
+    os.rename(path, os.path.join(directory, name))
+    rotated.append(name)
     if not keep:
         return
-    directory, base = os.path.split(path)
-    rotated = sorted(
-        (name for name in os.listdir(directory or ".")
-         if name.startswith(base + ".") and _ROTATED.search(name[len(base):])),
-        key=_rotation_order,
-    )
-    for name in rotated[:-keep]:
+    for old in rotated[:-keep]:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(directory, name))
+            os.unlink(os.path.join(directory, old))
 
 
-def _rotation_order(name: str) -> tuple[str, int]:
-    m = re.search(r"\.(\d{8}-\d{6})(?:-(\d+))?$", name)
+def _rotation_order(pattern: re.Pattern[str], name: str) -> tuple[str, int]:
+    m = pattern.fullmatch(name)
     assert m is not None
     return m.group(1), int(m.group(2) or 0)
