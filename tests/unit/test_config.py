@@ -1,0 +1,160 @@
+"""logd.config.loads: validation, key paths in errors, every error reported at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from logd.config import BufferConfig, ConfigError, loads
+
+LISTENER = """
+[listeners.emitters]
+type = "tcp"
+address = "127.0.0.1:0"
+"""
+
+OUTPUT = """
+[outputs.files]
+type = "file"
+path = "/tmp/logd-unit/{app}.log"
+"""
+
+
+def problems_of(text: str) -> dict[str, str]:
+    """The problems `loads` reports for `text`, by key path (it must reject the text)."""
+    with pytest.raises(ConfigError) as info:
+        loads(text)
+    return dict(info.value.problems)
+
+
+def test_minimal_config_loads_with_defaults() -> None:
+    cfg = loads(LISTENER + OUTPUT)
+    listener = cfg.listeners["emitters"]
+    output = cfg.outputs["files"]
+    assert listener.name == "emitters"
+    assert listener.address == ("127.0.0.1", 0)
+    assert listener.framing == "frames"
+    assert output.name == "files"
+    assert output.path == "/tmp/logd-unit/{app}.log"
+    assert output.format == "raw"
+    assert output.buffer == BufferConfig()
+    assert cfg.routes == {}
+    assert cfg.daemon.shutdown_timeout == 30.0
+
+
+def test_unknown_top_level_section_is_named() -> None:
+    problems = problems_of(LISTENER + OUTPUT + "\n[plugins]\nx = 1\n")
+    assert list(problems) == ["plugins"]
+    assert "unknown section" in problems["plugins"]
+    assert "listeners" in problems["plugins"]
+
+
+def test_unknown_listener_key_names_its_full_path() -> None:
+    problems = problems_of(LISTENER + "bogus = 1\n" + OUTPUT)
+    assert list(problems) == ["listeners.emitters.bogus"]
+    assert "unknown key" in problems["listeners.emitters.bogus"]
+    assert "max_connections" in problems["listeners.emitters.bogus"]
+
+
+def test_wrong_type_is_reported_with_expected_type() -> None:
+    problems = problems_of(LISTENER + 'max_connections = "x"\n' + OUTPUT)
+    assert list(problems) == ["listeners.emitters.max_connections"]
+    assert "expected an integer, got a string" in problems["listeners.emitters.max_connections"]
+
+
+def test_bad_size_names_key_path_and_value() -> None:
+    problems = problems_of(LISTENER + OUTPUT + 'rotate_bytes = "12 parsecs"\n')
+    assert list(problems) == ["outputs.files.rotate_bytes"]
+    assert "12 parsecs" in problems["outputs.files.rotate_bytes"]
+
+
+def test_bad_duration_names_key_path() -> None:
+    problems = problems_of(LISTENER + OUTPUT + 'flush_interval = "soon"\n')
+    assert list(problems) == ["outputs.files.flush_interval"]
+    assert "duration" in problems["outputs.files.flush_interval"]
+
+
+def test_unknown_component_type_lists_valid_types() -> None:
+    text = LISTENER.replace('"tcp"', '"udp"') + OUTPUT.replace('"file"', '"kafka"')
+    problems = problems_of(text)
+    assert "unknown type 'udp'" in problems["listeners.emitters.type"]
+    assert "tcp" in problems["listeners.emitters.type"]
+    assert "unknown type 'kafka'" in problems["outputs.files.type"]
+    assert "file" in problems["outputs.files.type"]
+
+
+def test_non_string_component_type_is_a_config_error() -> None:
+    # A TOML array or inline table as `type` must be reported like any other bad value.
+    text = LISTENER.replace('"tcp"', '["tcp"]') + OUTPUT
+    problems = problems_of(text)
+    assert "listeners.emitters.type" in problems
+
+
+def test_route_to_missing_output_names_known_outputs() -> None:
+    text = LISTENER + OUTPUT + '\n[routes.errors]\nto = ["archive"]\nmatch = "level >= warn"\n'
+    problems = problems_of(text)
+    assert list(problems) == ["routes.errors.to"]
+    assert "'archive'" in problems["routes.errors.to"]
+    assert "files" in problems["routes.errors.to"]
+
+
+def test_route_with_bad_match_expression_is_reported() -> None:
+    text = LISTENER + OUTPUT + '\n[routes.r]\nto = "files"\nmatch = "level >= bogus"\n'
+    problems = problems_of(text)
+    assert list(problems) == ["routes.r.match"]
+    assert "bogus" in problems["routes.r.match"]
+
+
+def test_valid_route_loads_with_single_string_destination() -> None:
+    cfg = loads(LISTENER + OUTPUT + '\n[routes.r]\nto = "files"\nmatch = "ERROR || WARN"\n')
+    assert cfg.routes["r"].to == ("files",)
+    assert cfg.routes["r"].match == "ERROR || WARN"
+
+
+def test_unknown_path_template_field_is_reported() -> None:
+    problems = problems_of(LISTENER + OUTPUT.replace("{app}", "{nope}"))
+    assert list(problems) == ["outputs.files.path"]
+    assert "{nope}" in problems["outputs.files.path"]
+    assert "{app}" in problems["outputs.files.path"]
+
+
+def test_invalid_toml_message_mentions_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        loads(LISTENER + "address = \n", source="logd.toml")
+    assert "invalid TOML" in str(info.value)
+    assert "line 5" in str(info.value)
+    assert str(info.value).startswith("logd.toml: ")
+
+
+def test_several_errors_are_all_reported_together() -> None:
+    text = (
+        LISTENER + 'max_connections = "x"\nbogus = true\n'
+        + OUTPUT + 'rotate_bytes = "12 parsecs"\nflush_interval = "1x"\n'
+        + '\n[daemon]\nlog_level = "loud"\n'
+        + '\n[routes.r]\nto = "files"\nmatch = "(a"\n'
+    )
+    problems = problems_of(text)
+    assert {
+        "listeners.emitters.max_connections",
+        "listeners.emitters.bogus",
+        "outputs.files.rotate_bytes",
+        "outputs.files.flush_interval",
+        "daemon.log_level",
+        "routes.r.match",
+    } <= set(problems)
+
+
+def test_nested_buffer_table_is_parsed() -> None:
+    text = LISTENER + OUTPUT + 'buffer = { max_bytes = "1MiB", when_full = "drop_newest" }\n'
+    buffer = loads(text).outputs["files"].buffer
+    assert buffer == BufferConfig(type="memory", max_bytes=1024**2, when_full="drop_newest")
+
+
+def test_bad_when_full_names_nested_key_path() -> None:
+    problems = problems_of(LISTENER + OUTPUT + 'buffer = { when_full = "drop_oldest" }\n')
+    assert list(problems) == ["outputs.files.buffer.when_full"]
+    assert '"block", "drop_newest"' in problems["outputs.files.buffer.when_full"]
+
+
+def test_listener_and_output_may_not_share_a_name() -> None:
+    problems = problems_of(LISTENER + OUTPUT.replace("files", "emitters"))
+    assert "outputs.emitters" in problems

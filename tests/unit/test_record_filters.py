@@ -1,0 +1,180 @@
+"""logd.record.Batch and logd.filters.compile_filter."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from logd.filters import FilterError, compile_filter
+from logd.record import Batch
+
+
+def batch_of(payloads: list[bytes], source: str = "emitters") -> Batch:
+    return Batch(list(payloads), None, source, 1700000000.0, sum(map(len, payloads)))
+
+
+def picked(expression: str, batch: Batch) -> list[bytes]:
+    return [batch.payloads[i] for i in compile_filter(expression).select(batch)]
+
+
+# -- Batch --
+
+def test_fields_parse_json_objects_only() -> None:
+    batch = batch_of([b'{"app": "billing", "n": 1}', b"plain text", b"[1, 2]", b"{broken",
+                      b'{"nested": {"a": true}}'])
+    assert batch.fields() == [{"app": "billing", "n": 1}, None, None, None,
+                              {"nested": {"a": True}}]
+    assert batch.fields() is batch.fields()  # parsed once
+
+
+def test_severity_from_syslog_pri() -> None:
+    batch = batch_of([b"<11>sshd: failed", b"<0>kernel panic", b"<191>debug", b"<x>not pri"])
+    assert batch.severity_bytes() == bytes([3, 0, 7, 6])
+
+
+def test_severity_from_json_level_or_severity() -> None:
+    batch = batch_of([b'{"level": "WARNING"}', b'{"severity": "crit"}', b'{"level": 5}',
+                      b'{"level": "loud"}', b'{"msg": "no level"}'])
+    assert batch.severity_bytes() == bytes([4, 2, 5, 6, 6])
+
+
+def test_severity_defaults_to_info() -> None:
+    assert batch_of([b"hello", b"", b"WARN but plain"]).severity_bytes() == bytes([6, 6, 6])
+
+
+def test_given_severities_are_kept() -> None:
+    batch = Batch([b"a", b"b"], bytes([1, 7]), "s", 0.0, 2)
+    assert batch.severity_bytes() == bytes([1, 7])
+
+
+def test_from_lines_splits_payloads_and_counts_bytes() -> None:
+    block = b"first\n{\"app\": \"x\"}\nthird line\n"
+    batch = Batch.from_lines(block, 3, "lines", 1.0)
+    assert len(batch) == 3
+    assert batch.raw == block
+    assert batch.payloads == [b"first", b'{"app": "x"}', b"third line"]
+    assert batch.nbytes == len(block) - 3
+    assert batch.fields()[1] == {"app": "x"}
+
+
+def test_subset_keeps_payloads_severities_and_fields() -> None:
+    batch = batch_of([b"<11>a", b"<12>b", b'{"level": "debug", "app": "c"}', b"d"])
+    batch.fields()
+    batch.severity_bytes()
+    sub = batch.subset([0, 2])
+    assert sub.payloads == [b"<11>a", b'{"level": "debug", "app": "c"}']
+    assert sub.severity_bytes() == bytes([3, 7])
+    assert sub.fields() == [None, {"level": "debug", "app": "c"}]
+    assert sub.nbytes == len(b"<11>a") + len(b'{"level": "debug", "app": "c"}')
+    assert sub.source == batch.source
+    assert len(sub) == 2
+
+
+def test_subset_of_framed_batch_keeps_frame_severities() -> None:
+    chunk = b"".join((len(p) + 1).to_bytes(4, "big") + bytes([s]) + p
+                     for s, p in [(2, b"x"), (5, b"yy"), (0, b"z")])
+    batch = Batch([b"x", b"yy", b"z"], None, "s", 0.0, 4, frames=(chunk, 0, len(chunk)))
+    sub = batch.subset([1, 2])
+    assert sub.payloads == [b"yy", b"z"]
+    assert sub.severity_bytes() == bytes([5, 0])
+
+
+# -- filters --
+
+LEVELS = batch_of([f"<{sev}>record {sev}".encode() for sev in range(8)])
+
+
+def test_star_matches_everything() -> None:
+    flt = compile_filter("*")
+    assert flt.matches_all
+    assert flt.select(LEVELS) == list(range(8))
+    assert compile_filter("  * ").matches_all
+
+
+def test_level_at_least_warn_picks_severities_zero_to_four() -> None:
+    assert compile_filter("level >= warn").select(LEVELS) == [0, 1, 2, 3, 4]
+    assert compile_filter("level > warn").select(LEVELS) == [0, 1, 2, 3]
+    assert compile_filter("level <= info").select(LEVELS) == [6, 7]
+    assert compile_filter("level < info").select(LEVELS) == [7]
+    assert compile_filter("severity == 3").select(LEVELS) == [3]
+    assert compile_filter("level != error").select(LEVELS) == [0, 1, 2, 4, 5, 6, 7]
+
+
+def test_app_compares_json_app_then_app_id_then_source() -> None:
+    batch = batch_of([b'{"app": "billing"}', b'{"app_id": "billing"}', b'{"app": "auth"}',
+                      b"plain", b'{"msg": "no app"}'], source="billing")
+    assert compile_filter('app == "billing"').select(batch) == [0, 1, 3, 4]
+    assert compile_filter("app != billing").select(batch) == [2]
+    other = batch_of([b"plain", b'{"app": "billing"}'], source="emitters")
+    assert compile_filter('app == "billing"').select(other) == [1]
+
+
+def test_source_and_json_field_comparisons() -> None:
+    batch = batch_of([b'{"event": "login", "ok": true}', b'{"event": "logout"}', b"x"],
+                     source="lines")
+    assert compile_filter("source == lines").select(batch) == [0, 1, 2]
+    assert compile_filter("source != lines").select(batch) == []
+    assert compile_filter("event == login").select(batch) == [0]
+    assert compile_filter("ok == true").select(batch) == [0]
+
+
+def test_bare_and_quoted_words_match_substrings() -> None:
+    batch = batch_of([b"disk full on /var", b"ERROR: disk", b"all fine", b"it's quoted"])
+    assert picked("disk", batch) == [b"disk full on /var", b"ERROR: disk"]
+    assert picked('"disk full"', batch) == [b"disk full on /var"]
+    assert picked("'all fine'", batch) == [b"all fine"]
+    assert picked('"it\'s"', batch) == [b"it's quoted"]
+    assert picked("ERROR", batch) == [b"ERROR: disk"]
+
+
+def test_boolean_operators_and_parentheses() -> None:
+    batch = batch_of([b"a", b"b", b"a b", b"c", b"a c"])
+    assert picked("a && b", batch) == [b"a b"]
+    assert picked("a || c", batch) == [b"a", b"a b", b"c", b"a c"]
+    assert picked("!a", batch) == [b"b", b"c"]
+    assert picked("!(a || b)", batch) == [b"c"]
+    assert picked("a && !(b || c)", batch) == [b"a"]
+
+
+def test_and_binds_tighter_than_or() -> None:
+    batch = batch_of([b"x", b"y z", b"x y", b"z"])
+    # x || (y && z), not (x || y) && z
+    assert picked("x || y && z", batch) == [b"x", b"y z", b"x y"]
+    assert picked("(x || y) && z", batch) == [b"y z"]
+    assert picked("y && z || x", batch) == [b"x", b"y z", b"x y"]
+
+
+def test_seed_002_route_expression() -> None:
+    batch = batch_of([b"ERROR user login failed", b"WARN auth token expired",
+                      b"ERROR disk full", b"INFO payment ok", b"WARN payment retry",
+                      b"DEBUG user"])
+    assert picked("(ERROR || WARN) && (user || auth || payment)", batch) == [
+        b"ERROR user login failed", b"WARN auth token expired", b"WARN payment retry"]
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("", "empty expression"),
+        ("   ", "empty expression"),
+        ("level >= bogus", "unknown level 'bogus'"),
+        ("(a", "ends too early"),
+        ("a &&", "ends too early"),
+        ("app > 3", "compares with == or != only"),
+        ("(a b)", "expected ')'"),
+        ("a )", "unexpected ')'"),
+        ("level ==", "ends too early"),
+        ("level == &&", "expected a value after '=='"),
+        ("|| a", "unexpected '||' at column 1"),
+    ],
+)
+def test_bad_expressions_raise_filter_error(expression: str, message: str) -> None:
+    with pytest.raises(FilterError, match=re.escape(message)):
+        compile_filter(expression)
+
+
+def test_unexpected_character_error_names_the_character_and_its_column() -> None:
+    with pytest.raises(FilterError) as info:
+        compile_filter("a & b")
+    assert str(info.value) == "unexpected character '&' at column 3"

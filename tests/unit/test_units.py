@@ -1,0 +1,83 @@
+"""logd.units: sizes, durations and addresses as config files write them."""
+
+from __future__ import annotations
+
+import pytest
+
+from logd.units import parse_address, parse_duration, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("64MiB", 64 * 1024**2),
+        ("1GB", 1000**3),
+        ("4096", 4096),
+        (4096, 4096),
+        ("1.5KiB", 1536),
+        ("0", 0),
+        (" 2 kib ", 2048),
+    ],
+)
+def test_parse_size_accepts_units_numbers_and_fractions(text: object, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["12XB", -1, True, "abc", "", 1.5, None, "-3MiB"])
+def test_parse_size_rejects_bad_values_with_accepted_forms(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"size"):
+        parse_size(bad)
+
+
+def test_parse_size_error_shows_the_offending_value() -> None:
+    with pytest.raises(ValueError, match=r"'12XB'"):
+        parse_size("12XB")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30s", 30.0),
+        ("500ms", 0.5),
+        ("1h30m", 5400.0),
+        (2, 2.0),
+        (0.25, 0.25),
+        ("1d", 86400.0),
+        (" 1m30s ", 90.0),
+    ],
+)
+def test_parse_duration_accepts_units_and_compounds(text: object, expected: float) -> None:
+    assert parse_duration(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bad", ["30", "s", "1x", "", "1h30", "1hx30m", -1, True, None])
+def test_parse_duration_rejects_bad_values(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"duration"):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+        ("[::1]:9000", ("::1", 9000)),
+        (":8080", ("0.0.0.0", 8080)),
+        ("example.org:0", ("example.org", 0)),
+        ("10.0.0.1:65535", ("10.0.0.1", 65535)),
+    ],
+)
+def test_parse_address_splits_host_and_port(text: str, expected: tuple[str, int]) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["host", "1.2.3.4:99999", "::1:80", "1.2.3.4:", "h:-1", 8080])
+def test_parse_address_rejects_bad_values(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"address"):
+        parse_address(bad)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf")])
+def test_parse_duration_rejects_non_finite_numbers(bad: float) -> None:
+    # TOML has nan: `flush_interval = nan` must not become a duration no comparison can reach.
+    with pytest.raises(ValueError, match=r"duration"):
+        parse_duration(bad)
