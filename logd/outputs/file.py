@@ -99,6 +99,7 @@ class FileOutput(Output):
         self.records = 0
         self.bytes = 0
         self.rotations = 0
+        self.failed_records = 0
         self._started = False
 
     # -- lifecycle --
@@ -122,9 +123,11 @@ class FileOutput(Output):
             wait = max(0.0, self._last_flush + interval - time.monotonic())
             lease = await self.buffer.get(max_cost, timeout=wait)
             if lease is not None:
-                for batch in lease.batches:
-                    await self._write_batch(batch)
-                self.buffer.ack(lease)
+                try:
+                    for batch in lease.batches:
+                        await self._write_one(batch)
+                finally:
+                    self.buffer.ack(lease)
             now = time.monotonic()
             if now - self._last_flush >= interval:
                 await self._flush_all(now)
@@ -147,6 +150,18 @@ class FileOutput(Output):
         self._io.shutdown()
 
     # -- writing --
+
+    async def _write_one(self, batch: Batch) -> None:
+        """Write a batch; one that cannot be written for a reason other than I/O (those are
+        retried below) is counted and logged, and the rest of the stream goes on."""
+        try:
+            await self._write_batch(batch)
+        except (asyncio.CancelledError, OSError):
+            raise
+        except Exception:
+            self.failed_records += batch.count
+            log.exception("batch could not be written; records counted as failed",
+                          extra={"output": self.name, "records": batch.count})
 
     async def _write_batch(self, batch: Batch) -> None:
         raw_format = self.cfg.format == "raw"
@@ -257,6 +272,7 @@ class FileOutput(Output):
             "swaps": st.swaps,
             "errors": st.errors,
             "rotations": self.rotations,
+            "failed": self.failed_records,
             "open_files": len(self._files),
             "avg_flush_ms": 1000 * st.flush_s_total / st.flushes if st.flushes else 0.0,
             "max_flush_ms": 1000 * st.flush_s_max,
