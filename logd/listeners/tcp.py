@@ -144,12 +144,18 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def eof_received(self) -> bool:
-        lst = self.listener
+    def deliver_unterminated_line(self) -> None:
+        """A line connection's last line without LF is still a record (at EOF or drain)."""
         if isinstance(self.decoder, LineDecoder):
             block = self.decoder.finish()
             if block:
-                self._deliver(Batch.from_lines(block, 1, lst.name, time.time()), block)
+                self._deliver(Batch.from_lines(block, 1, self.listener.name, time.time()),
+                              block)
+
+    def eof_received(self) -> bool:
+        lst = self.listener
+        if isinstance(self.decoder, LineDecoder):
+            self.deliver_unterminated_line()
         elif self.decoder.pending:
             lst.errors["truncated"] += 1
             lst.ratelog.warning("truncated", "connection closed inside a frame; partial frame "
@@ -233,6 +239,7 @@ class TcpListener(Component):
             quiet = time.monotonic() - 0.2
             for conn in list(self.connections):
                 if conn.last_data < quiet and not conn.paused and conn.transport is not None:
+                    conn.deliver_unterminated_line()
                     conn.transport.close()
             await asyncio.sleep(0.05)
         for conn in list(self.connections):

@@ -8,7 +8,6 @@ its file as one joined block. Rotation happens between groups, so a record never
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -143,10 +142,7 @@ class FileOutput(Output):
         files = list(self._files.values())
         self._files.clear()
         for f in files:
-            try:
-                await f.close(sync=self.cfg.fdatasync != "never")
-            except OSError as e:
-                log.error("closing file failed", extra={"path": f.path, "error": str(e)})
+            await self._close_file(f)
         self._io.shutdown()
 
     # -- writing --
@@ -290,7 +286,7 @@ class FileOutput(Output):
             return f
         while len(self._files) >= self.cfg.max_open_files:
             _, old = self._files.popitem(last=False)
-            await old.close(sync=self.cfg.fdatasync != "never")
+            await self._close_file(old)
         f = DirectFile(path, self._io)
         delay = 0.05
         while True:
@@ -318,9 +314,23 @@ class FileOutput(Output):
 
     async def _rotate(self, path: str) -> None:
         f = self._files.pop(path)
-        await f.close(sync=self.cfg.fdatasync != "never")
+        await self._close_file(f)
+        try:
+            await self._io.call(_rotate_and_prune, path, self.cfg.keep)
+        except OSError as e:
+            # The records are in the file already; a failed rename or prune loses nothing,
+            # it only leaves the file to grow until a later rotation succeeds.
+            self._io.stats.errors += 1
+            log.error("rotation failed", extra={"path": path, "error": str(e)})
+            return
         self.rotations += 1
-        await self._io.call(_rotate_and_prune, path, self.cfg.keep)
+
+    async def _close_file(self, f: DirectFile) -> None:
+        try:
+            await f.close(sync=self.cfg.fdatasync != "never")
+        except OSError as e:
+            self._io.stats.errors += 1
+            log.error("closing file failed", extra={"path": f.path, "error": str(e)})
 
 
 def _has_json_object(batch: Batch, joined: bytes | None) -> bool:
@@ -353,8 +363,12 @@ def _rotate_and_prune(path: str, keep: int) -> None:
     if not keep:
         return
     for old in rotated[:-keep]:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(os.path.join(directory, old))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.error("cannot delete old rotation", extra={"path": old, "error": str(e)})
 
 
 def _rotation_order(pattern: re.Pattern[str], name: str) -> tuple[str, int]:

@@ -238,3 +238,13 @@ def test_block_pauses_readers_and_loses_nothing(start_logd, out_dir: Path) -> No
     assert logd.listener_stats("emitters")["pauses"] > 0
     lines = read_all_lines(out_dir, "emitters.log")
     assert len(lines) == count and len(set(lines)) == count
+
+
+def test_unterminated_last_line_is_kept_when_logd_stops(start_logd, out_dir: Path) -> None:
+    """An emitter that is still connected at SIGTERM, its last line without LF: a record."""
+    logd = start_logd(make_config(out_dir, framing="lines"))
+    with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
+        s.sendall(b"first\nsecond without newline")
+        _wait_for_file_bytes(out_dir / "emitters.log", len(b"first\n"), logd)
+        assert logd.stop() == 0
+    assert (out_dir / "emitters.log").read_bytes() == b"first\nsecond without newline\n"
