@@ -129,6 +129,7 @@ class Daemon:
                     lost += left
                     log.error("shutdown deadline passed; records not written",
                               extra={"output": name, "records": left})
+                    out.give_up()
                     await _cancel(task)
         for comp in [*self.listeners.values(), *self.outputs.values()]:
             await _close_quietly(comp)

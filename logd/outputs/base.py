@@ -21,6 +21,9 @@ class Output(Component):
         """Called by the router for each batch; True when the caller should pause reading."""
         return self.buffer.put(batch)
 
+    def give_up(self) -> None:
+        """Called past the shutdown deadline, before close(): stop retrying, close promptly."""
+
     def stats(self) -> dict[str, Any]:
         b = self.buffer
         accepted = b.accepted_records

@@ -1,11 +1,18 @@
 """Appending to a file with O_DIRECT from the event loop without waiting on the disk.
 
-The loop copies records into page-aligned buffers (mmap); a full buffer is handed to a worker
-thread that `pwrite`s it at its aligned offset while the loop fills the next one. Up to
-`shards` buffers are in flight at once (parallel writes at distinct offsets keep the device
-queue busy). A flush writes the unaligned tail padded to the block size, then `ftruncate`s the
-file to its true length so readers never see padding; the tail block is kept and rewritten by
-the next write. Where the filesystem refuses O_DIRECT the same code runs with buffered I/O.
+The loop copies records into page-aligned buffers (mmap). Full buffers queue up per file and
+one worker-thread job at a time writes everything queued with a single `pwritev` at the aligned
+offset, while the loop keeps filling: writes to a file happen in order, so the file never has a
+hole, and one thread hand-off covers many buffers. Up to `shards` buffers per output are queued
+or in flight; past that the writer waits (the disk is behind, and the output's buffer absorbs).
+
+A flush writes the unaligned tail through a second, buffered descriptor: exactly the records'
+bytes, never padding, so a reader (or a crash) never sees NULs. The tail's partial block stays
+in memory and is rewritten whole, aligned, by the next O_DIRECT write. Where the filesystem
+refuses O_DIRECT the same code runs with buffered I/O.
+
+A failing write is retried with backoff in its thread until it succeeds, or until the output
+gives up at shutdown (`DirectIO.abandon`), so nothing accepted is dropped on a transient error.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import errno
 import logging
 import mmap
 import os
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -95,6 +103,9 @@ class DirectIO:
         self.stats = WriteStats()
         self._pools: dict[int, BufferPool] = {}
         self.fallback_warned = False
+        # Set when the output stops retrying failed writes (shutdown past its deadline).
+        self.abandoned = threading.Event()
+        self.abandoned_bytes = 0
 
     def pool(self, block: int) -> BufferPool:
         size = -(-self.requested_size // block) * block
@@ -106,12 +117,21 @@ class DirectIO:
     async def call(self, fn, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    def abandon(self) -> None:
+        """Stop retrying: writes that fail from now on give up (and are counted)."""
+        self.abandoned.set()
+
     def shutdown(self) -> None:
-        self.executor.shutdown(wait=True)
+        self.abandon()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _open(path: str, direct: bool, mode: int) -> tuple[int, bool, int, bytes, int]:
-    """Open for appending: (fd, direct?, size, tail bytes of the last partial block, block)."""
+def _open(path: str, direct: bool, mode: int) -> tuple[int, int, bool, int, bytes, int]:
+    """Open for appending: (fd, tail fd, direct?, size, bytes of the last partial block, block).
+
+    The tail descriptor is a second, buffered one for unaligned tails (the same fd when the
+    first is buffered too).
+    """
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     block = alignment_for(directory)
@@ -127,6 +147,7 @@ def _open(path: str, direct: bool, mode: int) -> tuple[int, bool, int, bytes, in
                 raise
     if fd < 0:
         fd = os.open(path, flags, mode)
+    tail_fd = os.open(path, flags, mode) if used_direct else fd
     size = os.fstat(fd).st_size
     tail_len = size % block
     tail = b""
@@ -134,39 +155,73 @@ def _open(path: str, direct: bool, mode: int) -> tuple[int, bool, int, bytes, in
         with open(path, "rb") as f:
             f.seek(size - tail_len)
             tail = f.read(tail_len)
-    return fd, used_direct, size, tail, block
+    return fd, tail_fd, used_direct, size, tail, block
 
 
-def _write(fd: int, buf: mmap.mmap, length: int, offset: int, truncate_to: int | None,
-           sync: bool) -> tuple[float, bool]:
-    """Runs in a worker thread: write, then truncate/sync. Returns (write seconds, fell back)."""
+def _write_job(fd: int, chunks: list[tuple[mmap.mmap, int]], offset: int, path: str,
+               io: DirectIO) -> tuple[float, bool]:
+    """Runs in a worker thread: write `chunks` back to back at `offset`, retrying on errors.
+
+    Returns (seconds spent in the write calls, whether O_DIRECT had to be dropped).
+    Raises only when the output abandoned retries (shutdown past its deadline).
+    """
+    views = [memoryview(buf)[:n] for buf, n in chunks]
+    total = sum(n for _, n in chunks)
     fell_back = False
-    view = memoryview(buf)
+    write_s = 0.0
+    done = 0
+    delay = 0.05
     try:
-        t0 = time.perf_counter()
-        done = 0
-        while done < length:
+        while done < total:
+            pending = _skip(views, done)
             try:
-                n = os.pwrite(fd, view[done:length], offset + done)
+                t0 = time.perf_counter()
+                n = os.pwritev(fd, pending, offset + done) if len(pending) > 1 \
+                    else os.pwrite(fd, pending[0], offset + done)
+                write_s += time.perf_counter() - t0
             except OSError as e:
-                flags = _fcntl_getfl(fd)
-                if e.errno != errno.EINVAL or not flags & os.O_DIRECT:
+                if e.errno == errno.EINVAL and _fcntl_getfl(fd) & os.O_DIRECT:
+                    # The filesystem took O_DIRECT at open but refuses the write: go buffered.
+                    _fcntl_setfl(fd, _fcntl_getfl(fd) & ~os.O_DIRECT)
+                    fell_back = True
+                    continue
+                io.stats.errors += 1
+                if io.abandoned.is_set():
                     raise
-                # The filesystem took O_DIRECT at open but refuses the write: go buffered.
-                _fcntl_setfl(fd, flags & ~os.O_DIRECT)
-                fell_back = True
+                log.error("write failed; retrying", extra={
+                    "path": path, "error": str(e), "retry_in_s": delay})
+                if io.abandoned.wait(delay):
+                    raise
+                delay = min(delay * 2, 5.0)
                 continue
             if n <= 0:
-                raise OSError(errno.EIO, "pwrite wrote nothing")
+                raise OSError(errno.EIO, "write wrote nothing")
             done += n
-        write_s = time.perf_counter() - t0
     finally:
-        view.release()
-    if truncate_to is not None:
-        os.ftruncate(fd, truncate_to)
-    if sync:
-        os.fdatasync(fd)
+        for v in views:
+            v.release()
     return write_s, fell_back
+
+
+def _skip(views: list[memoryview], done: int) -> list[memoryview]:
+    """The part of `views` after the first `done` bytes (after a short write)."""
+    out = []
+    for v in views:
+        if done >= len(v):
+            done -= len(v)
+            continue
+        out.append(v[done:] if done else v)
+        done = 0
+    return out
+
+
+def _write_tail(fd: int, buf: mmap.mmap, length: int, offset: int, sync_fd: int,
+                sync: bool, path: str, io: DirectIO) -> float:
+    """Worker thread: the unaligned tail through the buffered descriptor, exact bytes."""
+    write_s, _ = _write_job(fd, [(buf, length)], offset, path, io)
+    if sync:
+        os.fdatasync(sync_fd)
+    return write_s
 
 
 def _fcntl_getfl(fd: int) -> int:
@@ -186,6 +241,7 @@ class DirectFile:
         self.path = path
         self.io = io
         self.fd = -1
+        self._tail_fd = -1
         self.direct = False
         self.block = 4096
         self.size = 0            # true length once everything handed over is written
@@ -195,12 +251,18 @@ class DirectFile:
         self._fill = 0
         self._base = 0           # file offset of _buf[0]; always block-aligned
         self._dirty = False      # bytes in _buf not yet on disk
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._queue: list[tuple[mmap.mmap, int]] = []  # full buffers waiting, in file order
+        self._queue_offset = 0   # file offset of the first queued buffer
+        self._job: asyncio.Future[tuple[float, bool]] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._close_when_idle = False
 
     async def open(self) -> None:
-        fd, direct, size, tail, block = await self.io.call(
+        fd, tail_fd, direct, size, tail, block = await self.io.call(
             _open, self.path, self.io.direct, self.io.file_mode)
-        self.fd, self.direct, self.size, self.block = fd, direct, size, block
+        self.fd, self._tail_fd, self.direct, self.size, self.block = \
+            fd, tail_fd, direct, size, block
         if self.io.direct and not direct:
             self._warn_fallback("open refused O_DIRECT")
         self._pool = self.io.pool(block)
@@ -217,7 +279,7 @@ class DirectFile:
                         extra={"path": self.path, "reason": why})
 
     async def append(self, pieces: Iterable[bytes]) -> None:
-        """Append bytes; awaits only when every in-flight slot is busy (the disk is behind)."""
+        """Append bytes; awaits only when every buffer slot is taken (the disk is behind)."""
         assert self._buf is not None and self._pool is not None
         size = self._pool.size
         for data in pieces:
@@ -240,65 +302,79 @@ class DirectFile:
         assert self._buf is not None and self._pool is not None
         pool = self._pool
         await pool.acquire_slot()
-        buf, base = self._buf, self._base
+        if not self._queue:
+            self._queue_offset = self._base
+        self._queue.append((self._buf, pool.size))
         self._base += pool.size
         self._buf = pool.take()
         self._fill = 0
         self._dirty = False
         self.io.stats.swaps += 1
-        task = asyncio.get_running_loop().create_task(
-            self._write_with_retry(buf, pool.size, base, None, False, release=True))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        if self._job is None:
+            self._submit()
 
-    async def _write_with_retry(self, buf: mmap.mmap, length: int, offset: int,
-                                truncate_to: int | None, sync: bool, release: bool) -> None:
-        """Write until it succeeds: what was accepted is never given up on a disk error."""
+    def _submit(self) -> None:
+        """Start one thread job writing everything queued; its callback starts the next."""
+        chunks, self._queue = self._queue, []
         started = time.perf_counter()
-        delay = 0.05
-        try:
-            while True:
-                try:
-                    write_s, fell_back = await self.io.call(
-                        _write, self.fd, buf, length, offset, truncate_to, sync)
-                    break
-                except OSError as e:
-                    self.io.stats.errors += 1
-                    log.error("write failed; retrying", extra={
-                        "path": self.path, "error": str(e), "retry_in_s": delay})
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+        self._idle.clear()
+        job = asyncio.get_running_loop().run_in_executor(
+            self.io.executor, _write_job, self.fd, chunks, self._queue_offset, self.path,
+            self.io)
+        self._job = job
+        # Buffers go back to the pool only when the thread is done with them: from the
+        # job's own callback, never from a task that may be cancelled while it runs.
+        job.add_done_callback(lambda f: self._job_done(f, chunks, started))
+
+    def _job_done(self, job: asyncio.Future[tuple[float, bool]],
+                  chunks: list[tuple[mmap.mmap, int]], started: float) -> None:
+        assert self._pool is not None
+        self._job = None
+        for buf, _ in chunks:
+            self._pool.give_back(buf)
+            self._pool.release_slot()
+        error = job.exception() if not job.cancelled() else None
+        if error is not None or job.cancelled():
+            lost = sum(n for _, n in chunks)
+            self.io.abandoned_bytes += lost
+            log.error("write abandoned at shutdown", extra={
+                "path": self.path, "bytes": lost, "error": str(error)})
+        else:
+            write_s, fell_back = job.result()
             if fell_back:
                 self.direct = False
                 self._warn_fallback("write refused O_DIRECT")
             self.io.stats.record(write_s, time.perf_counter() - started)
-        finally:
-            if release:
-                assert self._pool is not None
-                self._pool.give_back(buf)
-                self._pool.release_slot()
+        if self._queue and not self._close_when_idle:
+            self._submit()
+            return
+        self._idle.set()
+        if self._close_when_idle:
+            self._close_fds()
 
     async def wait_written(self) -> None:
-        while self._inflight:
-            await asyncio.gather(*list(self._inflight))
+        """Until every full buffer handed over is on disk (or given up)."""
+        while self._job is not None or self._queue:
+            if self._job is None:
+                self._submit()
+            await self._idle.wait()
 
     async def flush(self, sync: bool = False) -> None:
-        """Make everything appended so far visible in the file, at its exact length."""
+        """Make everything appended so far visible in the file, exactly, and no more."""
         await self.wait_written()
         if not self._dirty and not sync:
             return
         assert self._buf is not None
         fill = self._fill
-        padded = -(-fill // self.block) * self.block
-        if padded > fill:
-            self._buf[fill:padded] = bytes(padded - fill)
-        if fill:
-            await self._write_with_retry(self._buf, padded, self._base,
-                                         self._base + fill, sync, release=False)
+        started = time.perf_counter()
+        if fill and self._dirty:
+            write_s = await self.io.call(_write_tail, self._tail_fd, self._buf, fill,
+                                         self._base, self.fd, sync, self.path, self.io)
+            self.io.stats.record(write_s, time.perf_counter() - started)
         elif sync:
             await self.io.call(os.fdatasync, self.fd)
         self._dirty = False
-        # Keep the partial tail block: the next write rewrites it whole, aligned.
+        # Keep the partial tail block: the next O_DIRECT write rewrites it whole, aligned.
         whole = fill - fill % self.block
         if whole:
             tail = fill - whole
@@ -307,13 +383,27 @@ class DirectFile:
             self._fill = tail
 
     async def close(self, sync: bool = False) -> None:
+        """Flush and close; safe to call again after a failure or a cancellation."""
         if self.fd < 0:
             return
         try:
             await self.flush(sync=sync)
         finally:
-            fd, self.fd = self.fd, -1
-            await self.io.call(os.close, fd)
-            if self._buf is not None and self._pool is not None:
-                self._pool.give_back(self._buf)
-            self._buf = None
+            if self._job is None:
+                self._close_fds()
+            else:
+                # A thread still writes from our buffers into our fd: it closes both.
+                self._close_when_idle = True
+
+    def _close_fds(self) -> None:
+        if self.fd < 0:
+            return
+        fd, tail_fd, self.fd, self._tail_fd = self.fd, self._tail_fd, -1, -1
+        for d in {fd, tail_fd}:
+            try:
+                os.close(d)
+            except OSError as e:
+                log.error("close failed", extra={"path": self.path, "error": str(e)})
+        if self._buf is not None and self._pool is not None:
+            self._pool.give_back(self._buf)
+        self._buf = None

@@ -138,6 +138,10 @@ class FileOutput(Output):
         self._draining = True
         self.buffer.close()
 
+    def give_up(self) -> None:
+        """Past the shutdown deadline: stop retrying failed writes so close() ends."""
+        self._io.abandon()
+
     async def close(self) -> None:
         files = list(self._files.values())
         self._files.clear()
@@ -313,8 +317,10 @@ class FileOutput(Output):
                 await f.flush(sync=self.cfg.fdatasync == "flush")
 
     async def _rotate(self, path: str) -> None:
-        f = self._files.pop(path)
+        f = self._files[path]
         await self._close_file(f)
+        # Dropped from the open set only once closed: a cancelled close is finished by close().
+        del self._files[path]
         try:
             await self._io.call(_rotate_and_prune, path, self.cfg.keep)
         except OSError as e:

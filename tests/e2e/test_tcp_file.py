@@ -248,3 +248,47 @@ def test_unterminated_last_line_is_kept_when_logd_stops(start_logd, out_dir: Pat
         _wait_for_file_bytes(out_dir / "emitters.log", len(b"first\n"), logd)
         assert logd.stop() == 0
     assert (out_dir / "emitters.log").read_bytes() == b"first\nsecond without newline\n"
+
+
+def test_a_reader_tailing_the_file_never_sees_padding_or_a_shrink(
+        start_logd, out_dir: Path) -> None:
+    """Flushes every 10 ms under load while a reader follows the file like `tail -F`."""
+    import threading
+    import time
+
+    logd = start_logd(make_config(out_dir, output_extra='buffer_size = "64KiB"')
+                      .replace('flush_interval = "100ms"', 'flush_interval = "10ms"'))
+    path = out_dir / "emitters.log"
+    problems: list[str] = []
+    done = threading.Event()
+
+    def follow() -> None:
+        seen = 0
+        while not done.is_set() or (path.exists() and path.stat().st_size > seen):
+            if not path.exists():
+                time.sleep(0.001)  # nothing to read yet; the file appears with the first flush
+                continue
+            size = path.stat().st_size
+            if size < seen:
+                problems.append(f"file shrank from {seen} to {size}")
+                return
+            with path.open("rb") as f:
+                f.seek(seen)
+                chunk = f.read(size - seen)
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                problems.append(f"NUL byte at offset {seen + nul}")
+                return
+            seen += len(chunk)
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    try:
+        run_loadgen("--target", f"tcp://127.0.0.1:{logd.port('emitters')}", "--rate",
+                    "50000", "--duration", "3", "--size", "300", "--connections", "2")
+        assert logd.stop() == 0
+    finally:
+        done.set()
+        reader.join(30)
+    assert problems == []
+    assert path.stat().st_size == 150_000 * 301
