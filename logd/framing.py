@@ -20,6 +20,9 @@ class FramingError(Exception):
     def __init__(self, reason: str, offset: int, detail: str) -> None:
         self.reason = reason
         self.offset = offset
+        # Whole records decoded from the same read before the bad one: still to deliver.
+        self.frames: tuple[list[bytes], bytes, int, int] | None = None
+        self.lines: tuple[bytes, int] | None = None
         super().__init__(f"{detail} at byte offset {offset}")
 
 
@@ -63,7 +66,11 @@ class FrameDecoder:
         while end - off >= 4:
             length = from_bytes(data[off:off + 4], "big")
             if not 0 < length <= limit:
-                self._fail(length, off)
+                try:
+                    self._fail(length, off)
+                except FramingError as e:
+                    e.frames = (payloads, data, 0, off)
+                    raise
             stop = off + 4 + length
             if stop > end:
                 break
@@ -136,11 +143,19 @@ class LineDecoder:
             pos = 0
             for line in block.split(b"\n"):
                 if len(line) > limit:
-                    self._fail(len(line), pos)
+                    try:
+                        self._fail(len(line), pos)
+                    except FramingError as e:
+                        e.lines = (block[:pos], block.count(b"\n", 0, pos))
+                        raise
                 pos += len(line) + 1
         if rest:
             if len(rest) > limit:
-                self._fail(len(rest), len(block))
+                try:
+                    self._fail(len(rest), len(block))
+                except FramingError as e:
+                    e.lines = (block, block.count(b"\n"))
+                    raise
             self._chunks = [rest]
             self._have = len(rest)
         self._offset += len(block)

@@ -110,9 +110,21 @@ class _Connection(asyncio.Protocol):
                     return
                 batch = Batch.from_lines(block, count, lst.name, time.time())
         except FramingError as e:
+            self._deliver_before_error(e)
             self._protocol_error(e)
             return
         self._deliver(batch, chunk if isinstance(decoder, FrameDecoder) else block)
+
+    def _deliver_before_error(self, e: FramingError) -> None:
+        """The whole records that came in the same read, before the bad one, are kept."""
+        name = self.listener.name
+        if e.frames is not None and e.frames[0]:
+            payloads, chunk, start, stop = e.frames
+            self._deliver(Batch(payloads, frame_severities(chunk, start, stop), name,
+                                time.time(), stop - start - 5 * len(payloads)), chunk)
+        elif e.lines is not None and e.lines[1]:
+            block, count = e.lines
+            self._deliver(Batch.from_lines(block, count, name, time.time()), block)
 
     def _deliver(self, batch: Batch, block: bytes) -> None:
         lst = self.listener

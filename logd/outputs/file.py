@@ -313,8 +313,13 @@ class FileOutput(Output):
         for path, f in list(self._files.items()):
             if interval and f.size and wall - f.opened_at >= interval:
                 await self._rotate(path)
-            else:
+                continue
+            try:
                 await f.flush(sync=self.cfg.fdatasync == "flush")
+            except OSError as e:
+                # An fdatasync failure: the data is written; the next flush tries again.
+                self._io.stats.errors += 1
+                log.error("flush failed", extra={"path": path, "error": str(e)})
 
     async def _rotate(self, path: str) -> None:
         f = self._files[path]

@@ -80,12 +80,13 @@ def test_garbage_closes_only_that_connection(logd: LogdProcess) -> None:
 
 def test_zero_length_frame_is_refused_with_its_offset(logd: LogdProcess) -> None:
     bad = connect(logd)
-    bad.sendall(frame(b"abc") + b"\x00\x00\x00\x00")
+    bad.sendall(frame(b"good 0") + b"\x00\x00\x00\x00")
     assert closed_by_peer(bad)
     bad.close()
     assert logd.stop() == 0
     warning = logd.entries("closing connection")[0]
-    assert warning["offset"] == len(frame(b"abc"))
+    assert warning["offset"] == len(frame(b"good 0"))
+    assert good_records(logd) == [b"good 0"], "the frame before the bad one is kept"
     assert logd.listener_stats("emitters")["errors"] == {"zero_length": 1}
 
 
@@ -174,3 +175,22 @@ def test_two_thousand_connections_at_once(logd: LogdProcess) -> None:
     wait_for_good_records(logd, 2000)
     assert logd.stop() == 0
     assert sorted(good_records(logd)) == sorted(b"good %d" % i for i in range(2000))
+
+
+def test_oversized_line_keeps_the_lines_before_it(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    p = LogdProcess(make_config(out, framing="lines",
+                                listener_extra='max_frame_bytes = "1KiB"'), tmp_path).start()
+    p.out = out  # type: ignore[attr-defined]
+    try:
+        s = connect(p)
+        s.sendall(b"good 0\ngood 1\n" + b"x" * 5000 + b"\ngood never\n")
+        assert closed_by_peer(s)
+        s.close()
+        assert p.stop() == 0
+        assert good_records(p) == [b"good 0", b"good 1"]
+        assert p.listener_stats("emitters")["errors"] == {"oversized": 1}
+    finally:
+        if p.alive():
+            p.stop(signal.SIGKILL)
