@@ -202,6 +202,9 @@ class DaemonConfig:
                                     "log a METRICS line per output this often (0: only at exit)")
     log_level: str = setting("info", one_of("debug", "info", "warning", "error"),
                              "the daemon's own log level")
+    metrics_address: tuple[str, int] | None = setting(
+        None, lambda v: None if v == "" else to_address(v),
+        "host:port for GET /metrics (Prometheus) and /health; \"\" turns it off")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
-"""The daemon: owns the components, their start order, signals, and the shutdown deadline.
+"""The daemon: owns the components, their start order, signals, reload and the shutdown deadline.
 
-Start: outputs first (so nothing is accepted that has nowhere to go), then listeners.
+Start: outputs first (so nothing is accepted that has nowhere to go), then listeners, then the
+control socket and the metrics endpoint; then READY=1 to systemd.
 Stop (SIGTERM/SIGINT): listeners stop accepting and deliver what they hold, outputs write out
 their buffers, all within `shutdown_timeout`; whatever could not be written by then is logged
 with its count. A second signal exits at once.
+Reload (SIGHUP or `logctl reload`): a new config is validated and applied component by
+component without losing records in flight; an invalid one changes nothing.
 """
 
 from __future__ import annotations
@@ -16,41 +19,68 @@ import signal
 import time
 from typing import Any
 
-from logd import procstats, registry
+from logd import logsetup, procstats, registry
 from logd.component import Component, StartError
-from logd.config import Config
+from logd.config import Config, ConfigError, load
 from logd.outputs.base import Output
 from logd.router import Router
+from logd.sdnotify import Notifier
 
 log = logging.getLogger("logd")
+
+# Daemon keys a reload cannot change in a running process.
+RESTART_KEYS = ("state_dir", "control_socket", "metrics_address")
 
 
 class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.outputs: dict[str, Output] = {
-            name: registry.OUTPUTS[c.type].component_class()(c)
-            for name, c in cfg.outputs.items()
-        }
-        self.router = Router(cfg.routes, self.outputs)
-        self.listeners: dict[str, Component] = {
-            name: registry.LISTENERS[c.type].component_class()(c, self.router)
-            for name, c in cfg.listeners.items()
-        }
+        self.outputs: dict[str, Output] = {}
+        self.listeners: dict[str, Component] = {}
+        self.router = Router({}, {})
+        self.notifier = Notifier()
         self._stop = asyncio.Event()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}  # id(component) -> its run task
+        self._background: set[asyncio.Task[Any]] = set()
+        self._reload_lock = asyncio.Lock()
         self._signals = 0
+        self._services: list[Any] = []
+        self.reloads = 0
         self.started_at = time.time()
+
+    # -- building --
+
+    def _new_output(self, name: str, cfg: Any) -> Output:
+        return registry.OUTPUTS[cfg.type].component_class()(cfg)
+
+    def _new_listener(self, name: str, cfg: Any) -> Component:
+        return registry.LISTENERS[cfg.type].component_class()(cfg, self.router)
+
+    def _spawn_run(self, comp: Component, after: asyncio.Task[None] | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(self._supervise(comp, after),
+                                                      name=f"run:{comp.name}")
+        self._tasks[id(comp)] = task
+
+    # -- running --
 
     async def run(self) -> int:
         """Run until a stop signal; returns the process exit code."""
         procstats.GC.install()
         loop = asyncio.get_running_loop()
-        started: list[Component] = []
+        started: list[Any] = []
         try:
-            for comp in [*self.outputs.values(), *self.listeners.values()]:
-                await comp.start()
-                started.append(comp)
+            for name, c in self.cfg.outputs.items():
+                out = self._new_output(name, c)
+                await out.start()
+                started.append(out)
+                self.outputs[name] = out
+            self.router.reconfigure(self.cfg.routes, self.outputs)
+            for name, c in self.cfg.listeners.items():
+                lst = self._new_listener(name, c)
+                await lst.start()
+                started.append(lst)
+                self.listeners[name] = lst
+            await self._start_services(started)
         except StartError as e:
             log.error("start failed", extra={"reason": str(e)})
             for comp in reversed(started):
@@ -58,19 +88,38 @@ class Daemon:
             return 1
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        for name, comp in [*self.outputs.items(), *self.listeners.items()]:
-            self._tasks[name] = loop.create_task(self._supervise(comp), name=f"run:{name}")
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        for comp in [*self.outputs.values(), *self.listeners.values()]:
+            self._spawn_run(comp)
         ticker = loop.create_task(self._stats_ticker())
+        watchdog = loop.create_task(self.notifier.watchdog())
         log.info("started", extra={"pid": os.getpid(), "config": self.cfg.source,
                                    "listeners": list(self.listeners),
                                    "outputs": list(self.outputs)})
+        self.notifier.ready()
         await self._stop.wait()
+        self.notifier.stopping()
         ticker.cancel()
         lost = await self._shutdown()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        watchdog.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        self.notifier.close()
         log.info("stopped", extra={"unwritten_records": lost})
         return 0 if lost == 0 else 1
+
+    async def _start_services(self, started: list[Any]) -> None:
+        from logd.control.server import ControlServer
+        control = ControlServer(self, self.cfg.daemon.control_socket)
+        await control.start()
+        started.append(control)
+        self._services.append(control)
+        if self.cfg.daemon.metrics_address is not None:
+            from logd.control.http_metrics import MetricsServer
+            metrics = MetricsServer(self, self.cfg.daemon.metrics_address)
+            await metrics.start()
+            started.append(metrics)
+            self._services.append(metrics)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -83,8 +132,20 @@ class Daemon:
         log.info("stopping", extra={"signal": signal.Signals(sig).name})
         self._stop.set()
 
-    async def _supervise(self, comp: Component) -> None:
+    def _on_sighup(self) -> None:
+        log.info("reload requested", extra={"signal": "SIGHUP"})
+        self._keep(asyncio.get_running_loop().create_task(self.reload()))
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _supervise(self, comp: Component, after: asyncio.Task[None] | None) -> None:
         """Keep a component's run task alive: log a crash and restart it after a pause."""
+        if after is not None:
+            # A replaced output writes the same files: the new one starts once the old is done.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(after)
         while True:
             try:
                 await comp.run()
@@ -97,10 +158,11 @@ class Daemon:
                 await asyncio.sleep(1.0)
 
     async def _stats_ticker(self) -> None:
-        interval = self.cfg.daemon.stats_interval
-        if not interval:
-            return
         while True:
+            interval = self.cfg.daemon.stats_interval
+            if not interval:
+                await asyncio.sleep(1.0)
+                continue
             await asyncio.sleep(interval)
             self.log_metrics()
 
@@ -110,39 +172,193 @@ class Daemon:
         for name, out in self.outputs.items():
             log.info(procstats.metrics_line(out.stats()), extra={"output": name})
 
+    # -- reload --
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config file and apply it; an invalid file changes nothing."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                try:
+                    new = load(self.cfg.source)
+                except ConfigError as e:
+                    problems = [f"{k}: {m}" if k else m for k, m in e.problems]
+                    log.error("reload refused: config invalid; the running one stays",
+                              extra={"problems": problems})
+                    return {"applied": False, "problems": problems, "changes": []}
+                result = await self._apply(new)
+                self.reloads += result["applied"]
+                return result
+            finally:
+                self.notifier.ready("running")
+
+    async def _apply(self, new: Config) -> dict[str, Any]:
+        old = self.cfg
+        changes: list[str] = []
+        out_gone = [n for n in self.outputs if n not in new.outputs]
+        out_new = [n for n in new.outputs if n not in self.outputs]
+        out_changed = [n for n in new.outputs if n in self.outputs
+                       and new.outputs[n] != old.outputs[n]]
+        lst_gone = [n for n in self.listeners if n not in new.listeners]
+        lst_new = [n for n in new.listeners if n not in self.listeners]
+        lst_changed = [n for n in new.listeners if n in self.listeners
+                       and new.listeners[n] != old.listeners[n]]
+
+        # 1. Start what is new, before anything old is touched: a failure changes nothing.
+        fresh_outputs: dict[str, Output] = {}
+        fresh_listeners: dict[str, Component] = {}
+        try:
+            for n in out_new + out_changed:
+                out = self._new_output(n, new.outputs[n])
+                await out.start()
+                fresh_outputs[n] = out
+            for n in lst_new:
+                lst = self._new_listener(n, new.listeners[n])
+                await lst.start()
+                fresh_listeners[n] = lst
+        except StartError as e:
+            for comp in [*fresh_listeners.values(), *fresh_outputs.values()]:
+                await _close_quietly(comp)
+            log.error("reload refused: a component failed to start; the running config "
+                      "stays", extra={"reason": str(e)})
+            return {"applied": False, "problems": [str(e)], "changes": []}
+
+        # 2. Swap the outputs the router feeds; retired ones finish their buffers.
+        retired = {n: self.outputs[n] for n in out_gone + out_changed}
+        self.outputs = {n: o for n, o in self.outputs.items() if n not in retired}
+        self.outputs.update(fresh_outputs)
+        self.outputs = {n: self.outputs[n] for n in new.outputs}
+        self.router.reconfigure(new.routes, self.outputs)
+        if new.routes != old.routes:
+            changes.append("routes updated")
+        for n, out in fresh_outputs.items():
+            old_task = self._tasks.get(id(retired[n])) if n in retired else None
+            self._spawn_run(out, after=old_task)
+            changes.append(f"output {n} {'changed' if n in retired else 'added'}")
+        for n, out in retired.items():
+            if n in out_gone:
+                changes.append(f"output {n} removed")
+            self._keep(asyncio.get_running_loop().create_task(self._retire_output(out)))
+
+        # 3. Listeners: new ones run; removed ones drain; changed ones restart in place.
+        for n, lst in fresh_listeners.items():
+            self.listeners[n] = lst
+            self._spawn_run(lst)
+            changes.append(f"listener {n} added")
+        for n in lst_gone:
+            await self._retire_listener(self.listeners.pop(n))
+            changes.append(f"listener {n} removed")
+        problems: list[str] = []
+        for n in lst_changed:
+            await self._retire_listener(self.listeners.pop(n))
+            lst = self._new_listener(n, new.listeners[n])
+            try:
+                await lst.start()
+            except StartError as e:
+                problems.append(str(e))
+                log.error("listener did not restart with its new config; restoring the old one",
+                          extra={"listener": n, "reason": str(e)})
+                lst = self._new_listener(n, old.listeners[n])
+                try:
+                    await lst.start()
+                except StartError as e2:
+                    problems.append(str(e2))
+                    continue
+                self.listeners[n] = lst
+                self._spawn_run(lst)
+                continue
+            self.listeners[n] = lst
+            self._spawn_run(lst)
+            changes.append(f"listener {n} changed")
+
+        # 4. Daemon settings: some apply now, some need a restart.
+        for key in RESTART_KEYS:
+            if getattr(new.daemon, key) != getattr(old.daemon, key):
+                problems.append(f"daemon.{key} changes only when logd restarts")
+        if new.daemon.log_level != old.daemon.log_level:
+            logsetup.set_level(new.daemon.log_level)
+            changes.append(f"log_level {new.daemon.log_level}")
+        kept_daemon = {k: getattr(old.daemon, k) for k in RESTART_KEYS}
+        self.cfg = Config(daemon=_replace(new.daemon, **kept_daemon),
+                          listeners=new.listeners, outputs=new.outputs, routes=new.routes,
+                          source=old.source)
+        log.info("reloaded", extra={"changes": changes, "problems": problems})
+        return {"applied": True, "changes": changes, "problems": problems}
+
+    async def _retire_output(self, out: Output) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.daemon.shutdown_timeout
+        await out.drain(deadline)
+        task = self._tasks.pop(id(out), None)
+        if task is not None:
+            _, pending = await asyncio.wait([task], timeout=max(0.0, deadline - loop.time()))
+            if pending:
+                log.error("retired output did not finish its buffer in time",
+                          extra={"output": out.name, "records": out.buffer.queued_records})
+                out.give_up()
+                await _cancel(task)
+        await _close_quietly(out)
+        log.info(procstats.metrics_line(out.stats()), extra={"output": out.name,
+                                                            "retired": True})
+
+    async def _retire_listener(self, lst: Component) -> None:
+        loop = asyncio.get_running_loop()
+        await lst.drain(loop.time() + self.cfg.daemon.shutdown_timeout)
+        await _cancel(self._tasks.pop(id(lst), None))
+        await _close_quietly(lst)
+        log.info("listener stats", extra={"listener": lst.name, "retired": True, **lst.stats()})
+
+    # -- stop --
+
     async def _shutdown(self) -> int:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.daemon.shutdown_timeout
-        await asyncio.gather(*(lst.drain(deadline) for lst in self.listeners.values()))
-        for name in self.listeners:
-            await _cancel(self._tasks.pop(name, None))
-        for out in self.outputs.values():
-            await out.drain(deadline)
-        lost = 0
-        pending = [self._tasks[n] for n in self.outputs if n in self._tasks]
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
-            for name, out in self.outputs.items():
-                task = self._tasks.get(name)
-                if task in still:
-                    left = out.buffer.queued_records
-                    lost += left
-                    log.error("shutdown deadline passed; records not written",
-                              extra={"output": name, "records": left})
-                    out.give_up()
-                    await _cancel(task)
-        for comp in [*self.listeners.values(), *self.outputs.values()]:
-            await _close_quietly(comp)
-        self.log_metrics()
-        return lost
+        async with self._reload_lock:
+            for svc in self._services:
+                await _close_quietly(svc)
+            await asyncio.gather(*(lst.drain(deadline) for lst in self.listeners.values()))
+            for lst in self.listeners.values():
+                await _cancel(self._tasks.pop(id(lst), None))
+            # Outputs retired by a reload are finishing too; wait for them within the deadline.
+            if self._background:
+                await asyncio.wait(list(self._background),
+                                   timeout=max(0.0, deadline - loop.time()))
+            for out in self.outputs.values():
+                await out.drain(deadline)
+            lost = 0
+            pending = {id(o): self._tasks[id(o)] for o in self.outputs.values()
+                       if id(o) in self._tasks}
+            if pending:
+                _, still = await asyncio.wait(list(pending.values()),
+                                              timeout=max(0.0, deadline - loop.time()))
+                for name, out in self.outputs.items():
+                    task = pending.get(id(out))
+                    if task in still:
+                        left = out.buffer.queued_records
+                        lost += left
+                        log.error("shutdown deadline passed; records not written",
+                                  extra={"output": name, "records": left})
+                        out.give_up()
+                        await _cancel(task)
+            for comp in [*self.listeners.values(), *self.outputs.values()]:
+                await _close_quietly(comp)
+            self.log_metrics()
+            return lost
 
     def stats(self) -> dict[str, Any]:
         return {
             "process": procstats.process_stats(),
+            "daemon": {"config": self.cfg.source, "reloads": self.reloads,
+                       "started_at": self.started_at},
             "listeners": {n: c.stats() for n, c in self.listeners.items()},
             "outputs": {n: c.stats() for n, c in self.outputs.items()},
             "router": {"unrouted": self.router.unrouted},
         }
+
+
+def _replace(obj: Any, **changes: Any) -> Any:
+    import dataclasses
+    return dataclasses.replace(obj, **changes)
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
@@ -153,8 +369,8 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
         await task
 
 
-async def _close_quietly(comp: Component) -> None:
+async def _close_quietly(comp: Any) -> None:
     try:
         await comp.close()
     except Exception:
-        log.exception("close failed", extra={"component": comp.name})
+        log.exception("close failed", extra={"component": getattr(comp, "name", comp)})

@@ -64,3 +64,8 @@ class RateLimitedLog:
             self.logger.warning(msg, extra=fields)
         else:
             w[2] += 1
+
+
+def set_level(level: str) -> None:
+    """Change the daemon's log level (reload)."""
+    logging.getLogger().setLevel(level.upper())

@@ -49,6 +49,7 @@ def process_stats() -> dict[str, Any]:
             "open_fds": _PROC.num_fds(),
             "threads": _PROC.num_threads(),
             "uptime_s": time.time() - _PROC.create_time(),
+            "start_time": _PROC.create_time(),
             "gc_cycles": GC.cycles,
             "gc_pause_ms": GC.pause_s * 1000,
         }

@@ -18,16 +18,22 @@ from logd.record import Batch
 
 class Router:
     def __init__(self, routes: Mapping[str, RouteConfig], outputs: Mapping[str, Output]) -> None:
+        self.unrouted = 0
+        self.reconfigure(routes, outputs)
+
+    def reconfigure(self, routes: Mapping[str, RouteConfig],
+                    outputs: Mapping[str, Output]) -> None:
+        """Swap in new routes and outputs; the next batch dispatched sees them (reload)."""
         self.outputs = dict(outputs)
-        self._everywhere: list[Output] | None = None
-        self._routes: list[tuple[Filter, list[Output]]] = []
+        everywhere: list[Output] | None = None
+        table: list[tuple[Filter, list[Output]]] = []
         if not routes:
-            self._everywhere = list(self.outputs.values())
+            everywhere = list(self.outputs.values())
         else:
             for route in routes.values():
                 dests = [self.outputs[n] for n in route.to if n in self.outputs]
-                self._routes.append((compile_filter(route.match), dests))
-        self.unrouted = 0
+                table.append((compile_filter(route.match), dests))
+        self._everywhere, self._routes = everywhere, table
 
     def dispatch(self, batch: Batch) -> list[Any]:
         """Hand a batch to its outputs; returns the buffers the caller must wait on (full)."""

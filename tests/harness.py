@@ -21,7 +21,8 @@ LOADGEN = REPO / "tools" / "loadgen"
 class LogdProcess:
     """logd as a subprocess; its JSON log lines are collected as they arrive."""
 
-    def __init__(self, config: str, workdir: Path) -> None:
+    def __init__(self, config: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.env = {**os.environ, **(env or {})}
         self.workdir = workdir
         self.config_path = workdir / "logd.toml"
         self.config_path.write_text(config)
@@ -34,7 +35,7 @@ class LogdProcess:
     def start(self, timeout: float = 15.0) -> LogdProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "logd", "--config", str(self.config_path)],
-            cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -144,3 +145,9 @@ def read_all_lines(directory: Path, prefix: str) -> list[bytes]:
 
 def env_without_pythonpath() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def logctl(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run logctl (as `python -m logd.ctl`) and return its result, whatever the exit code."""
+    return subprocess.run([sys.executable, "-m", "logd.ctl", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)

@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from logd.metrics import FLUSH_SECONDS_BUCKETS, Histogram
+
 log = logging.getLogger("logd.file")
 
 
@@ -49,14 +51,16 @@ class WriteStats:
     flushes: int = 0
     swaps: int = 0
     errors: int = 0
+    retries: int = 0
     flush_s_total: float = 0.0
     flush_s_max: float = 0.0
     write_s_total: float = 0.0
     write_s_max: float = 0.0
-    recent_flush_s: list[float] = field(default_factory=list)
+    flush_hist: Histogram = field(default_factory=lambda: Histogram(FLUSH_SECONDS_BUCKETS))
 
     def record(self, write_s: float, flush_s: float) -> None:
         self.flushes += 1
+        self.flush_hist.observe(flush_s)
         self.write_s_total += write_s
         self.flush_s_total += flush_s
         if write_s > self.write_s_max:
@@ -188,6 +192,7 @@ def _write_job(fd: int, chunks: list[tuple[mmap.mmap, int]], offset: int, path: 
                 io.stats.errors += 1
                 if io.abandoned.is_set():
                     raise
+                io.stats.retries += 1
                 log.error("write failed; retrying", extra={
                     "path": path, "error": str(e), "retry_in_s": delay})
                 if io.abandoned.wait(delay):

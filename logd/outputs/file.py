@@ -31,6 +31,7 @@ from logd.config import (
     to_nonempty_str,
     to_size,
 )
+from logd.metrics import BATCH_RECORDS_BUCKETS, Histogram
 from logd.outputs.base import Output
 from logd.outputs.direct import DirectFile, DirectIO
 from logd.record import Batch, severity_name
@@ -99,6 +100,7 @@ class FileOutput(Output):
         self.bytes = 0
         self.rotations = 0
         self.failed_records = 0
+        self.batch_hist = Histogram(BATCH_RECORDS_BUCKETS)
         self._started = False
 
     # -- lifecycle --
@@ -235,6 +237,7 @@ class FileOutput(Output):
             pieces = (b"\n".join(picked), b"\n")
             count, n = len(picked), len(pieces[0]) + 1
         await f.append(pieces)
+        self.batch_hist.observe(count)
         self.records += count
         self.bytes += n
         if self.cfg.rotate_bytes and f.size >= self.cfg.rotate_bytes:
@@ -271,6 +274,7 @@ class FileOutput(Output):
             "flushes": st.flushes,
             "swaps": st.swaps,
             "errors": st.errors,
+            "retries": st.retries,
             "rotations": self.rotations,
             "failed": self.failed_records,
             "open_files": len(self._files),
@@ -280,6 +284,8 @@ class FileOutput(Output):
             "max_write_ms": 1000 * st.write_s_max,
             "write_pct": 100 * st.write_s_total / st.flush_s_total if st.flush_s_total else 0.0,
             "direct_io": self.cfg.direct_io and not self._io.fallback_warned,
+            "flush_seconds": st.flush_hist.snapshot(),
+            "batch_records": self.batch_hist.snapshot(),
         })
         return out
 

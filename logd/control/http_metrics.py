@@ -1,0 +1,62 @@
+"""GET /metrics (Prometheus text format) and GET /health, on `[daemon] metrics_address`."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from logd.component import StartError
+from logd.metrics import render_stats
+
+if TYPE_CHECKING:
+    from logd.daemon import Daemon
+
+log = logging.getLogger("logd.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class MetricsServer:
+    def __init__(self, daemon: Daemon, address: tuple[str, int]) -> None:
+        self.daemon = daemon
+        self.address = address
+        self._runner: web.AppRunner | None = None
+        self.bound: tuple[str, int] | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/health", self._health)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = self.address
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as e:
+            await self._runner.cleanup()
+            self._runner = None
+            raise StartError(f"daemon.metrics_address: cannot listen on {host}:{port}: "
+                             f"{e.strerror or e}") from None
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            sockname = sockets[0].getsockname()
+            self.bound = (sockname[0], sockname[1])
+        log.info("metrics listening", extra={"host": host, "port": self.bound[1]
+                                             if self.bound else port})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = render_stats(self.daemon.stats())
+        return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        outputs = {n: "ok" for n in self.daemon.outputs}
+        return web.json_response({"status": "ok", "outputs": outputs})
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,152 @@
+"""The control socket: newline-delimited JSON requests and replies, for logctl.
+
+Request:  {"cmd": "stats"}            Reply: {"ok": true, "result": {...}}
+                                             {"ok": false, "error": "..."}
+Commands: ping, stats, listeners, outputs, metrics_line, reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from logd import procstats
+from logd.component import StartError
+
+if TYPE_CHECKING:
+    from logd.daemon import Daemon
+
+log = logging.getLogger("logd.control")
+
+MAX_REQUEST = 1 << 20
+
+
+class ControlServer:
+    def __init__(self, daemon: Daemon, path: str) -> None:
+        self.daemon = daemon
+        self.path = path
+        self._server: asyncio.AbstractServer | None = None
+        self._cpu_mark = (time.monotonic(), 0.0)
+        self._commands: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            "ping": self._ping,
+            "stats": self._stats,
+            "listeners": self._listeners,
+            "outputs": self._outputs,
+            "metrics_line": self._metrics_line,
+            "reload": self._reload,
+        }
+
+    async def start(self) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise StartError(f"daemon.control_socket: cannot create {directory}: "
+                             f"{e.strerror}") from None
+        if os.path.exists(self.path):
+            if _someone_listens(self.path):
+                raise StartError(f"daemon.control_socket: {self.path} is in use by a running "
+                                 "logd")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)  # left behind by a logd that did not stop cleanly
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, self.path,
+                                                           limit=MAX_REQUEST)
+            os.chmod(self.path, 0o660)
+        except OSError as e:
+            raise StartError(f"daemon.control_socket: cannot listen on {self.path}: "
+                             f"{e.strerror or e}") from None
+        self._cpu_mark = (time.monotonic(), _cpu_seconds())
+        log.info("control socket listening", extra={"path": self.path})
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await self._reply(writer, {"ok": False, "error": "request too long"})
+                    return
+                if not line:
+                    return
+                await self._reply(writer, await self._handle(line))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _reply(self, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
+        writer.write(orjson.dumps(reply, default=str) + b"\n")
+        await writer.drain()
+
+    async def _handle(self, line: bytes) -> dict[str, Any]:
+        try:
+            req = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            return {"ok": False, "error": f"bad request: not JSON ({e})"}
+        if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+            return {"ok": False, "error": 'bad request: expected {"cmd": "..."}'}
+        handler = self._commands.get(req["cmd"])
+        if handler is None:
+            return {"ok": False, "error": f"unknown command {req['cmd']!r}; expected one of "
+                    f"{', '.join(sorted(self._commands))}"}
+        try:
+            return {"ok": True, "result": await handler(req)}
+        except Exception as e:
+            log.exception("control command failed", extra={"cmd": req["cmd"]})
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+
+    async def _ping(self, req: dict[str, Any]) -> Any:
+        return {"pid": os.getpid()}
+
+    async def _stats(self, req: dict[str, Any]) -> Any:
+        stats = self.daemon.stats()
+        now, cpu = time.monotonic(), _cpu_seconds()
+        then, cpu_then = self._cpu_mark
+        self._cpu_mark = (now, cpu)
+        elapsed = now - then
+        stats["process"]["cpu_pct"] = 100 * (cpu - cpu_then) / elapsed if elapsed > 0 else 0.0
+        return stats
+
+    async def _listeners(self, req: dict[str, Any]) -> Any:
+        return self.daemon.stats()["listeners"]
+
+    async def _outputs(self, req: dict[str, Any]) -> Any:
+        return self.daemon.stats()["outputs"]
+
+    async def _metrics_line(self, req: dict[str, Any]) -> Any:
+        return {name: procstats.metrics_line(s)
+                for name, s in self.daemon.stats()["outputs"].items()}
+
+    async def _reload(self, req: dict[str, Any]) -> Any:
+        return await self.daemon.reload()
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _someone_listens(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            return False

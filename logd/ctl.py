@@ -1,0 +1,256 @@
+"""logctl: talk to a running logd over its control socket.
+
+Exit codes: 0 ok, 1 the daemon could not be reached or reported an error, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+DEFAULT_SOCKET = "/run/logd/control.sock"
+EXIT_OK, EXIT_DAEMON, EXIT_USAGE = 0, 1, 2
+
+
+class CtlError(Exception):
+    pass
+
+
+def request(path: str, cmd: str, timeout: float = 10.0, **fields: Any) -> Any:
+    """One request over the control socket; returns the result or raises CtlError."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(json.dumps({"cmd": cmd, **fields}).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except FileNotFoundError:
+        raise CtlError(f"cannot connect to {path}: no such socket; is logd running? "
+                       "(see --socket or --config)") from None
+    except ConnectionRefusedError:
+        raise CtlError(f"cannot connect to {path}: connection refused; is logd running?") \
+            from None
+    except PermissionError:
+        raise CtlError(f"cannot connect to {path}: permission denied (the socket is mode "
+                       "0660: run as its owner or group)") from None
+    except TimeoutError:
+        raise CtlError(f"no answer from logd on {path} within {timeout:g}s") from None
+    except OSError as e:
+        raise CtlError(f"cannot talk to logd on {path}: {e.strerror or e}") from None
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise CtlError(f"logd on {path} sent a reply that is not JSON") from None
+    if not reply.get("ok"):
+        raise CtlError(f"logd: {reply.get('error', 'unknown error')}")
+    return reply["result"]
+
+
+def socket_path(args: argparse.Namespace) -> str:
+    if args.socket:
+        return str(args.socket)
+    if args.config:
+        from logd.config import ConfigError, load
+        try:
+            return load(args.config).daemon.control_socket
+        except ConfigError as e:
+            raise CtlError(e.render()) from None
+    return os.environ.get("LOGD_CONTROL_SOCKET", DEFAULT_SOCKET)
+
+
+# -- rendering --
+
+def _num(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+def _bytes(n: float) -> str:
+    from logd.units import format_size
+    return format_size(n)
+
+
+def _duration(s: float) -> str:
+    s = int(s)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d" if d else "") + (f"{h}h" if d or h else "") + f"{m:02d}m{s:02d}s"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    return "\n".join(lines)
+
+
+def render_listeners(listeners: dict[str, Any]) -> str:
+    rows = []
+    for name, s in listeners.items():
+        errors = s.get("errors", {})
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(errors.items()))
+        rows.append([name, s.get("type", "?"), _num(s.get("connections", 0)),
+                     _num(s.get("records", 0)), _bytes(s.get("bytes", 0)),
+                     _num(sum(errors.values())), detail or "-"])
+    return _table(["LISTENER", "TYPE", "CONNS", "RECORDS", "BYTES", "ERRORS", "DETAIL"], rows)
+
+
+def render_outputs(outputs: dict[str, Any]) -> str:
+    rows = []
+    for name, s in outputs.items():
+        rows.append([name, _num(s.get("queued_records", 0)), _num(s.get("written", 0)),
+                     _num(s.get("dropped", 0)), f"{s.get('dropped_pct', 0.0):.3f}%",
+                     _num(s.get("errors", 0)), _num(s.get("retries", 0)),
+                     f"{s.get('avg_flush_ms', 0.0):.2f}ms", f"{s.get('max_flush_ms', 0.0):.2f}ms"])
+    return _table(["OUTPUT", "QUEUED", "WRITTEN", "DROPPED", "DROP%", "ERRORS", "RETRIES",
+                   "AVG FLUSH", "MAX FLUSH"], rows)
+
+
+def render_stats(stats: dict[str, Any]) -> str:
+    p = stats["process"]
+    head = (f"logd pid {p['pid']}  up {_duration(p['uptime_s'])}  "
+            f"cpu {p.get('cpu_pct', 0.0):.1f}%  rss {_bytes(p['rss_bytes'])}  "
+            f"fds {p['open_fds']}  reloads {stats.get('daemon', {}).get('reloads', 0)}  "
+            f"unrouted {_num(stats['router']['unrouted'])}")
+    return "\n\n".join([head, render_listeners(stats["listeners"]),
+                        render_outputs(stats["outputs"])])
+
+
+# -- commands --
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    path = socket_path(args)
+    if args.line:
+        for _, line in request(path, "metrics_line").items():
+            print(line)
+        return EXIT_OK
+    if not args.watch:
+        stats = request(path, "stats")
+        print(json.dumps(stats, indent=2) if args.json else render_stats(stats))
+        return EXIT_OK
+    try:
+        while True:
+            stats = request(path, "stats")
+            text = json.dumps(stats) if args.json else render_stats(stats)
+            if sys.stdout.isatty() and not args.json:
+                sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
+            else:
+                sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def cmd_outputs(args: argparse.Namespace) -> int:
+    result = request(socket_path(args), "outputs")
+    print(json.dumps(result, indent=2) if args.json else render_outputs(result))
+    return EXIT_OK
+
+
+def cmd_listeners(args: argparse.Namespace) -> int:
+    result = request(socket_path(args), "listeners")
+    print(json.dumps(result, indent=2) if args.json else render_listeners(result))
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    result = request(socket_path(args), "reload", timeout=120.0)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif result["applied"]:
+        print("reloaded" + (": " + "; ".join(result["changes"]) if result["changes"]
+                            else ": nothing changed"))
+        for p in result.get("problems", []):
+            print(f"warning: {p}", file=sys.stderr)
+    else:
+        print("reload refused; the running config stays:", file=sys.stderr)
+        for p in result["problems"]:
+            print(f"  {p}", file=sys.stderr)
+    return EXIT_OK if result["applied"] else EXIT_DAEMON
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from logd.config import ConfigError, load
+    try:
+        load(args.file)
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.file}: ok")
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="logctl", description="Control and inspect a running logd.",
+        epilog="The socket is --socket, else the control_socket of --config, else "
+               f"$LOGD_CONTROL_SOCKET, else {DEFAULT_SOCKET}. Exit codes: 0 ok, 1 logd "
+               "unreachable or reported an error, 2 usage or invalid config.")
+    p.add_argument("--socket", "-s", metavar="PATH", help="logd's control socket")
+    p.add_argument("--config", "-c", metavar="FILE",
+                   help="take the socket path from this logd config file")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("stats", help="listeners, outputs and process figures",
+                       description="Per listener: connections, records, bytes, errors. Per "
+                       "output: queued, written, dropped (%), errors, retries, flush times. "
+                       "Process: CPU% since the last stats call, RSS, fds, uptime.")
+    s.add_argument("--json", action="store_true", help="machine-readable JSON")
+    s.add_argument("--watch", nargs="?", type=float, const=1.0, default=None, metavar="SEC",
+                   help="refresh every SEC seconds (default 1) until Ctrl-C")
+    s.add_argument("--line", action="store_true",
+                   help="one seed-000 METRICS: line per output")
+    s.set_defaults(func=cmd_stats)
+
+    o = sub.add_parser("outputs", help="per-output counters")
+    o.add_argument("--json", action="store_true", help="machine-readable JSON")
+    o.set_defaults(func=cmd_outputs)
+
+    ls = sub.add_parser("listeners", help="per-listener counters")
+    ls.add_argument("--json", action="store_true", help="machine-readable JSON")
+    ls.set_defaults(func=cmd_listeners)
+
+    r = sub.add_parser("reload", help="re-read logd's config file and apply it",
+                       description="Like SIGHUP. An invalid config is refused with its "
+                       "problems, and the running one stays.")
+    r.add_argument("--json", action="store_true", help="machine-readable JSON")
+    r.set_defaults(func=cmd_reload)
+
+    c = sub.add_parser("check-config", help="validate a config file (no daemon needed)")
+    c.add_argument("file", metavar="FILE")
+    c.set_defaults(func=cmd_check_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0) and EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except CtlError as e:
+        print(f"logctl: {e}", file=sys.stderr)
+        return EXIT_DAEMON
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
