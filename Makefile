@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench check-config clean
+PREFIX ?= /usr/local
+
+.PHONY: run test test-deps lint bench check-config install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +20,15 @@ run: $(STAMP)
 	$(BIN)/logd --config etc/logd.dev.toml
 
 ## test: install what the tests need, lint, run the whole suite
-test: $(STAMP)
+test: $(STAMP) test-deps
 	$(BIN)/ruff check logd tests tools/loadgen tools/bench
 	$(BIN)/pytest
+
+# systemd-analyze checks the unit file in the tests (Debian's systemd package).
+test-deps:
+	@command -v systemd-analyze >/dev/null || { [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd \
+		>/dev/null; } || { echo "need systemd-analyze: apt-get install systemd" >&2; exit 1; }
 
 ## lint: ruff over the tree
 lint: $(STAMP)
@@ -33,6 +41,21 @@ bench: $(STAMP)
 check-config: $(STAMP)
 	$(BIN)/logd --check-config etc/logd.toml
 	$(BIN)/logd --check-config etc/logd.dev.toml
+
+## install: logd in /opt/logd, logd/logctl in $(PREFIX)/bin, the systemd unit, and
+## /etc/logd/logd.toml (kept if present); then: systemctl enable --now logd
+install:
+	id logd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/logd \
+		--shell /usr/sbin/nologin logd
+	$(PYTHON) -m venv /opt/logd
+	/opt/logd/bin/pip install --quiet .
+	ln -sf /opt/logd/bin/logd $(PREFIX)/bin/logd
+	ln -sf /opt/logd/bin/logctl $(PREFIX)/bin/logctl
+	install -d -m 0755 /etc/logd
+	test -e /etc/logd/logd.toml || install -m 0640 -g logd etc/logd.toml /etc/logd/logd.toml
+	install -D -m 0644 README.md $(PREFIX)/share/doc/logd/README.md
+	install -D -m 0644 systemd/logd.service /etc/systemd/system/logd.service
+	-systemctl daemon-reload
 
 clean:
 	rm -rf var .pytest_cache bench-results
