@@ -220,12 +220,24 @@ def _skip(views: list[memoryview], done: int) -> list[memoryview]:
     return out
 
 
-def _write_tail(fd: int, buf: mmap.mmap, length: int, offset: int, sync_fd: int,
-                sync: bool, path: str, io: DirectIO) -> float:
-    """Worker thread: the unaligned tail through the buffered descriptor, exact bytes."""
-    write_s, _ = _write_job(fd, [(buf, length)], offset, path, io)
+def _write_partial(fd: int, tail_fd: int, buf: mmap.mmap, whole: int, length: int,
+                   offset: int, sync: bool, path: str, io: DirectIO) -> float:
+    """Worker thread: a partly filled buffer. Its whole blocks go through `fd` (O_DIRECT,
+    aligned); only the last partial block goes through the buffered `tail_fd`, so the page
+    cache holds at most one block of the file."""
+    write_s = 0.0
+    if whole:
+        write_s, _ = _write_job(fd, [(buf, whole)], offset, path, io)
+    if length > whole:
+        view = memoryview(buf)
+        try:
+            tail = bytes(view[whole:length])
+        finally:
+            view.release()
+        t, _ = _write_job(tail_fd, [(tail, len(tail))], offset + whole, path, io)  # type: ignore[list-item]
+        write_s += t
     if sync:
-        os.fdatasync(sync_fd)
+        os.fdatasync(fd)
     return write_s
 
 
@@ -372,15 +384,15 @@ class DirectFile:
         assert self._buf is not None
         fill = self._fill
         started = time.perf_counter()
+        whole = fill - fill % self.block
         if fill and self._dirty:
-            write_s = await self.io.call(_write_tail, self._tail_fd, self._buf, fill,
-                                         self._base, self.fd, sync, self.path, self.io)
+            write_s = await self.io.call(_write_partial, self.fd, self._tail_fd, self._buf,
+                                         whole, fill, self._base, sync, self.path, self.io)
             self.io.stats.record(write_s, time.perf_counter() - started)
         elif sync:
             await self.io.call(os.fdatasync, self.fd)
         self._dirty = False
         # Keep the partial tail block: the next O_DIRECT write rewrites it whole, aligned.
-        whole = fill - fill % self.block
         if whole:
             tail = fill - whole
             self._buf[0:tail] = self._buf[whole:fill]
