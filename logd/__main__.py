@@ -8,11 +8,11 @@ import contextlib
 import sys
 
 from logd import __version__, logsetup
-from logd.config import ConfigError, load
+from logd.config import ConfigError, check_file, load
 
 DEFAULT_CONFIG = "/etc/logd/logd.toml"
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_USAGE = 2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,13 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.check_config:
-        try:
-            load(args.check_config)
-        except ConfigError as e:
-            print(e.render(), file=sys.stderr)
-            return EXIT_USAGE
-        print(f"{args.check_config}: ok")
-        return EXIT_OK
+        return check_file(args.check_config)
     try:
         cfg = load(args.config)
     except ConfigError as e:

@@ -242,6 +242,18 @@ def loads(text: str, source: str = "<string>") -> Config:
     return from_dict(doc, source)
 
 
+def check_file(path: str) -> int:
+    """`--check-config` / `logctl check-config`: print the verdict; 0 if valid, 2 if not."""
+    import sys
+    try:
+        load(path)
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        return 2
+    print(f"{path}: ok")
+    return 0
+
+
 def from_dict(doc: dict[str, Any], source: str = "<dict>") -> Config:
     problems: list[tuple[str, str]] = []
     sections = {"daemon", "listeners", "outputs", "routes"}

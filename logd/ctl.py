@@ -184,14 +184,8 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from logd.config import ConfigError, load
-    try:
-        load(args.file)
-    except ConfigError as e:
-        print(e.render(), file=sys.stderr)
-        return EXIT_USAGE
-    print(f"{args.file}: ok")
-    return EXIT_OK
+    from logd.config import check_file
+    return check_file(args.file)
 
 
 def parser() -> argparse.ArgumentParser:
