@@ -183,6 +183,33 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return EXIT_OK if result["applied"] else EXIT_DAEMON
 
 
+def render_analyzers(pools: dict[str, Any]) -> str:
+    rows = []
+    for pool, analyzers in pools.items():
+        for a in analyzers:
+            weight = "-" if a["weight"] is None else f"{a['weight']:g}"
+            rows.append([a["id"], pool, a["peer"], weight,
+                         f"{100 * a['share']:.2f}%", _num(a["sent"]), _num(a["in_flight"]),
+                         _num(a["acked"]), _num(a["redelivered_to"]),
+                         "yes" if a["waiting"] else "no"])
+    return _table(["ANALYZER", "POOL", "PEER", "WEIGHT", "SHARE", "SENT", "IN FLIGHT", "ACKED",
+                   "REDELIVERED", "WAITING"], rows)
+
+
+def cmd_analyzers(args: argparse.Namespace) -> int:
+    path = socket_path(args)
+    if args.action == "set-weight":
+        if args.analyzer is None or args.weight is None:
+            print("logctl: analyzers set-weight needs ID and WEIGHT", file=sys.stderr)
+            return EXIT_USAGE
+        result = request(path, "set_weight", id=args.analyzer, weight=args.weight)
+        print(f"{result['id']}: weight {result['weight']:g}")
+        return EXIT_OK
+    result = request(path, "analyzers")
+    print(json.dumps(result, indent=2) if args.json else render_analyzers(result))
+    return EXIT_OK
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from logd.config import check_file
     return check_file(args.file)
@@ -224,6 +251,16 @@ def parser() -> argparse.ArgumentParser:
                        "problems, and the running one stays.")
     r.add_argument("--json", action="store_true", help="machine-readable JSON")
     r.set_defaults(func=cmd_reload)
+
+    a = sub.add_parser("analyzers", help="connected analyzers; set-weight ID W changes one",
+                       description="Lists analyzers with weight, share of messages, in "
+                       "flight, acked, redelivered. 'set-weight ID W' sets an analyzer's "
+                       "weight (0 drains it) until it sends its own update.")
+    a.add_argument("action", nargs="?", choices=["list", "set-weight"], default="list")
+    a.add_argument("analyzer", nargs="?", metavar="ID")
+    a.add_argument("weight", nargs="?", type=float, metavar="WEIGHT")
+    a.add_argument("--json", action="store_true", help="machine-readable JSON")
+    a.set_defaults(func=cmd_analyzers)
 
     c = sub.add_parser("check-config", help="validate a config file (no daemon needed)")
     c.add_argument("file", metavar="FILE")

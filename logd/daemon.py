@@ -56,6 +56,11 @@ class Daemon:
     def _new_listener(self, name: str, cfg: Any) -> Component:
         return registry.LISTENERS[cfg.type].component_class()(cfg, self.router)
 
+    def _destinations(self) -> dict[str, Any]:
+        """What routes can name: outputs and analyzer pools."""
+        pools = {n: c for n, c in self.listeners.items() if getattr(c, "is_destination", False)}
+        return {**self.outputs, **pools}
+
     def _spawn_run(self, comp: Component, after: asyncio.Task[None] | None = None) -> None:
         task = asyncio.get_running_loop().create_task(self._supervise(comp, after),
                                                       name=f"run:{comp.name}")
@@ -74,12 +79,17 @@ class Daemon:
                 await out.start()
                 started.append(out)
                 self.outputs[name] = out
-            self.router.reconfigure(self.cfg.routes, self.outputs)
-            for name, c in self.cfg.listeners.items():
+            # Analyzer pools are destinations too: up before the router and the emitters.
+            pools_first = sorted(self.cfg.listeners.items(),
+                                 key=lambda item: item[1].type != "analyzer")
+            for name, c in pools_first:
+                if c.type != "analyzer":
+                    self.router.reconfigure(self.cfg.routes, self._destinations())
                 lst = self._new_listener(name, c)
                 await lst.start()
                 started.append(lst)
                 self.listeners[name] = lst
+            self.router.reconfigure(self.cfg.routes, self._destinations())
             await self._start_services(started)
         except StartError as e:
             log.error("start failed", extra={"reason": str(e)})
@@ -203,6 +213,14 @@ class Daemon:
         lst_new = [n for n in new.listeners if n not in self.listeners]
         lst_changed = [n for n in new.listeners if n in self.listeners
                        and new.listeners[n] != old.listeners[n]]
+        pools_touched = [n for n in lst_gone + lst_new + lst_changed
+                         if "analyzer" in (getattr(old.listeners.get(n), "type", None),
+                                           getattr(new.listeners.get(n), "type", None))]
+        if pools_touched:
+            reason = (f"analyzer listeners change only with a restart: "
+                      f"{', '.join(sorted(pools_touched))}")
+            log.error("reload refused; the running config stays", extra={"reason": reason})
+            return {"applied": False, "problems": [reason], "changes": []}
 
         # 1. Start what is new, before anything old is touched: a failure changes nothing.
         fresh_outputs: dict[str, Output] = {}
@@ -228,7 +246,7 @@ class Daemon:
         self.outputs = {n: o for n, o in self.outputs.items() if n not in retired}
         self.outputs.update(fresh_outputs)
         self.outputs = {n: self.outputs[n] for n in new.outputs}
-        self.router.reconfigure(new.routes, self.outputs)
+        self.router.reconfigure(new.routes, self._destinations())
         if new.routes != old.routes:
             changes.append("routes updated")
         for n, out in fresh_outputs.items():
@@ -316,25 +334,28 @@ class Daemon:
         async with self._reload_lock:
             for svc in self._services:
                 await _close_quietly(svc)
-            await asyncio.gather(*(lst.drain(deadline) for lst in self.listeners.values()))
-            for lst in self.listeners.values():
+            sources = [lst for lst in self.listeners.values()
+                       if not getattr(lst, "is_destination", False)]
+            await asyncio.gather(*(lst.drain(deadline) for lst in sources))
+            for lst in sources:
                 await _cancel(self._tasks.pop(id(lst), None))
             # Outputs retired by a reload are finishing too; wait for them within the deadline.
             if self._background:
                 await asyncio.wait(list(self._background),
                                    timeout=max(0.0, deadline - loop.time()))
-            for out in self.outputs.values():
+            destinations = self._destinations()
+            for out in destinations.values():
                 await out.drain(deadline)
             lost = 0
-            pending = {id(o): self._tasks[id(o)] for o in self.outputs.values()
+            pending = {id(o): self._tasks[id(o)] for o in destinations.values()
                        if id(o) in self._tasks}
             if pending:
                 _, still = await asyncio.wait(list(pending.values()),
                                               timeout=max(0.0, deadline - loop.time()))
-                for name, out in self.outputs.items():
+                for name, out in destinations.items():
                     task = pending.get(id(out))
                     if task in still:
-                        left = out.buffer.queued_records
+                        left = out.pending_records()
                         lost += left
                         log.error("shutdown deadline passed; records not written",
                                   extra={"output": name, "records": left})

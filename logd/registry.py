@@ -24,6 +24,7 @@ class Kind:
 
 LISTENERS: dict[str, Kind] = {
     "tcp": Kind("logd.listeners.tcp", "TcpListenerConfig", "TcpListener"),
+    "analyzer": Kind("logd.listeners.analyzer", "AnalyzerListenerConfig", "AnalyzerPool"),
 }
 
 OUTPUTS: dict[str, Kind] = {

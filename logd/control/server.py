@@ -2,7 +2,8 @@
 
 Request:  {"cmd": "stats"}            Reply: {"ok": true, "result": {...}}
                                              {"ok": false, "error": "..."}
-Commands: ping, stats, listeners, outputs, metrics_line, reload.
+Commands: ping, stats, listeners, outputs, metrics_line, reload, analyzers,
+set_weight {"id", "weight"}.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class ControlServer:
             "outputs": self._outputs,
             "metrics_line": self._metrics_line,
             "reload": self._reload,
+            "analyzers": self._analyzers,
+            "set_weight": self._set_weight,
         }
 
     async def start(self) -> None:
@@ -135,6 +138,22 @@ class ControlServer:
 
     async def _reload(self, req: dict[str, Any]) -> Any:
         return await self.daemon.reload()
+
+    def _pools(self) -> dict[str, Any]:
+        return {n: c for n, c in self.daemon.listeners.items() if hasattr(c, "analyzer_table")}
+
+    async def _analyzers(self, req: dict[str, Any]) -> Any:
+        return {name: pool.analyzer_table() for name, pool in self._pools().items()}
+
+    async def _set_weight(self, req: dict[str, Any]) -> Any:
+        analyzer_id, weight = req.get("id"), req.get("weight")
+        if not isinstance(analyzer_id, str) or not isinstance(weight, (int, float)):
+            raise ValueError('set_weight needs {"id": "...", "weight": number}')
+        for pool in self._pools().values():
+            if analyzer_id in pool.analyzers:
+                pool.set_weight(analyzer_id, float(weight))
+                return {"id": analyzer_id, "weight": float(weight)}
+        raise KeyError(f"no analyzer {analyzer_id!r}; see logctl analyzers")
 
 
 def _cpu_seconds() -> float:

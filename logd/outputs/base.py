@@ -21,6 +21,10 @@ class Output(Component):
         """Called by the router for each batch; True when the caller should pause reading."""
         return self.buffer.put(batch)
 
+    def pending_records(self) -> int:
+        """Records taken but not yet written (what a shutdown deadline would lose)."""
+        return self.buffer.queued_records
+
     def give_up(self) -> None:
         """Called past the shutdown deadline, before close(): stop retrying, close promptly."""
 

@@ -1,0 +1,399 @@
+"""The analyzer port: consumers connect and receive the stream, load-balanced by weight.
+
+The pool is a listener (analyzers connect to it) and a destination (routes send to it): it
+has a bounded buffer like an output. Its run task takes batches from the buffer and cuts them
+into chunks; each chunk goes to the analyzer that stride scheduling says is due (O(log n)),
+within that analyzer's window of `max_unacked` messages. When the due analyzer's window is
+full the pool waits for its ACKs: shares follow the weights, and a slow analyzer slows the
+pool (an analyzer that cannot keep up lowers its weight; one that stops ACKing is dropped at
+`ack_timeout`). While the pool waits its buffer fills and applies `when_full` upstream.
+
+An analyzer that disconnects, breaks the protocol, or leaves messages unacked past
+`ack_timeout` is dropped, and every message it had not ACKed is sent to the others again
+(at-least-once: such messages may be seen twice; they are counted as redelivered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from logd.analyzer_protocol import AnalyzerProtocolError, ControlDecoder, encode_frames
+from logd.component import StartError
+from logd.config import (
+    BufferConfig,
+    component_name,
+    nested,
+    one_of,
+    setting,
+    to_address,
+    to_duration,
+    to_int,
+)
+from logd.logsetup import RateLimitedLog
+from logd.outputs.base import Output
+from logd.weighted import StridePicker
+
+if TYPE_CHECKING:
+    from logd.router import Router
+
+log = logging.getLogger("logd.analyzer")
+
+CHUNK = 64  # records per pick: small enough for exact shares, large enough to batch writes
+
+
+@dataclass(frozen=True)
+class AnalyzerListenerConfig:
+    type: str = setting("analyzer", one_of("analyzer"))
+    address: tuple[str, int] = setting(("0.0.0.0", 8081), to_address,
+                                       "host:port analyzers connect to")
+    ack_timeout: float = setting(30.0, to_duration,
+                                 "an analyzer silent this long with messages unacked is "
+                                 "dropped and its messages go to the others")
+    max_unacked: int = setting(10000, to_int(1), "messages in flight per analyzer")
+    max_connections: int = setting(10000, to_int(1), "analyzers beyond it are refused")
+    buffer: BufferConfig = nested(BufferConfig, BufferConfig)  # noqa: RUF009
+    name: str = component_name()
+
+
+class _Analyzer(asyncio.Protocol):
+    def __init__(self, pool: AnalyzerPool) -> None:
+        self.pool = pool
+        self.id = ""
+        self.peer = "?"
+        self.transport: asyncio.Transport | None = None
+        self.decoder = ControlDecoder()
+        self.weight: float | None = None
+        self.next_seq = 1
+        self.acked = 0
+        # Unacked chunks in order: [first seq, payloads, severities].
+        self.inflight: deque[list[Any]] = deque()
+        self.last_progress = time.monotonic()
+        self.sent = 0
+        self.redelivered_to = 0
+        self.write_paused = False
+        self.connected_at = time.time()
+        self.closed = False
+
+    @property
+    def in_flight(self) -> int:
+        return self.next_seq - 1 - self.acked
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.pool._connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.decoder.feed(data)
+        except AnalyzerProtocolError as e:
+            self.pool._protocol_error(self, e.reason, str(e))
+            return
+        for kind, value in events:
+            if kind == "ack":
+                self.pool._ack(self, int(value))
+            else:
+                self.pool._weight(self, value, "analyzer")
+            if self.closed:
+                return
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.pool._ready.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool._lost(self, "disconnected")
+
+
+class AnalyzerPool(Output):
+    kind = "listener"
+    is_destination = True
+
+    def __init__(self, cfg: AnalyzerListenerConfig, router: Router | None = None) -> None:
+        super().__init__(cfg.name, cfg.buffer)
+        self.cfg = cfg
+        self.picker = StridePicker()
+        self.analyzers: dict[str, _Analyzer] = {}
+        self._ids = itertools.count(1)
+        self._redeliver: deque[tuple[list[bytes], bytes]] = deque()
+        self._ready = asyncio.Event()
+        self._all_acked = asyncio.Event()
+        self.server: asyncio.AbstractServer | None = None
+        self.bound: tuple[str, int] | None = None
+        self._draining = False
+        self.errors: Counter[str] = Counter()
+        self.ratelog = RateLimitedLog(log)
+        self.accepted_connections = 0
+        self.sent = 0
+        self.acked_total = 0
+        self.redelivered = 0
+        self.dropped_analyzers = 0
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        host, port = self.cfg.address
+        loop = asyncio.get_running_loop()
+        try:
+            self.server = await loop.create_server(lambda: _Analyzer(self), host or None, port,
+                                                   backlog=4096, reuse_address=True)
+        except OSError as e:
+            raise StartError(f"listeners.{self.name}: cannot listen on {host}:{port}: "
+                             f"{e.strerror or e}") from None
+        sockname = self.server.sockets[0].getsockname()
+        self.bound = (sockname[0], sockname[1])
+        log.info("listening", extra={"listener": self.name, "type": "analyzer",
+                                     "host": sockname[0], "port": sockname[1]})
+
+    async def run(self) -> None:
+        watchdog = asyncio.get_running_loop().create_task(self._ack_timeouts())
+        try:
+            await self._distribute()
+        finally:
+            watchdog.cancel()
+
+    async def _distribute(self) -> None:
+        max_cost = 4 * 1024 * 1024
+        while True:
+            if self._redeliver:
+                payloads, sevs = self._redeliver.popleft()
+                await self._send(payloads, sevs, redelivery=True)
+                continue
+            if self.picker.eligible == 0 and not self._draining_done():
+                # Nobody to send to: leave records in the buffer, where when_full applies.
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            lease = await self.buffer.get(max_cost, timeout=0.5)
+            if lease is not None:
+                try:
+                    for batch in lease.batches:
+                        await self._send(batch.payloads, batch.severity_bytes())
+                        # Let ACKs in between batches, so windows drain as they fill and
+                        # picks follow the weights rather than whoever has room.
+                        await asyncio.sleep(0)
+                finally:
+                    self.buffer.ack(lease)
+            elif self._draining_done():
+                await self._wait_all_acked()
+                return
+
+    def _draining_done(self) -> bool:
+        return self._draining and self.buffer.empty() and not self._redeliver
+
+    async def _wait_all_acked(self) -> None:
+        while any(a.in_flight for a in self.analyzers.values()) or self._redeliver:
+            if self._redeliver:
+                payloads, sevs = self._redeliver.popleft()
+                await self._send(payloads, sevs, redelivery=True)
+                continue
+            self._all_acked.clear()
+            await self._all_acked.wait()
+
+    async def _send(self, payloads: list[bytes], sevs: bytes, redelivery: bool = False) -> None:
+        """Hand records out chunk by chunk to the analyzers that are due."""
+        n = len(payloads)
+        pos = 0
+        picker = self.picker
+        while pos < n:
+            key = picker.peek()
+            if key is None:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            a = self.analyzers[key]
+            room = self.cfg.max_unacked - a.in_flight
+            if room <= 0 or a.write_paused:
+                # The due analyzer is behind: wait for its ACKs (or for it to be dropped at
+                # ack_timeout) rather than give its share to others, so shares follow the
+                # weights and a slow analyzer slows the pool (it can lower its weight).
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            c = min(CHUNK, n - pos, room)
+            chunk = payloads[pos:pos + c]
+            chunk_sevs = sevs[pos:pos + c]
+            assert a.transport is not None
+            if a.in_flight == 0:
+                a.last_progress = time.monotonic()  # the ACK clock starts with the first send
+            a.transport.write(encode_frames(chunk, chunk_sevs))
+            a.inflight.append([a.next_seq, chunk, chunk_sevs])
+            a.next_seq += c
+            a.sent += c
+            if redelivery:
+                a.redelivered_to += c
+            self.sent += c
+            picker.charge(key, c)
+            pos += c
+
+    async def drain(self, deadline: float) -> None:
+        self._draining = True
+        self.buffer.close()
+        self._ready.set()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for a in list(self.analyzers.values()):
+            if a.transport is not None:
+                a.transport.close()
+
+    def pending_records(self) -> int:
+        return (self.buffer.queued_records + sum(len(p) for p, _ in self._redeliver)
+                + sum(a.in_flight for a in self.analyzers.values()))
+
+    # -- connection events --
+
+    def _connected(self, a: _Analyzer) -> None:
+        if len(self.analyzers) >= self.cfg.max_connections:
+            self.errors["refused"] += 1
+            self.ratelog.warning("refused", "analyzer refused: max_connections reached",
+                                 listener=self.name, peer=a.peer)
+            a.closed = True
+            assert a.transport is not None
+            a.transport.abort()
+            return
+        a.id = f"{self.name}-{next(self._ids)}"
+        self.analyzers[a.id] = a
+        self.accepted_connections += 1
+
+    def _weight(self, a: _Analyzer, w: float, source: str) -> None:
+        first = a.weight is None
+        a.weight = w
+        if first:
+            self.picker.add(a.id, w)
+            log.info("analyzer connected", extra={"listener": self.name, "analyzer": a.id,
+                                                  "peer": a.peer, "weight": w})
+        else:
+            self.picker.set_weight(a.id, w)
+            log.info("analyzer weight", extra={"listener": self.name, "analyzer": a.id,
+                                               "weight": w, "set_by": source})
+        if w > 0:
+            self._ready.set()
+
+    def set_weight(self, analyzer_id: str, w: float) -> None:
+        """Operator override (logctl analyzers set-weight); the analyzer may send its own."""
+        from logd.weighted import check_weight
+        a = self.analyzers.get(analyzer_id)
+        if a is None or a.weight is None:
+            raise KeyError(f"no analyzer {analyzer_id!r} on {self.name}")
+        self._weight(a, check_weight(w), "operator")
+
+    def _ack(self, a: _Analyzer, seq: int) -> None:
+        if seq > a.next_seq - 1:
+            self._protocol_error(a, "ack_beyond_sent",
+                                 f"ACK {seq} for messages up to {a.next_seq - 1} only")
+            return
+        if seq <= a.acked:
+            return  # cumulative: an old ACK says nothing new
+        done = seq - a.acked
+        a.acked = seq
+        a.last_progress = time.monotonic()
+        self.acked_total += done
+        q = a.inflight
+        while q:
+            first, chunk, sevs = q[0]
+            last = first + len(chunk) - 1
+            if last <= seq:
+                q.popleft()
+                continue
+            if first <= seq:
+                cut = seq - first + 1
+                q[0] = [seq + 1, chunk[cut:], sevs[cut:]]
+            break
+        self._ready.set()
+        if self._draining and a.in_flight == 0:
+            self._all_acked.set()  # the drain re-checks every analyzer
+
+    def _protocol_error(self, a: _Analyzer, reason: str, detail: str) -> None:
+        self.errors[reason] += 1
+        self.ratelog.warning(reason, f"closing analyzer connection: {detail}",
+                             listener=self.name, analyzer=a.id, peer=a.peer)
+        if a.transport is not None:
+            a.transport.abort()
+        self._lost(a, reason)
+
+    def _lost(self, a: _Analyzer, reason: str) -> None:
+        """Drop an analyzer; what it had not ACKed goes to the others."""
+        if a.closed:
+            return
+        a.closed = True
+        if a.id in self.picker:
+            self.picker.remove(a.id)
+        self.analyzers.pop(a.id, None)
+        unacked = 0
+        for _, chunk, sevs in a.inflight:
+            self._redeliver.append((chunk, sevs))
+            unacked += len(chunk)
+        a.inflight.clear()
+        if unacked:
+            self.redelivered += unacked
+            self.dropped_analyzers += 1
+            log.warning("analyzer gone; its unacked messages go to the others", extra={
+                "listener": self.name, "analyzer": a.id, "reason": reason,
+                "redelivered": unacked})
+        elif a.weight is not None:
+            log.info("analyzer disconnected", extra={"listener": self.name, "analyzer": a.id,
+                                                     "reason": reason})
+        self._ready.set()
+        self._all_acked.set()
+
+    async def _ack_timeouts(self) -> None:
+        timeout = self.cfg.ack_timeout
+        while True:
+            await asyncio.sleep(min(1.0, max(timeout / 4, 0.01)))
+            now = time.monotonic()
+            for a in list(self.analyzers.values()):
+                if a.in_flight and now - a.last_progress > timeout:
+                    self.errors["ack_timeout"] += 1
+                    self.ratelog.warning("ack_timeout", "analyzer did not ACK in time; "
+                                         "dropping it", listener=self.name, analyzer=a.id,
+                                         peer=a.peer, in_flight=a.in_flight)
+                    if a.transport is not None:
+                        a.transport.abort()
+                    self._lost(a, "ack_timeout")
+
+    # -- figures --
+
+    def analyzer_table(self) -> list[dict[str, Any]]:
+        shares = self.picker.shares()
+        return [{"id": a.id, "peer": a.peer, "weight": a.weight, "share": shares.get(a.id, 0.0),
+                 "sent": a.sent, "in_flight": a.in_flight, "acked": a.acked,
+                 "redelivered_to": a.redelivered_to,
+                 "waiting": a.in_flight >= self.cfg.max_unacked or a.write_paused,
+                 "connected_s": time.time() - a.connected_at}
+                for a in self.analyzers.values()]
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        out.update({
+            "type": "analyzer",
+            "connections": len(self.analyzers),
+            "accepted": self.buffer.accepted_records,
+            "accepted_connections": self.accepted_connections,
+            "records": self.buffer.accepted_records,
+            "sent": self.sent,
+            "acked": self.acked_total,
+            "in_flight": sum(a.in_flight for a in self.analyzers.values()),
+            "redelivered": self.redelivered,
+            "redelivery_queued": sum(len(p) for p, _ in self._redeliver),
+            "dropped_analyzers": self.dropped_analyzers,
+            "bytes": 0,
+            "pauses": 0,
+            "errors": dict(self.errors),
+        })
+        return out

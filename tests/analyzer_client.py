@@ -1,0 +1,92 @@
+"""A test analyzer speaking the analyzer port's protocol, in a thread, with knobs for faults."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+
+
+class TestAnalyzer:
+    """Connects, sends its weight, reads messages and ACKs them (unless told not to)."""
+
+    def __init__(self, port: int, weight: float, ack_every: int = 1,
+                 ack: bool = True, keep_payloads: bool = True) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.settimeout(0.05)
+        self.sock.sendall(struct.pack(">d", weight))
+        self.ack_every = ack_every
+        self.ack = ack
+        self.keep_payloads = keep_payloads
+        self.payloads: list[bytes] = []
+        self.count = 0
+        self.acked = 0
+        self.closed_by_server = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        buf = b""
+        try:
+            while not self._stop.is_set():
+                try:
+                    data = self.sock.recv(1 << 20)
+                except TimeoutError:
+                    self._send_ack(force=True)
+                    continue
+                if not data:
+                    self.closed_by_server = True
+                    return
+                buf += data
+                off = 0
+                got = []
+                while len(buf) - off >= 4:
+                    length = int.from_bytes(buf[off:off + 4], "big")
+                    if len(buf) - off - 4 < length:
+                        break
+                    got.append(buf[off + 5:off + 4 + length])
+                    off += 4 + length
+                buf = buf[off:]
+                with self._lock:
+                    if self.keep_payloads:
+                        self.payloads.extend(got)
+                    self.count += len(got)
+                self._send_ack(force=False)
+        except OSError:
+            self.closed_by_server = True
+
+    def _send_ack(self, force: bool) -> None:
+        if not self.ack or self.count == self.acked:
+            return
+        if force or self.count - self.acked >= self.ack_every:
+            seq = self.count
+            try:
+                self.sock.sendall(struct.pack(">BI", 0, seq))
+            except OSError:
+                return
+            self.acked = seq
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def set_weight(self, w: float) -> None:
+        self.sock.sendall(struct.pack(">Bf", 1, w))
+
+    def stop_acking(self) -> None:
+        self.ack = False
+
+    def wait_count(self, n: int, timeout: float = 30) -> None:
+        end = time.monotonic() + timeout
+        while self.count < n:
+            assert time.monotonic() < end, f"analyzer got {self.count}/{n}"
+            time.sleep(0.01)
+
+    def close(self, abort: bool = False) -> None:
+        self._stop.set()
+        if abort:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._thread.join(5)
+        self.sock.close()
