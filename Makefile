@@ -21,7 +21,7 @@ run: $(STAMP)
 
 ## test: install what the tests need, lint, run the whole suite
 test: $(STAMP) test-deps
-	$(BIN)/ruff check logd tests tools/loadgen tools/bench
+	$(BIN)/ruff check logd tests tools/loadgen tools/bench tools/analyzer
 	$(BIN)/pytest
 
 # systemd-analyze checks the unit file in the tests (Debian's systemd package).
@@ -32,7 +32,7 @@ test-deps:
 
 ## lint: ruff over the tree
 lint: $(STAMP)
-	$(BIN)/ruff check logd tests tools/loadgen tools/bench
+	$(BIN)/ruff check logd tests tools/loadgen tools/bench tools/analyzer
 
 ## bench: the benchmark scenarios (tools/bench --help for options)
 bench: $(STAMP)

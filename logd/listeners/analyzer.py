@@ -208,6 +208,8 @@ class AnalyzerPool(Output):
         n = len(payloads)
         pos = 0
         picker = self.picker
+        # Many analyzers and few records: smaller chunks, so each still gets its share.
+        per_pick = max(1, min(CHUNK, n // max(1, picker.eligible)))
         while pos < n:
             key = picker.peek()
             if key is None:
@@ -223,7 +225,7 @@ class AnalyzerPool(Output):
                 self._ready.clear()
                 await self._ready.wait()
                 continue
-            c = min(CHUNK, n - pos, room)
+            c = min(per_pick, n - pos, room)
             chunk = payloads[pos:pos + c]
             chunk_sevs = sevs[pos:pos + c]
             assert a.transport is not None
