@@ -100,6 +100,17 @@ def to_str_list(v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
+def to_weights(v: Any) -> tuple[float, ...]:
+    import math
+    if not isinstance(v, list) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise ValueError(f"expected a list of numbers, got {_tname(v)}")
+    for x in v:
+        if not math.isfinite(x) or x < 0:
+            raise ValueError(f"weights must be finite and >= 0, got {x!r}")
+    return tuple(float(x) for x in v)
+
+
 def _tname(v: Any) -> str:
     return {dict: "a table", list: "an array", str: "a string", bool: "a boolean",
             int: "an integer", float: "a float"}.get(type(v), type(v).__name__)
@@ -211,6 +222,17 @@ class DaemonConfig:
 class RouteConfig:
     to: tuple[str, ...] = setting(MISSING, to_str_list, "outputs (or analyzer listeners)")
     match: str = setting("*", to_nonempty_str, "filter expression; \"*\" matches everything")
+    weights: tuple[float, ...] = setting((), to_weights,
+                                         "with weights, each record goes to one of `to`, "
+                                         "picked by weight")
+
+    def validate(self) -> list[tuple[str, str]]:
+        if self.weights and len(self.weights) != len(self.to):
+            return [("weights", f"expected {len(self.to)} weights, one per name in `to`, "
+                     f"got {len(self.weights)}")]
+        if self.weights and not any(self.weights):
+            return [("weights", "at least one weight must be above 0")]
+        return []
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 With no routes every batch goes whole to every output. Otherwise each route's filter picks
 records, and an output gets the union of what the routes naming it picked, in order, once.
-Records no route picked are counted as unrouted.
+A route with `weights` is a weighted group: each picked record goes to one member only, runs
+of records assigned by stride scheduling (O(log n) per pick). Records no route picked are
+counted as unrouted.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from logd.config import RouteConfig
 from logd.filters import Filter, compile_filter
 from logd.outputs.base import Output
 from logd.record import Batch
+from logd.weighted import StridePicker
+
+GROUP_CHUNK = 64  # records per pick in a weighted group
 
 
 class Router:
@@ -26,13 +31,18 @@ class Router:
         """Swap in new routes and outputs; the next batch dispatched sees them (reload)."""
         self.outputs = dict(outputs)
         everywhere: list[Output] | None = None
-        table: list[tuple[Filter, list[Output]]] = []
+        table: list[tuple[Filter, list[Output], StridePicker | None]] = []
         if not routes:
             everywhere = list(self.outputs.values())
         else:
             for route in routes.values():
                 dests = [self.outputs[n] for n in route.to if n in self.outputs]
-                table.append((compile_filter(route.match), dests))
+                picker = None
+                if route.weights:
+                    picker = StridePicker()
+                    for i, w in enumerate(route.weights[:len(dests)]):
+                        picker.add(i, w)
+                table.append((compile_filter(route.match), dests, picker))
         self._everywhere, self._routes = everywhere, table
 
     def dispatch(self, batch: Batch) -> list[Any]:
@@ -41,7 +51,10 @@ class Router:
             return [o.buffer for o in self._everywhere if o.submit(batch)]
         n = batch.count
         picked: dict[Output, set[int] | None] = {}  # None: the whole batch
-        for flt, dests in self._routes:
+        for flt, dests, picker in self._routes:
+            if picker is not None:
+                self._split_by_weight(flt.select(batch), dests, picker, picked)
+                continue
             if flt.matches_all:
                 for d in dests:
                     picked[d] = None
@@ -67,3 +80,16 @@ class Router:
                 blocked.append(out.buffer)
         self.unrouted += n - len(routed)
         return blocked
+
+    @staticmethod
+    def _split_by_weight(indices: list[int], dests: list[Output], picker: StridePicker,
+                         picked: dict[Output, set[int] | None]) -> None:
+        """A weighted group: each run of records goes to one member, picked by weight."""
+        step = max(1, min(GROUP_CHUNK, len(indices) // max(1, picker.eligible)))
+        for start in range(0, len(indices), step):
+            run = indices[start:start + step]
+            d = dests[picker.pick(len(run))]
+            have = picked.get(d, set())
+            if have is not None:
+                have.update(run)
+                picked[d] = have
