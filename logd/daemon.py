@@ -361,6 +361,10 @@ class Daemon:
                                   extra={"output": name, "records": left})
                         out.give_up()
                         await _cancel(task)
+                    elif out.pending_records():
+                        # Finished without writing everything (an analyzer pool with no
+                        # analyzer left): still records lost.
+                        lost += out.pending_records()
             for comp in [*self.listeners.values(), *self.outputs.values()]:
                 await _close_quietly(comp)
             self.log_metrics()

@@ -168,6 +168,12 @@ class AnalyzerPool(Output):
     async def _distribute(self) -> None:
         max_cost = 4 * 1024 * 1024
         while True:
+            if self._draining and not self.analyzers:
+                left = self.pending_records()
+                if left:
+                    log.error("shutdown: no analyzer connected; records not delivered",
+                              extra={"listener": self.name, "records": left})
+                return
             if self._redeliver:
                 payloads, sevs = self._redeliver.popleft()
                 await self._send(payloads, sevs, redelivery=True)

@@ -271,3 +271,26 @@ def test_one_thousand_analyzers_at_once(start) -> None:
             sel.unregister(s)
             s.close()
         sel.close()
+
+
+def test_shutdown_without_analyzers_reports_undelivered_at_once(start) -> None:
+    p = start()
+    send(p, 1_000)
+    started = time.monotonic()
+    assert p.stop() == 1
+    assert time.monotonic() - started < 10, "no analyzer to wait for: no reason to linger"
+    entry = p.wait_for(lambda e: e.get("msg", "").startswith("shutdown: no analyzer"))
+    assert entry["records"] == 1_000
+    assert p.entries("stopped")[-1]["unwritten_records"] == 1_000
+
+
+def test_shutdown_delivers_to_connected_analyzers(start) -> None:
+    p = start()
+    send(p, 3_000)
+    a = TestAnalyzer(p.port("analyzers"), 1.0, ack_every=100)
+    try:
+        a.wait_count(1)
+        assert p.stop() == 0
+        assert a.count == 3_000
+    finally:
+        a.close()
