@@ -20,7 +20,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="logd",
         description="logd: takes logs in over TCP, routes them, writes them to files.",
         epilog="Exit codes: 0 clean stop, 1 runtime failure, 2 bad config or usage. "
-               "Signals: SIGTERM/SIGINT drain and stop; a second one exits at once.",
+               "Signals: SIGTERM/SIGINT drain and stop (a second one, a second later, exits at "
+               "once); SIGHUP reloads the config.",
     )
     p.add_argument("--config", "-c", default=DEFAULT_CONFIG, metavar="FILE",
                    help=f"TOML config file (default: {DEFAULT_CONFIG})")

@@ -44,6 +44,7 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
         self._signals = 0
+        self._first_signal = 0.0
         self._services: list[Any] = []
         self.reloads = 0
         self.started_at = time.time()
@@ -135,10 +136,16 @@ class Daemon:
         self._stop.set()
 
     def _on_signal(self, sig: int) -> None:
-        self._signals += 1
-        if self._signals > 1:
+        now = time.monotonic()
+        if self._signals:
+            # The same stop often arrives twice at once (a supervisor and a process group,
+            # timeout(1) and make): only a second request a moment later means "now".
+            if now - self._first_signal < 1.0:
+                return
             log.error("second signal: exiting without draining", extra={"signal": sig})
             os._exit(1)
+        self._signals += 1
+        self._first_signal = now
         log.info("stopping", extra={"signal": signal.Signals(sig).name})
         self._stop.set()
 

@@ -74,3 +74,18 @@ def test_daemon_logs_are_json_lines(tmp_path: Path) -> None:
     assert p.stop() == 0
     assert p.raw_stderr and len(p.logs) == len(p.raw_stderr)
     assert {"ts", "level", "logger", "msg"} <= set(p.logs[0])
+
+
+def test_a_doubled_stop_signal_still_drains(tmp_path: Path) -> None:
+    """timeout(1)+make or a supervisor can deliver one stop twice at once: still a clean stop."""
+    import signal
+
+    out = tmp_path / "out"
+    out.mkdir()
+    p = LogdProcess(make_config(out), tmp_path).start()
+    assert p.proc is not None
+    p.proc.send_signal(signal.SIGTERM)
+    p.proc.send_signal(signal.SIGINT)
+    assert p.proc.wait(30) == 0
+    p.stop()
+    assert p.entries("stopped")
