@@ -23,6 +23,7 @@ class AnalyzerProtocolError(Exception):
 
     def __init__(self, reason: str, detail: str) -> None:
         self.reason = reason
+        self.events: list[tuple[str, float]] = []  # the valid messages before the bad one
         super().__init__(detail)
 
 
@@ -48,6 +49,13 @@ class ControlDecoder:
     def feed(self, data: bytes) -> list[tuple[str, float]]:
         buf = self._buf + data if self._buf else data
         events: list[tuple[str, float]] = []
+        try:
+            return self._decode(buf, events)
+        except AnalyzerProtocolError as e:
+            e.events = events
+            raise
+
+    def _decode(self, buf: bytes, events: list[tuple[str, float]]) -> list[tuple[str, float]]:
         off = 0
         if not self._have_weight:
             if len(buf) < 8:

@@ -42,6 +42,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._tasks: dict[int, asyncio.Task[None]] = {}  # id(component) -> its run task
         self._background: set[asyncio.Task[Any]] = set()
+        self._retiring: dict[asyncio.Task[None], Output] = {}  # outputs a reload replaced
         self._reload_lock = asyncio.Lock()
         self._signals = 0
         self._first_signal = 0.0
@@ -115,6 +116,8 @@ class Daemon:
         watchdog.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        # A reload request that arrives while the process exits must not kill it.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.notifier.close()
         log.info("stopped", extra={"unwritten_records": lost})
         return 0 if lost == 0 else 1
@@ -150,6 +153,9 @@ class Daemon:
         self._stop.set()
 
     def _on_sighup(self) -> None:
+        if self._stop.is_set():
+            log.info("reload ignored: stopping", extra={"signal": "SIGHUP"})
+            return
         log.info("reload requested", extra={"signal": "SIGHUP"})
         self._keep(asyncio.get_running_loop().create_task(self.reload()))
 
@@ -193,7 +199,11 @@ class Daemon:
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config file and apply it; an invalid file changes nothing."""
+        if self._stop.is_set():
+            return {"applied": False, "problems": ["logd is stopping"], "changes": []}
         async with self._reload_lock:
+            if self._stop.is_set():
+                return {"applied": False, "problems": ["logd is stopping"], "changes": []}
             self.notifier.reloading()
             try:
                 try:
@@ -263,7 +273,9 @@ class Daemon:
         for n, out in retired.items():
             if n in out_gone:
                 changes.append(f"output {n} removed")
-            self._keep(asyncio.get_running_loop().create_task(self._retire_output(out)))
+            task = asyncio.get_running_loop().create_task(self._retire_output(out))
+            self._retiring[task] = out
+            task.add_done_callback(lambda t: self._retiring.pop(t, None))
 
         # 3. Listeners: new ones run; removed ones drain; changed ones restart in place.
         for n, lst in fresh_listeners.items():
@@ -347,13 +359,21 @@ class Daemon:
             for lst in sources:
                 await _cancel(self._tasks.pop(id(lst), None))
             # Outputs retired by a reload are finishing too; wait for them within the deadline.
-            if self._background:
-                await asyncio.wait(list(self._background),
-                                   timeout=max(0.0, deadline - loop.time()))
+            lost = 0
+            if self._retiring:
+                _, late = await asyncio.wait(list(self._retiring),
+                                             timeout=max(0.0, deadline - loop.time()))
+                for task in late:
+                    out = self._retiring[task]
+                    out.give_up()
+                    await _cancel(task)
+                    lost += out.pending_records()
+                    log.error("shutdown deadline passed; records not written",
+                              extra={"output": out.name, "records": out.pending_records()})
+                    await _close_quietly(out)
             destinations = self._destinations()
             for out in destinations.values():
                 await out.drain(deadline)
-            lost = 0
             pending = {id(o): self._tasks[id(o)] for o in destinations.values()
                        if id(o) in self._tasks}
             if pending:
@@ -362,12 +382,12 @@ class Daemon:
                 for name, out in destinations.items():
                     task = pending.get(id(out))
                     if task in still:
+                        out.give_up()
+                        await _cancel(task)  # what it was sending returns to its counts
                         left = out.pending_records()
                         lost += left
                         log.error("shutdown deadline passed; records not written",
                                   extra={"output": name, "records": left})
-                        out.give_up()
-                        await _cancel(task)
                     elif out.pending_records():
                         # Finished without writing everything (an analyzer pool with no
                         # analyzer left): still records lost.

@@ -78,10 +78,16 @@ class StridePicker:
 
     def set_weight(self, key: Hashable, weight: float) -> None:
         m = self._members[key]
-        m.weight = check_weight(weight)
-        was_active = m.active
+        old, new = m.weight, check_weight(weight)
+        if old > 0 and new > 0 and m.pass_ > self._vtime:
+            # What is left of its current step, at the new rate: raising a weight must not
+            # leave the member waiting out a step taken at the old, lower one.
+            m.pass_ = self._vtime + (m.pass_ - self._vtime) * old / new
+        elif old == 0:
+            m.pass_ = self._vtime  # back from a drain: a fresh start, no debt or credit
+        m.weight = new
         self._deactivate(m)
-        if was_active or m.weight > 0:
+        if new > 0:
             self._activate(m)
 
     def weight(self, key: Hashable) -> float:

@@ -36,6 +36,7 @@ class ControlServer:
         self.path = path
         self._server: asyncio.AbstractServer | None = None
         self._cpu_mark = (time.monotonic(), 0.0)
+        self._clients: set[asyncio.StreamWriter] = set()
         self._commands: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "ping": self._ping,
             "stats": self._stats,
@@ -74,10 +75,13 @@ class ControlServer:
         if self._server is not None:
             self._server.close()
             self._server = None
+            for writer in list(self._clients):
+                writer.close()  # a watching logctl must not send a reload into a shutdown
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
         try:
             while True:
                 try:
@@ -91,6 +95,7 @@ class ControlServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._clients.discard(writer)
             writer.close()
 
     async def _reply(self, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
@@ -147,7 +152,8 @@ class ControlServer:
 
     async def _set_weight(self, req: dict[str, Any]) -> Any:
         analyzer_id, weight = req.get("id"), req.get("weight")
-        if not isinstance(analyzer_id, str) or not isinstance(weight, (int, float)):
+        if not isinstance(analyzer_id, str) or isinstance(weight, bool) \
+                or not isinstance(weight, (int, float)):
             raise ValueError('set_weight needs {"id": "...", "weight": number}')
         for pool in self._pools().values():
             if analyzer_id in pool.analyzers:

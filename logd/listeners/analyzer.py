@@ -91,11 +91,11 @@ class _Analyzer(asyncio.Protocol):
         self.pool._connected(self)
 
     def data_received(self, data: bytes) -> None:
+        error = None
         try:
             events = self.decoder.feed(data)
         except AnalyzerProtocolError as e:
-            self.pool._protocol_error(self, e.reason, str(e))
-            return
+            events, error = e.events, e
         for kind, value in events:
             if kind == "ack":
                 self.pool._ack(self, int(value))
@@ -103,6 +103,9 @@ class _Analyzer(asyncio.Protocol):
                 self.pool._weight(self, value, "analyzer")
             if self.closed:
                 return
+        if error is not None:
+            # The messages before the bad one count: ACKed ones are not sent twice.
+            self.pool._protocol_error(self, error.reason, str(error))
 
     def eof_received(self) -> bool:
         return False
@@ -130,7 +133,7 @@ class AnalyzerPool(Output):
         self._ids = itertools.count(1)
         self._redeliver: deque[tuple[list[bytes], bytes]] = deque()
         self._ready = asyncio.Event()
-        self._all_acked = asyncio.Event()
+        self._lease_sent = 0  # records of the lease being sent that are already out
         self.server: asyncio.AbstractServer | None = None
         self.bound: tuple[str, int] | None = None
         self._draining = False
@@ -168,17 +171,16 @@ class AnalyzerPool(Output):
     async def _distribute(self) -> None:
         max_cost = 4 * 1024 * 1024
         while True:
-            if self._draining and not self.analyzers:
+            if self._draining and self._nobody_to_send_to():
                 left = self.pending_records()
                 if left:
                     log.error("shutdown: no analyzer connected; records not delivered",
                               extra={"listener": self.name, "records": left})
                 return
             if self._redeliver:
-                payloads, sevs = self._redeliver.popleft()
-                await self._send(payloads, sevs, redelivery=True)
+                await self._send_redeliveries()
                 continue
-            if self.picker.eligible == 0 and not self._draining_done():
+            if self.picker.eligible == 0:
                 # Nobody to send to: leave records in the buffer, where when_full applies.
                 self._ready.clear()
                 await self._ready.wait()
@@ -187,65 +189,81 @@ class AnalyzerPool(Output):
             if lease is not None:
                 try:
                     for batch in lease.batches:
+                        # What a lost analyzer held goes out before more new records.
+                        await self._send_redeliveries()
                         await self._send(batch.payloads, batch.severity_bytes())
-                        # Let ACKs in between batches, so windows drain as they fill and
-                        # picks follow the weights rather than whoever has room.
+                        self._lease_sent += batch.count
+                        # Let ACKs in between batches, so windows drain as they fill.
                         await asyncio.sleep(0)
                 finally:
+                    self._lease_sent = 0
                     self.buffer.ack(lease)
-            elif self._draining_done():
-                await self._wait_all_acked()
+            elif self._draining and self.buffer.empty() and not self._redeliver:
+                if not any(a.in_flight for a in self.analyzers.values()):
+                    return
+                self._ready.clear()
+                await self._ready.wait()  # an ACK, or an analyzer lost (its messages return)
+
+    def _nobody_to_send_to(self) -> bool:
+        """No analyzer that could take a record, and none whose ACKs are still to come."""
+        return self.picker.eligible == 0 and not any(
+            a.in_flight for a in self.analyzers.values())
+
+    async def _send_redeliveries(self) -> None:
+        while self._redeliver:
+            payloads, sevs = self._redeliver.popleft()
+            await self._send(payloads, sevs, redelivery=True)
+            if self._draining and self._nobody_to_send_to():
                 return
 
-    def _draining_done(self) -> bool:
-        return self._draining and self.buffer.empty() and not self._redeliver
-
-    async def _wait_all_acked(self) -> None:
-        while any(a.in_flight for a in self.analyzers.values()) or self._redeliver:
-            if self._redeliver:
-                payloads, sevs = self._redeliver.popleft()
-                await self._send(payloads, sevs, redelivery=True)
-                continue
-            self._all_acked.clear()
-            await self._all_acked.wait()
-
     async def _send(self, payloads: list[bytes], sevs: bytes, redelivery: bool = False) -> None:
-        """Hand records out chunk by chunk to the analyzers that are due."""
+        """Hand records out chunk by chunk to the analyzers that are due.
+
+        Whatever is not handed out when this returns early (a drain with nobody left) or is
+        cancelled (the shutdown deadline) goes back to the front of the redelivery queue, so
+        it is still counted as pending.
+        """
         n = len(payloads)
         pos = 0
         picker = self.picker
         # Many analyzers and few records: smaller chunks, so each still gets its share.
         per_pick = max(1, min(CHUNK, n // max(1, picker.eligible)))
-        while pos < n:
-            key = picker.peek()
-            if key is None:
-                self._ready.clear()
-                await self._ready.wait()
-                continue
-            a = self.analyzers[key]
-            room = self.cfg.max_unacked - a.in_flight
-            if room <= 0 or a.write_paused:
-                # The due analyzer is behind: wait for its ACKs (or for it to be dropped at
-                # ack_timeout) rather than give its share to others, so shares follow the
-                # weights and a slow analyzer slows the pool (it can lower its weight).
-                self._ready.clear()
-                await self._ready.wait()
-                continue
-            c = min(per_pick, n - pos, room)
-            chunk = payloads[pos:pos + c]
-            chunk_sevs = sevs[pos:pos + c]
-            assert a.transport is not None
-            if a.in_flight == 0:
-                a.last_progress = time.monotonic()  # the ACK clock starts with the first send
-            a.transport.write(encode_frames(chunk, chunk_sevs))
-            a.inflight.append([a.next_seq, chunk, chunk_sevs])
-            a.next_seq += c
-            a.sent += c
-            if redelivery:
-                a.redelivered_to += c
-            self.sent += c
-            picker.charge(key, c)
-            pos += c
+        try:
+            while pos < n:
+                key = picker.peek()
+                if key is None:
+                    if self._draining and self._nobody_to_send_to():
+                        return
+                    self._ready.clear()
+                    await self._ready.wait()
+                    continue
+                a = self.analyzers[key]
+                room = self.cfg.max_unacked - a.in_flight
+                if room <= 0 or a.write_paused:
+                    # The due analyzer is behind: wait for its ACKs (or for it to be dropped
+                    # at ack_timeout) rather than give its share to others, so shares follow
+                    # the weights and a slow analyzer slows the pool (it can lower its weight).
+                    self._ready.clear()
+                    await self._ready.wait()
+                    continue
+                c = min(per_pick, n - pos, room)
+                chunk = payloads[pos:pos + c]
+                chunk_sevs = sevs[pos:pos + c]
+                assert a.transport is not None
+                if a.in_flight == 0:
+                    a.last_progress = time.monotonic()  # the ACK clock starts with a send
+                a.transport.write(encode_frames(chunk, chunk_sevs))
+                a.inflight.append([a.next_seq, chunk, chunk_sevs])
+                a.next_seq += c
+                a.sent += c
+                if redelivery:
+                    a.redelivered_to += c
+                self.sent += c
+                picker.charge(key, c)
+                pos += c
+        finally:
+            if pos < n:
+                self._redeliver.appendleft((payloads[pos:], sevs[pos:]))
 
     async def drain(self, deadline: float) -> None:
         self._draining = True
@@ -261,7 +279,10 @@ class AnalyzerPool(Output):
                 a.transport.close()
 
     def pending_records(self) -> int:
-        return (self.buffer.queued_records + sum(len(p) for p, _ in self._redeliver)
+        """Taken but not ACKed: buffered (less what of the current lease went out), waiting
+        for redelivery, and in flight."""
+        return (self.buffer.queued_records - self._lease_sent
+                + sum(len(p) for p, _ in self._redeliver)
                 + sum(a.in_flight for a in self.analyzers.values()))
 
     # -- connection events --
@@ -290,8 +311,7 @@ class AnalyzerPool(Output):
             self.picker.set_weight(a.id, w)
             log.info("analyzer weight", extra={"listener": self.name, "analyzer": a.id,
                                                "weight": w, "set_by": source})
-        if w > 0:
-            self._ready.set()
+        self._ready.set()  # the pool may be waiting on this analyzer, now drained or not
 
     def set_weight(self, analyzer_id: str, w: float) -> None:
         """Operator override (logctl analyzers set-weight); the analyzer may send its own."""
@@ -324,8 +344,6 @@ class AnalyzerPool(Output):
                 q[0] = [seq + 1, chunk[cut:], sevs[cut:]]
             break
         self._ready.set()
-        if self._draining and a.in_flight == 0:
-            self._all_acked.set()  # the drain re-checks every analyzer
 
     def _protocol_error(self, a: _Analyzer, reason: str, detail: str) -> None:
         self.errors[reason] += 1
@@ -358,7 +376,6 @@ class AnalyzerPool(Output):
             log.info("analyzer disconnected", extra={"listener": self.name, "analyzer": a.id,
                                                      "reason": reason})
         self._ready.set()
-        self._all_acked.set()
 
     async def _ack_timeouts(self) -> None:
         timeout = self.cfg.ack_timeout

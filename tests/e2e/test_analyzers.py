@@ -294,3 +294,35 @@ def test_shutdown_delivers_to_connected_analyzers(start) -> None:
         assert a.count == 3_000
     finally:
         a.close()
+
+
+def test_last_analyzer_leaving_during_shutdown_is_reported_at_once(start) -> None:
+    p = start()
+    stuck = TestAnalyzer(p.port("analyzers"), 1.0, ack=False)
+    send(p, 500)
+    stuck.wait_count(500)
+    assert p.proc is not None
+    p.proc.send_signal(signal.SIGTERM)
+    p.wait_for(lambda e: e.get("msg") == "stopping")
+    started = time.monotonic()
+    stuck.close(abort=True)  # its 500 unacked messages have nowhere to go now
+    assert p.proc.wait(15) == 1
+    p.stop()
+    assert time.monotonic() - started < 10
+    assert p.entries("stopped")[-1]["unwritten_records"] == 500
+
+
+def test_sighup_while_stopping_does_not_hold_up_the_stop(start) -> None:
+    p = start()
+    a = TestAnalyzer(p.port("analyzers"), 1.0)
+    try:
+        analyzers_connected(p, 1)
+        send(p, 1_000)
+        assert p.proc is not None
+        p.proc.send_signal(signal.SIGTERM)
+        p.proc.send_signal(signal.SIGHUP)
+        assert p.proc.wait(15) == 0
+        p.stop()
+        assert a.count == 1_000
+    finally:
+        a.close()
