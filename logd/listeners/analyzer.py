@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from logd.analyzer_protocol import AnalyzerProtocolError, ControlDecoder, encode_frames
-from logd.component import StartError
 from logd.config import (
     BufferConfig,
     component_name,
@@ -35,6 +34,7 @@ from logd.config import (
     to_duration,
     to_int,
 )
+from logd.listeners.serve import open_server
 from logd.logsetup import RateLimitedLog
 from logd.outputs.base import Output
 from logd.weighted import StridePicker
@@ -148,18 +148,8 @@ class AnalyzerPool(Output):
     # -- lifecycle --
 
     async def start(self) -> None:
-        host, port = self.cfg.address
-        loop = asyncio.get_running_loop()
-        try:
-            self.server = await loop.create_server(lambda: _Analyzer(self), host or None, port,
-                                                   backlog=4096, reuse_address=True)
-        except OSError as e:
-            raise StartError(f"listeners.{self.name}: cannot listen on {host}:{port}: "
-                             f"{e.strerror or e}") from None
-        sockname = self.server.sockets[0].getsockname()
-        self.bound = (sockname[0], sockname[1])
-        log.info("listening", extra={"listener": self.name, "type": "analyzer",
-                                     "host": sockname[0], "port": sockname[1]})
+        self.server, self.bound = await open_server(
+            self.name, self.cfg.address, lambda: _Analyzer(self), type="analyzer")
 
     async def run(self) -> None:
         watchdog = asyncio.get_running_loop().create_task(self._ack_timeouts())

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from logd.component import Component, StartError
+from logd.component import Component
 from logd.config import (
     component_name,
     one_of,
@@ -28,6 +28,7 @@ from logd.config import (
     to_size,
 )
 from logd.framing import FrameDecoder, FramingError, LineDecoder, invalid_utf8
+from logd.listeners.serve import open_server
 from logd.logsetup import RateLimitedLog
 from logd.record import Batch, frame_severities
 
@@ -209,20 +210,9 @@ class TcpListener(Component):
         self.ratelog = RateLimitedLog(log)
 
     async def start(self) -> None:
-        host, port = self.cfg.address
-        loop = asyncio.get_running_loop()
-        try:
-            self.server = await loop.create_server(
-                lambda: _Connection(self), host or None, port, backlog=4096,
-                reuse_address=True)
-        except OSError as e:
-            raise StartError(f"listeners.{self.name}: cannot listen on {host}:{port}: "
-                             f"{e.strerror or e}") from None
-        sockname = self.server.sockets[0].getsockname()
-        self.bound = (sockname[0], sockname[1])
-        log.info("listening", extra={"listener": self.name, "type": "tcp",
-                                     "framing": self.cfg.framing, "host": sockname[0],
-                                     "port": sockname[1]})
+        self.server, self.bound = await open_server(
+            self.name, self.cfg.address, lambda: _Connection(self), type="tcp",
+            framing=self.cfg.framing)
 
     async def run(self) -> None:
         idle = self.cfg.idle_timeout
