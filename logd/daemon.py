@@ -56,7 +56,10 @@ class Daemon:
         return registry.OUTPUTS[cfg.type].component_class()(cfg)
 
     def _new_listener(self, name: str, cfg: Any) -> Component:
-        return registry.LISTENERS[cfg.type].component_class()(cfg, self.router)
+        lst = registry.LISTENERS[cfg.type].component_class()(cfg, self.router)
+        if hasattr(lst, "stats_provider"):
+            lst.stats_provider = self.stats
+        return lst
 
     def _destinations(self) -> dict[str, Any]:
         """What routes can name: outputs and analyzer pools."""

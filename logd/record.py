@@ -82,6 +82,14 @@ class Batch:
         """A batch of `count` LF-terminated lines, kept as one block."""
         return cls(None, None, source, received, len(block) - count, raw=block, count=count)
 
+    @classmethod
+    def from_objects(cls, payloads: list[bytes], objs: list[Any], severities: bytes,
+                     source: str, received: float) -> Batch:
+        """Records that arrived as JSON objects already parsed (HTTP): no second parse."""
+        batch = cls(payloads, severities, source, received, sum(map(len, payloads)))
+        batch._fields = objs
+        return batch
+
     @property
     def payloads(self) -> list[bytes]:
         if self._payloads is None:

@@ -24,6 +24,7 @@ class Kind:
 
 LISTENERS: dict[str, Kind] = {
     "tcp": Kind("logd.listeners.tcp", "TcpListenerConfig", "TcpListener"),
+    "http": Kind("logd.listeners.http", "HttpListenerConfig", "HttpListener"),
     "analyzer": Kind("logd.listeners.analyzer", "AnalyzerListenerConfig", "AnalyzerPool"),
 }
 

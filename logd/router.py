@@ -45,6 +45,16 @@ class Router:
                 table.append((compile_filter(route.match), dests, picker))
         self._everywhere, self._routes = everywhere, table
 
+    def full(self) -> bool:
+        """Whether a destination that blocks when full is full (HTTP answers 503 then)."""
+        return any(o.buffer.block and o.buffer.full for o in self.outputs.values())
+
+    def readiness(self) -> dict[str, dict[str, Any]]:
+        """Per destination: ready to take records, and how many wait (GET /health)."""
+        return {n: {"ready": o.ready() and not (o.buffer.block and o.buffer.full),
+                    "queued_records": o.buffer.queued_records}
+                for n, o in self.outputs.items()}
+
     def dispatch(self, batch: Batch) -> list[Any]:
         """Hand a batch to its outputs; returns the buffers the caller must wait on (full)."""
         if self._everywhere is not None:

@@ -21,6 +21,10 @@ class Output(Component):
         """Called by the router for each batch; True when the caller should pause reading."""
         return self.buffer.put(batch)
 
+    def ready(self) -> bool:
+        """Whether the output can write now (a database output: connected)."""
+        return True
+
     def pending_records(self) -> int:
         """Records taken but not yet written (what a shutdown deadline would lose)."""
         return self.buffer.queued_records
