@@ -53,7 +53,10 @@ class Daemon:
     # -- building --
 
     def _new_output(self, name: str, cfg: Any) -> Output:
-        return registry.OUTPUTS[cfg.type].component_class()(cfg)
+        out = registry.OUTPUTS[cfg.type].component_class()(cfg)
+        if hasattr(out, "state_dir"):
+            out.state_dir = self.cfg.daemon.state_dir
+        return out
 
     def _new_listener(self, name: str, cfg: Any) -> Component:
         lst = registry.LISTENERS[cfg.type].component_class()(cfg, self.router)

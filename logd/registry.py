@@ -30,4 +30,5 @@ LISTENERS: dict[str, Kind] = {
 
 OUTPUTS: dict[str, Kind] = {
     "file": Kind("logd.outputs.file", "FileOutputConfig", "FileOutput"),
+    "clickhouse": Kind("logd.outputs.clickhouse", "ClickHouseOutputConfig", "ClickHouseOutput"),
 }
