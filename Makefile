@@ -24,11 +24,19 @@ test: $(STAMP) test-deps
 	$(BIN)/ruff check logd tests tools/loadgen tools/bench tools/analyzer
 	$(BIN)/pytest
 
-# systemd-analyze checks the unit file in the tests (Debian's systemd package).
+# Real servers the tests start (Debian packages): systemd-analyze checks the unit file;
+# clickhouse-server (18.16) backs the ClickHouse output's integration tests.
+TEST_PACKAGES := systemd clickhouse-server clickhouse-client
 test-deps:
-	@command -v systemd-analyze >/dev/null || { [ "$$(id -u)" = 0 ] && \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd \
-		>/dev/null; } || { echo "need systemd-analyze: apt-get install systemd" >&2; exit 1; }
+	@missing=""; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	[ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/null || \
+		missing="$$missing clickhouse-server clickhouse-client"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "tests need Debian packages:$$missing" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing \
+			>/dev/null; \
+	fi
 
 ## lint: ruff over the tree
 lint: $(STAMP)

@@ -47,7 +47,7 @@ COLUMNS = ("app_id", "level", "message", "source", "created_at", "metadata")
 _KNOWN = {"app_id", "app", "level", "message", "source", "timestamp"}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Server error codes that mean "this data is wrong", not "try again later".
-_DATA_ERRORS = {6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 377}
+_DATA_ERRORS = {6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 377, 395}
 
 
 def _to_url(v: Any) -> str:

@@ -1,0 +1,167 @@
+"""HTTP (and TCP) -> logd -> a real ClickHouse server (Debian's 18.16, see clickhouse_server)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clickhouse_server import ClickHouseError, ClickHouseServer
+from harness import REPO, LogdProcess
+from test_tcp_file import frame
+
+
+@pytest.fixture
+def clickhouse(tmp_path: Path) -> Iterator[ClickHouseServer]:
+    server = ClickHouseServer(tmp_path / "clickhouse")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def config(out: Path, ch: ClickHouseServer, batch_timeout: str = "200ms") -> str:
+    return f"""
+[daemon]
+state_dir = "{out}/state"
+control_socket = "{out}/control.sock"
+stats_interval = "0s"
+shutdown_timeout = "60s"
+
+[listeners.http]
+type = "http"
+address = "127.0.0.1:0"
+
+[listeners.emitters]
+type = "tcp"
+address = "127.0.0.1:0"
+
+[outputs.clickhouse]
+type = "clickhouse"
+url = "clickhouse://default@127.0.0.1:{ch.tcp_port}/logs_db"
+table = "logs"
+batch_rows = 5000
+batch_timeout = "{batch_timeout}"
+retry_max = "1s"
+buffer = {{ max_bytes = "256MiB", when_full = "block" }}
+"""
+
+
+@pytest.fixture
+def logd(tmp_path: Path, clickhouse: ClickHouseServer) -> Iterator[LogdProcess]:
+    out = tmp_path / "out"
+    out.mkdir()
+    p = LogdProcess(config(out, clickhouse), tmp_path).start()
+    p.out = out  # type: ignore[attr-defined]
+    yield p
+    if p.alive():
+        p.stop(signal.SIGKILL)
+
+
+def post(p: LogdProcess, records: list[dict[str, Any]]) -> dict[str, Any]:
+    req = urllib.request.Request(f"http://127.0.0.1:{p.port('http')}/api/logs",
+                                 data=json.dumps(records).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 202
+        return json.loads(r.read())
+
+
+def count(ch: ClickHouseServer) -> int:
+    try:
+        return int(ch.query("SELECT count() FROM logs_db.logs").strip())
+    except ClickHouseError:  # logd has not created the table yet
+        return 0
+
+
+def rows(ch: ClickHouseServer, sql: str) -> list[dict[str, Any]]:
+    text = ch.query(sql + " FORMAT JSONEachRow")
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def test_posted_records_arrive_with_their_fields(logd: LogdProcess,
+                                                 clickhouse: ClickHouseServer) -> None:
+    batch = [
+        {"app_id": "payment-service", "level": "ERROR", "message": "card declined",
+         "source": "api", "metadata": {"order": 17}, "timestamp": "2026-11-23T10:00:00Z"},
+        {"app": "auth-service", "level": "warning", "message": "slow login",
+         "timestamp": 1795426800},
+        {"app_id": "api-gateway", "message": "plain"},
+    ]
+    assert post(logd, batch) == {"accepted": 3}
+    with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
+        s.sendall(frame(b"from tcp", 3))
+    assert logd.stop() == 0
+    got = rows(clickhouse, "SELECT app_id, level, message, source, toString(created_at) AS t, "
+               "metadata FROM logs_db.logs ORDER BY app_id")
+    assert [(r["app_id"], r["level"], r["message"], r["source"]) for r in got] == [
+        ("api-gateway", "info", "plain", "http"),
+        ("auth-service", "warn", "slow login", "http"),
+        ("emitters", "error", "from tcp", "emitters"),
+        ("payment-service", "error", "card declined", "api"),
+    ]
+    by_app = {r["app_id"]: r for r in got}
+    assert by_app["payment-service"]["t"] == "2026-11-23 10:00:00"
+    assert json.loads(by_app["payment-service"]["metadata"]) == {"metadata": {"order": 17}}
+    assert by_app["auth-service"]["t"] == "2026-11-23 09:40:00"  # epoch 1795426800, UTC
+    assert json.loads(by_app["api-gateway"]["metadata"]) == {}
+
+
+def test_clickhouse_down_for_20s_under_load_loses_nothing(
+        logd: LogdProcess, clickhouse: ClickHouseServer) -> None:
+    gen = subprocess.Popen(
+        [sys.executable, "tools/loadgen", "--target",
+         f"http://127.0.0.1:{logd.port('http')}/api/logs", "--rate", "4000", "--duration", "30",
+         "--batch", "200", "--connections", "2", "--json"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while count(clickhouse) == 0:
+            assert time.monotonic() < deadline, "nothing reached ClickHouse"
+            time.sleep(0.2)  # polling ClickHouse: no event to await from here
+        clickhouse.stop()
+        time.sleep(20)  # the outage under test
+        clickhouse.start()
+        out, err = gen.communicate(120)
+        assert gen.returncode == 0, err.decode()
+    finally:
+        if gen.poll() is None:
+            gen.kill()
+            gen.wait()
+    sent = json.loads(out.decode().strip().splitlines()[-1])["sent"]
+    assert sent >= 100_000
+    assert logd.stop() == 0
+    total, distinct = clickhouse.query(
+        "SELECT count(), uniqExact(metadata) FROM logs_db.logs").split()
+    assert int(total) == sent, "every accepted record is in ClickHouse"
+    assert int(distinct) == sent, "and none twice"
+    assert logd.entries("insert failed; retrying") or logd.entries("cannot connect")
+
+
+def test_rows_clickhouse_refuses_go_to_the_dead_letter_file(
+        logd: LogdProcess, clickhouse: ClickHouseServer) -> None:
+    # A column whose default throws for one message: the server refuses that row's batch.
+    clickhouse.query("CREATE DATABASE IF NOT EXISTS logs_db")
+    clickhouse.query(
+        "CREATE TABLE logs_db.logs (app_id String, level String, message String, "
+        "source String, created_at DateTime, metadata String, "
+        "poison UInt8 DEFAULT throwIf(message = 'poison')) ENGINE = MergeTree() "
+        "PARTITION BY toYYYYMMDD(created_at) ORDER BY (app_id, created_at)")
+    records = [{"app_id": "a", "message": f"fine {i}"} for i in range(100)]
+    records[37] = {"app_id": "a", "message": "poison"}
+    assert post(logd, records) == {"accepted": 100}
+    assert logd.stop() == 0
+    assert clickhouse.query("SELECT count() FROM logs_db.logs").strip() == "99"
+    dead = (logd.out / "state" / "clickhouse.dead-letter.ndjson").read_text().splitlines()
+    assert len(dead) == 1
+    entry = json.loads(dead[0])
+    assert entry["row"]["message"] == "poison" and "395" in entry["reason"]
