@@ -90,6 +90,10 @@ class Batch:
         batch._fields = objs
         return batch
 
+    def forget_fields(self) -> None:
+        """Free the parsed JSON objects (they are parsed again if asked for)."""
+        self._fields = None
+
     @property
     def payloads(self) -> list[bytes]:
         if self._payloads is None:
