@@ -150,7 +150,9 @@ def test_clickhouse_down_for_20s_under_load_loses_nothing(
 def test_rows_clickhouse_refuses_go_to_the_dead_letter_file(
         logd: LogdProcess, clickhouse: ClickHouseServer) -> None:
     # A column whose default throws for one message: the server refuses that row's batch.
-    clickhouse.query("CREATE DATABASE IF NOT EXISTS logs_db")
+    # logd made its table on connecting; this one replaces it.
+    logd.wait_for(lambda e: e.get("msg") == "connected")
+    clickhouse.query("DROP TABLE IF EXISTS logs_db.logs")
     clickhouse.query(
         "CREATE TABLE logs_db.logs (app_id String, level String, message String, "
         "source String, created_at DateTime, metadata String, "
