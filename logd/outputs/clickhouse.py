@@ -83,11 +83,24 @@ class ClickHouseOutputConfig:
     name: str = component_name()
 
 
-def _created_at(obj: dict[str, Any] | None, received: float) -> datetime:
+def _seconds(ts: float, cache: dict[int, datetime]) -> datetime:
+    """UTC DateTime (second precision, as the column is) of an epoch time, one conversion per
+    second: a batch's records mostly share a handful of seconds."""
+    sec = int(ts)
+    d = cache.get(sec)
+    if d is None:
+        d = cache[sec] = datetime.fromtimestamp(sec, tz=UTC).replace(tzinfo=None)
+    return d
+
+
+def _created_at(obj: dict[str, Any] | None, received: float,
+                cache: dict[int, datetime] | None = None) -> datetime:
     ts = obj.get("timestamp") if obj is not None else None
+    if cache is None:
+        cache = {}
     if isinstance(ts, (int, float)) and not isinstance(ts, bool):
         try:
-            return datetime.fromtimestamp(ts, tz=UTC).replace(tzinfo=None)
+            return _seconds(ts, cache)
         except (OverflowError, OSError, ValueError):
             pass
     elif isinstance(ts, str):
@@ -98,7 +111,7 @@ def _created_at(obj: dict[str, Any] | None, received: float) -> datetime:
             return d
         except ValueError:
             pass
-    return datetime.fromtimestamp(received, tz=UTC).replace(tzinfo=None)
+    return _seconds(received, cache)
 
 
 def rows_of(batch: Batch) -> list[tuple[Any, ...]]:
@@ -110,11 +123,12 @@ def rows_of(batch: Batch) -> list[tuple[Any, ...]]:
     received = batch.received
     dumps = orjson.dumps
     rows = []
+    seconds: dict[int, datetime] = {}
     for i, obj in enumerate(fields):
         level = severity_name(sevs[i])
         if obj is None:
             rows.append((source, level, payloads[i].decode("utf-8", "replace"), source,
-                         _created_at(None, received), "{}"))
+                         _seconds(received, seconds), "{}"))
             continue
         app = obj.get("app_id", obj.get("app", source))
         msg = obj.get("message", "")
@@ -123,7 +137,7 @@ def rows_of(batch: Batch) -> list[tuple[Any, ...]]:
                      level,
                      msg if isinstance(msg, str) else dumps(msg).decode(),
                      str(obj.get("source", source)),
-                     _created_at(obj, received),
+                     _created_at(obj, received, seconds),
                      dumps(rest).decode() if rest else "{}"))
     return rows
 
