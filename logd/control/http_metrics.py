@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from logd.component import StartError
+from logd.listeners.serve import open_web
 from logd.metrics import render_stats
 
 if TYPE_CHECKING:
@@ -29,24 +29,9 @@ class MetricsServer:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        host, port = self.address
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as e:
-            await self._runner.cleanup()
-            self._runner = None
-            raise StartError(f"daemon.metrics_address: cannot listen on {host}:{port}: "
-                             f"{e.strerror or e}") from None
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            sockname = sockets[0].getsockname()
-            self.bound = (sockname[0], sockname[1])
-        log.info("metrics listening", extra={"host": host, "port": self.bound[1]
-                                             if self.bound else port})
+        self._runner, self.bound = await open_web(app, self.address,
+                                                  "daemon.metrics_address")
+        log.info("metrics listening", extra={"host": self.bound[0], "port": self.bound[1]})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = render_stats(self.daemon.stats())

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from logd.component import Component, StartError
+from logd.component import Component
 from logd.config import (
     component_name,
     one_of,
@@ -30,6 +30,7 @@ from logd.config import (
     to_size,
     to_str_list,
 )
+from logd.listeners.serve import open_web
 from logd.logsetup import RateLimitedLog
 from logd.record import Batch, severity_from_name
 
@@ -110,22 +111,10 @@ class HttpListener(Component):
         app.router.add_post("/api/logs", self._ingest)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        host, port = self.cfg.address
-        site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=4096)
-        try:
-            await site.start()
-        except OSError as e:
-            await self._runner.cleanup()
-            self._runner = None
-            raise StartError(f"listeners.{self.name}: cannot listen on {host}:{port}: "
-                             f"{e.strerror or e}") from None
-        sockets = getattr(site._server, "sockets", None) or []
-        sockname = sockets[0].getsockname() if sockets else (host, port)
-        self.bound = (sockname[0], sockname[1])
+        self._runner, self.bound = await open_web(app, self.cfg.address,
+                                                  f"listeners.{self.name}")
         log.info("listening", extra={"listener": self.name, "type": "http",
-                                     "host": sockname[0], "port": sockname[1]})
+                                     "host": self.bound[0], "port": self.bound[1]})
 
     async def drain(self, deadline: float) -> None:
         # Requests in progress finish (aiohttp waits for them on cleanup); nothing new starts.
