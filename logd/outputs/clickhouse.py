@@ -39,12 +39,11 @@ from logd.config import (
     to_size,
 )
 from logd.outputs.base import Output
-from logd.record import Batch, severity_name
+from logd.outputs.clickhouse_columns import COLUMNS, ColumnBatch, Row, join_columns
+from logd.record import Batch
 
 log = logging.getLogger("logd.clickhouse")
 
-COLUMNS = ("app_id", "level", "message", "source", "created_at", "metadata")
-_KNOWN = {"app_id", "app", "level", "message", "source", "timestamp"}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Server error codes that mean "this data is wrong", not "try again later".
 _DATA_ERRORS = {6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 377, 395}
@@ -83,65 +82,6 @@ class ClickHouseOutputConfig:
     name: str = component_name()
 
 
-def _seconds(ts: float, cache: dict[int, datetime]) -> datetime:
-    """UTC DateTime (second precision, as the column is) of an epoch time, one conversion per
-    second: a batch's records mostly share a handful of seconds."""
-    sec = int(ts)
-    d = cache.get(sec)
-    if d is None:
-        d = cache[sec] = datetime.fromtimestamp(sec, tz=UTC).replace(tzinfo=None)
-    return d
-
-
-def _created_at(obj: dict[str, Any] | None, received: float,
-                cache: dict[int, datetime] | None = None) -> datetime:
-    ts = obj.get("timestamp") if obj is not None else None
-    if cache is None:
-        cache = {}
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        try:
-            return _seconds(ts, cache)
-        except (OverflowError, OSError, ValueError):
-            pass
-    elif isinstance(ts, str):
-        try:
-            d = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-            if d.tzinfo is not None:
-                d = d.astimezone(UTC).replace(tzinfo=None)
-            return d
-        except ValueError:
-            pass
-    return _seconds(received, cache)
-
-
-def rows_of(batch: Batch) -> list[tuple[Any, ...]]:
-    """The batch as table rows: fields from JSON payloads, the rest from the record."""
-    fields = batch.fields()
-    sevs = batch.severity_bytes()
-    payloads = batch.payloads
-    source = batch.source
-    received = batch.received
-    dumps = orjson.dumps
-    rows = []
-    seconds: dict[int, datetime] = {}
-    for i, obj in enumerate(fields):
-        level = severity_name(sevs[i])
-        if obj is None:
-            rows.append((source, level, payloads[i].decode("utf-8", "replace"), source,
-                         _seconds(received, seconds), "{}"))
-            continue
-        app = obj.get("app_id", obj.get("app", source))
-        msg = obj.get("message", "")
-        rest = {k: v for k, v in obj.items() if k not in _KNOWN}
-        rows.append((app if isinstance(app, str) else str(app),
-                     level,
-                     msg if isinstance(msg, str) else dumps(msg).decode(),
-                     str(obj.get("source", source)),
-                     _created_at(obj, received, seconds),
-                     dumps(rest).decode() if rest else "{}"))
-    return rows
-
-
 class ClickHouseOutput(Output):
     def __init__(self, cfg: ClickHouseOutputConfig) -> None:
         super().__init__(cfg.name, cfg.buffer)
@@ -154,6 +94,7 @@ class ClickHouseOutput(Output):
         self.table_ref = f"{self.database}.{cfg.table}"
         self.state_dir = "."
         self._conn: Any = None
+        self._send: Any = None  # clickhouse_native.insert, once started
         self._draining = False
         self._connected = False
         self.written = 0
@@ -168,6 +109,11 @@ class ClickHouseOutput(Output):
         self.insert_s_total = 0.0
         self.insert_s_max = 0.0
 
+    def submit(self, batch: Batch) -> bool:
+        # Encoded now, while an HTTP batch's parsed objects are at hand: the buffer then holds
+        # compact columns, and inserting is one join per column.
+        return self.buffer.put(ColumnBatch.of_batch(batch))  # type: ignore[arg-type]
+
     def ready(self) -> bool:
         return self._connected
 
@@ -176,7 +122,9 @@ class ClickHouseOutput(Output):
                                                     f"{self.name}.dead-letter.ndjson")
 
     async def start(self) -> None:
-        import asynch  # noqa: F401  (fail at start, with the reason, if it is missing)
+        # asynch is imported here, not with the config: checking a config needs no driver.
+        from logd.outputs.clickhouse_native import insert
+        self._send = insert
 
     # -- connection --
 
@@ -222,35 +170,36 @@ class ClickHouseOutput(Output):
     # -- the loop --
 
     async def run(self) -> None:
-        rows: list[tuple[Any, ...]] = []
+        batches: list[ColumnBatch] = []
         leases = []
-        size = 0
+        rows = size = 0
         first_at = 0.0
         while True:
             if self._conn is None:
                 await self._connect()
-            wait = self.cfg.batch_timeout - (time.monotonic() - first_at) if rows \
+            wait = self.cfg.batch_timeout - (time.monotonic() - first_at) if batches \
                 else self.cfg.batch_timeout
             lease = await self.buffer.get(self.cfg.batch_bytes, timeout=max(0.0, wait))
             if lease is not None:
-                if not rows:
+                if not batches:
                     first_at = time.monotonic()
-                for batch in lease.batches:
-                    rows.extend(rows_of(batch))
-                    size += batch.nbytes
+                for b in lease.batches:
+                    batches.append(b)  # type: ignore[arg-type]
+                    rows += b.count
+                    size += b.nbytes
                 leases.append(lease)
-            due = rows and (len(rows) >= self.cfg.batch_rows or size >= self.cfg.batch_bytes
-                            or time.monotonic() - first_at >= self.cfg.batch_timeout
-                            or (self._draining and self.buffer.empty()))
+            due = batches and (rows >= self.cfg.batch_rows or size >= self.cfg.batch_bytes
+                               or time.monotonic() - first_at >= self.cfg.batch_timeout
+                               or (self._draining and self.buffer.empty()))
             if due:
-                await self._insert_until_done(rows)
+                await self._insert_until_done(join_columns(batches))
                 for done in leases:
                     self.buffer.ack(done)
-                rows, leases, size = [], [], 0
-            if self._draining and self.buffer.empty() and not rows:
+                batches, leases, rows, size = [], [], 0, 0
+            if self._draining and self.buffer.empty() and not batches:
                 return
 
-    async def _insert_until_done(self, rows: list[tuple[Any, ...]]) -> None:
+    async def _insert_until_done(self, rows: ColumnBatch) -> None:
         """Insert, retrying transient failures forever (backoff, jitter); data errors split
         the batch until the bad rows are found, and those go to the dead-letter file."""
         delay = 0.1
@@ -269,32 +218,32 @@ class ClickHouseOutput(Output):
                     return
                 self.retries += 1
                 log.error("insert failed; retrying", extra={
-                    "output": self.name, "rows": len(rows), "error": f"{type(e).__name__}: {e}",
+                    "output": self.name, "rows": rows.count,
+                    "error": f"{type(e).__name__}: {e}",
                     "retry_in_s": round(delay, 2)})
                 await self._disconnect()
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self.cfg.retry_max)
 
-    async def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+    async def _insert(self, rows: ColumnBatch) -> None:
         t0 = time.perf_counter()
-        async with self._conn.cursor() as cur:
-            await cur.execute(f"INSERT INTO {self.table_ref} ({', '.join(COLUMNS)}) VALUES",
-                              rows)
+        sent = await self._send(self._conn, self.table_ref, rows)
         took = time.perf_counter() - t0
         self.insert_hist.observe(took)
-        self.batch_hist.observe(len(rows))
+        self.batch_hist.observe(rows.count)
         self.insert_s_total += took
         self.insert_s_max = max(self.insert_s_max, took)
         self.inserts += 1
-        self.written += len(rows)
-        self.bytes += sum(len(r[2]) for r in rows)
+        self.written += rows.count
+        self.bytes += sent
 
-    async def _isolate(self, rows: list[tuple[Any, ...]], error: Exception) -> None:
-        if len(rows) == 1:
-            self._dead_letter(rows[0], error)
+    async def _isolate(self, rows: ColumnBatch, error: Exception) -> None:
+        if rows.count == 1:
+            self._dead_letter(rows.rows()[0], error)
             return
-        mid = len(rows) // 2
-        for part in (rows[:mid], rows[mid:]):
+        each = rows.rows()
+        mid = len(each) // 2
+        for part in (ColumnBatch.of_rows(each[:mid]), ColumnBatch.of_rows(each[mid:])):
             try:
                 await self._insert(part)
             except asyncio.CancelledError:
@@ -305,10 +254,11 @@ class ClickHouseOutput(Output):
                 else:
                     await self._isolate(part, e)
 
-    def _dead_letter(self, row: tuple[Any, ...], error: Exception) -> None:
+    def _dead_letter(self, row: Row, error: Exception) -> None:
         self.dead_lettered += 1
-        record = dict(zip(COLUMNS, row, strict=True))
-        record["created_at"] = row[4].isoformat()
+        record: dict[str, Any] = dict(zip(COLUMNS, row, strict=True))
+        record["created_at"] = datetime.fromtimestamp(row[4], tz=UTC).replace(
+            tzinfo=None).isoformat()
         line = orjson.dumps({"reason": f"{type(error).__name__}: {error}", "row": record})
         path = self.dead_letter_path()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

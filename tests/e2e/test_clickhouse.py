@@ -111,7 +111,7 @@ def test_posted_records_arrive_with_their_fields(logd: LogdProcess,
     ]
     by_app = {r["app_id"]: r for r in got}
     assert by_app["payment-service"]["t"] == "2026-11-23 10:00:00"
-    assert json.loads(by_app["payment-service"]["metadata"]) == {"metadata": {"order": 17}}
+    assert json.loads(by_app["payment-service"]["metadata"]) == {"order": 17}
     assert by_app["auth-service"]["t"] == "2026-11-23 09:40:00"  # epoch 1795426800, UTC
     assert json.loads(by_app["api-gateway"]["metadata"]) == {}
 

@@ -1,0 +1,253 @@
+"""Records as ClickHouse native-format columns, encoded once when a batch reaches the output.
+
+The table's columns are app_id, level, message, source (String), created_at (DateTime) and
+metadata (String: the record's other fields as JSON). A String column in the native format is
+each value's UTF-8 length as a varint followed by its bytes; a DateTime column is UInt32
+epoch seconds, little-endian. A batch is turned into one bytes object per column while its
+parsed JSON objects are at hand, so the buffer holds about the payload's size, not Python
+objects, and an insert of many batches is one join per column.
+
+The common case (every record a JSON object with string fields) runs column-wise through C
+loops (map, join); anything else takes a per-record path with the same result.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from itertools import chain, repeat
+from typing import Any
+
+import orjson
+
+from logd.record import Batch, severity_name
+
+COLUMNS = ("app_id", "level", "message", "source", "created_at", "metadata")
+TYPES = ("String", "String", "String", "String", "DateTime", "String")
+KNOWN_FIELDS = frozenset({"app_id", "app", "level", "message", "source", "timestamp"})
+_KNOWN_AND_METADATA = KNOWN_FIELDS | {"metadata"}
+
+# Varint prefixes of every length below 2**14 (one or two bytes); longer values are prefixed
+# one at a time.
+_VARINT = [bytes([n]) if n < 0x80 else bytes([n & 0x7F | 0x80, n >> 7]) for n in range(1 << 14)]
+_LEVEL_VALUES = [_VARINT[len(severity_name(s))] + severity_name(s).encode() for s in range(256)]
+_MAX_DATETIME = 2**32 - 1
+_STR = {str}
+_NUMBERS = {int, float}
+_NONE = {type(None)}
+_DICT = {dict}
+
+Row = tuple[str, str, str, str, int, str]
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_strings(values: Sequence[str]) -> bytes:
+    """A String column of `values` (all str)."""
+    return encode_bytes(list(map(str.encode, values)))
+
+
+def encode_bytes(data: Sequence[bytes]) -> bytes:
+    """A String column of values already UTF-8."""
+    try:
+        prefixes = list(map(_VARINT.__getitem__, map(len, data)))
+    except IndexError:  # a value of 16 KiB or more
+        prefixes = [varint(len(d)) for d in data]
+    return b"".join(chain.from_iterable(zip(prefixes, data, strict=True)))
+
+
+def encode_datetimes(seconds: Iterable[int]) -> bytes:
+    col = array("I", seconds)
+    if sys.byteorder == "big":
+        col.byteswap()
+    return col.tobytes()
+
+
+def _strings(values: list[Any]) -> list[str]:
+    """Values for a String column: str as is, other JSON values as their JSON text."""
+    if set(map(type, values)) <= _STR:
+        return values
+    dumps = orjson.dumps
+    return [v if isinstance(v, str) else dumps(v).decode() for v in values]
+
+
+def epoch_seconds(ts: Any, received: int) -> int:
+    """created_at of a record: its `timestamp` (epoch seconds or RFC 3339), else when it
+    arrived; a value the DateTime column cannot hold also falls back to the arrival time."""
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        sec = int(ts) if ts == ts and abs(ts) != float("inf") else -1
+    elif isinstance(ts, str):
+        try:
+            d = datetime.fromisoformat(ts)
+        except ValueError:
+            return received
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=UTC)
+        sec = int(d.timestamp())
+    else:
+        return received
+    return sec if 0 <= sec <= _MAX_DATETIME else received
+
+
+def _created(stamps: list[Any], received: int) -> bytes:
+    types = set(map(type, stamps))
+    if types <= _NUMBERS:
+        try:
+            return encode_datetimes(map(int, stamps))
+        except (OverflowError, ValueError):
+            pass  # out of range for DateTime (or NaN): per record below
+    elif types == _NONE:
+        return encode_datetimes(repeat(received, len(stamps)))
+    return encode_datetimes([epoch_seconds(t, received) for t in stamps])
+
+
+def metadata_json(obj: dict[str, Any]) -> bytes:
+    """The metadata column of a record: its `metadata` object with any fields beyond the
+    known ones added (a `metadata` that is not an object is kept under that key)."""
+    rest = {k: v for k, v in obj.items() if k not in _KNOWN_AND_METADATA}
+    if "metadata" in obj:
+        md = obj["metadata"]
+        if isinstance(md, dict):
+            if rest:
+                md = {**md, **rest}
+            return orjson.dumps(md)
+        rest["metadata"] = md
+    return orjson.dumps(rest) if rest else b"{}"
+
+
+def _metadata(objs: list[dict[str, Any]]) -> list[bytes]:
+    get = dict.get
+    if all(map(_KNOWN_AND_METADATA.issuperset, objs)):
+        mds = list(map(get, objs, repeat("metadata")))
+        types = set(map(type, mds))
+        if types == _DICT:  # every record has a metadata object and nothing else unknown
+            return list(map(orjson.dumps, mds))
+        if types == _NONE and not any(map(dict.__contains__, objs, repeat("metadata"))):
+            return [b"{}"] * len(objs)
+    return list(map(metadata_json, objs))
+
+
+class ColumnBatch:
+    """A batch as encoded columns: what the ClickHouse output's buffer holds."""
+
+    __slots__ = ("columns", "count", "nbytes")
+
+    def __init__(self, columns: tuple[bytes, ...], count: int) -> None:
+        self.columns = columns
+        self.count = count
+        self.nbytes = sum(map(len, columns))
+
+    @property
+    def held_bytes(self) -> int:
+        return self.nbytes
+
+    def __len__(self) -> int:
+        return self.count
+
+    @classmethod
+    def of_batch(cls, batch: Batch) -> ColumnBatch:
+        fields = batch.fields()
+        if None in fields:
+            return cls.of_rows(rows_of(batch))
+        objs: list[dict[str, Any]] = fields  # type: ignore[assignment]
+        source = batch.source
+        received = int(batch.received)
+        get = dict.get
+        apps = list(map(get, objs, repeat("app_id")))
+        if None in apps:
+            apps = [a if a is not None else o.get("app", source) for a, o in zip(apps, objs,
+                                                                                 strict=True)]
+        messages = list(map(get, objs, repeat("message"), repeat("")))
+        sources = list(map(get, objs, repeat("source"), repeat(source)))
+        columns = (
+            encode_strings(_strings(apps)),
+            b"".join(map(_LEVEL_VALUES.__getitem__, batch.severity_bytes())),
+            encode_strings(_strings(messages)),
+            encode_strings(_strings(sources)),
+            _created(list(map(get, objs, repeat("timestamp"))), received),
+            encode_bytes(_metadata(objs)),
+        )
+        return cls(columns, batch.count)
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[Row]) -> ColumnBatch:
+        if not rows:
+            return cls((b"",) * len(COLUMNS), 0)
+        app, level, message, source, created, metadata = zip(*rows, strict=True)
+        columns = (encode_strings(app), encode_strings(level), encode_strings(message),
+                   encode_strings(source), encode_datetimes(created), encode_strings(metadata))
+        return cls(columns, len(rows))
+
+    def rows(self) -> list[Row]:
+        """Decoded back into rows (to isolate the rows ClickHouse refuses)."""
+        n = self.count
+        app, level, message, source = (decode_strings(c, n) for c in self.columns[:4])
+        created = array("I")
+        created.frombytes(self.columns[4])
+        if sys.byteorder == "big":
+            created.byteswap()
+        metadata = decode_strings(self.columns[5], n)
+        return list(zip(app, level, message, source, created, metadata, strict=True))
+
+
+def join_columns(batches: Sequence[ColumnBatch]) -> ColumnBatch:
+    if len(batches) == 1:
+        return batches[0]
+    cols = tuple(b"".join(b.columns[i] for b in batches) for i in range(len(COLUMNS)))
+    return ColumnBatch(cols, sum(b.count for b in batches))
+
+
+def decode_strings(data: bytes, n: int) -> list[str]:
+    out = []
+    off = 0
+    for _ in range(n):
+        length = shift = 0
+        while True:
+            byte = data[off]
+            off += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        out.append(data[off:off + length].decode("utf-8", "replace"))
+        off += length
+    return out
+
+
+def rows_of(batch: Batch) -> list[Row]:
+    """The batch as table rows, one record at a time: fields from JSON payloads, the rest
+    (app_id and source: the listener; message: the payload) from the record."""
+    fields = batch.fields()
+    sevs = batch.severity_bytes()
+    payloads = batch.payloads
+    source = batch.source
+    received = int(batch.received)
+    dumps = orjson.dumps
+    rows: list[Row] = []
+    for i, obj in enumerate(fields):
+        level = severity_name(sevs[i])
+        if obj is None:
+            rows.append((source, level, payloads[i].decode("utf-8", "replace"), source,
+                         received, "{}"))
+            continue
+        app = obj.get("app_id")
+        if app is None:
+            app = obj.get("app", source)
+        msg = obj.get("message", "")
+        src = obj.get("source", source)
+        rows.append((app if isinstance(app, str) else dumps(app).decode(),
+                     level,
+                     msg if isinstance(msg, str) else dumps(msg).decode(),
+                     src if isinstance(src, str) else dumps(src).decode(),
+                     epoch_seconds(obj.get("timestamp"), received),
+                     metadata_json(obj).decode()))
+    return rows

@@ -1,0 +1,134 @@
+"""ClickHouse columns: the native encoding, and how record fields map to the table."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from logd.outputs.clickhouse_columns import (
+    ColumnBatch,
+    decode_strings,
+    encode_bytes,
+    encode_strings,
+    join_columns,
+    metadata_json,
+    rows_of,
+    varint,
+)
+from logd.record import Batch
+
+RECEIVED = 1_795_426_800.75  # 2026-11-23 09:40:00.75 UTC
+
+
+def http_batch(objs: list[dict[str, Any]], sevs: bytes | None = None) -> Batch:
+    payloads = [orjson.dumps(o) for o in objs]
+    return Batch.from_objects(payloads, objs, sevs or bytes([6] * len(objs)), "http", RECEIVED)
+
+
+def rows(objs: list[dict[str, Any]], sevs: bytes | None = None) -> list[tuple[Any, ...]]:
+    """Rows through the column-wise encoder, decoded, checked against the per-record path."""
+    got = ColumnBatch.of_batch(http_batch(objs, sevs)).rows()
+    assert got == rows_of(http_batch(objs, sevs))
+    return got
+
+
+def test_varint_and_string_column_format() -> None:
+    assert varint(0) == b"\x00"
+    assert varint(127) == b"\x7f"
+    assert varint(128) == b"\x80\x01"
+    assert varint(16384) == b"\x80\x80\x01"
+    assert encode_strings(["a", "", "héllo"]) == b"\x01a\x00\x06h\xc3\xa9llo"
+    long = "x" * 20000  # beyond the two-byte varint table
+    data = encode_strings(["ab", long])
+    assert data[:3] == b"\x02ab" and data[3:6] == varint(20000)
+    assert decode_strings(data, 2) == ["ab", long]
+    assert encode_bytes([b"{}", b"x"]) == b"\x02{}\x01x"
+
+
+def test_fields_map_to_columns() -> None:
+    got = rows([
+        {"app_id": "payment-service", "level": "error", "message": "card declined",
+         "source": "api", "timestamp": "2026-11-23T10:00:00Z", "metadata": {"order": 17}},
+        {"app": "auth-service", "message": "slow", "timestamp": 1795426800},
+        {"message": "plain"},
+    ], bytes([3, 4, 6]))
+    assert got == [
+        ("payment-service", "error", "card declined", "api", 1795428000, '{"order":17}'),
+        ("auth-service", "warn", "slow", "http", 1795426800, "{}"),
+        ("http", "info", "plain", "http", int(RECEIVED), "{}"),
+    ]
+
+
+@pytest.mark.parametrize(("ts", "expected"), [
+    (1795426800.9, 1795426800),
+    (1795426800, 1795426800),
+    ("2026-11-23T10:00:00+01:00", 1795424400),
+    ("2026-11-23T10:00:00", 1795428000),          # no zone: UTC
+    ("2026-11-23 10:00:00.123Z", 1795428000),
+    ("yesterday", int(RECEIVED)),                  # not a time: when it arrived
+    (-5, int(RECEIVED)),                           # before 1970: DateTime cannot hold it
+    (2**40, int(RECEIVED)),                        # beyond 2106
+    (float("nan"), int(RECEIVED)),
+    (True, int(RECEIVED)),
+    (None, int(RECEIVED)),
+])
+def test_created_at(ts: Any, expected: int) -> None:
+    assert rows([{"message": "m", "timestamp": ts}])[0][4] == expected
+    # also when the whole batch shares the kind of value
+    assert [r[4] for r in rows([{"message": "m", "timestamp": ts}] * 3)] == [expected] * 3
+
+
+def test_metadata_column() -> None:
+    assert metadata_json({"message": "m"}) == b"{}"
+    assert metadata_json({"message": "m", "metadata": {"a": 1}}) == b'{"a":1}'
+    assert json.loads(metadata_json({"message": "m", "metadata": {"a": 1}, "b": 2})) == \
+        {"a": 1, "b": 2}
+    assert json.loads(metadata_json({"message": "m", "metadata": "text", "b": 2})) == \
+        {"metadata": "text", "b": 2}
+    assert json.loads(metadata_json({"message": "m", "metadata": None})) == {"metadata": None}
+    assert json.loads(metadata_json({"message": "m", "user": "u1"})) == {"user": "u1"}
+
+
+def test_values_that_are_not_strings_become_json_text() -> None:
+    got = rows([{"app_id": 42, "message": {"k": [1, 2]}, "source": None}])
+    assert got[0][:4] == ("42", "info", '{"k":[1,2]}', "null")
+
+
+def test_records_that_are_not_json_objects() -> None:
+    batch = Batch([b"<11>plain text", b'{"message": "json", "app_id": "a"}', b"[1]"], None,
+                  "emitters", RECEIVED, 40)
+    got = ColumnBatch.of_batch(batch).rows()
+    assert got == [
+        ("emitters", "error", "<11>plain text", "emitters", int(RECEIVED), "{}"),
+        ("a", "info", "json", "emitters", int(RECEIVED), "{}"),
+        ("emitters", "info", "[1]", "emitters", int(RECEIVED), "{}"),
+    ]
+
+
+def test_column_wise_and_per_record_paths_agree_on_random_records() -> None:
+    rnd = random.Random(7)
+    values: list[Any] = ["", "ü", "x" * 200, 0, 1.5, None, True, [1], {"a": "b"}, "a\nb"]
+    keys = ["app_id", "app", "message", "source", "timestamp", "metadata", "extra"]
+    for _ in range(200):
+        objs = []
+        for _ in range(rnd.randint(1, 8)):
+            o = {k: rnd.choice(values) for k in keys if rnd.random() < 0.5}
+            o["message"] = rnd.choice(values)
+            objs.append(o)
+        rows(objs, bytes(rnd.randrange(8) for _ in objs))
+
+
+def test_joined_batches_and_rows_round_trip() -> None:
+    a = ColumnBatch.of_batch(http_batch([{"message": "one", "metadata": {"n": 1}}]))
+    b = ColumnBatch.of_batch(http_batch([{"message": "two", "metadata": {"n": 2}},
+                                         {"message": "three", "metadata": {"n": 3}}]))
+    joined = join_columns([a, b])
+    assert joined.count == 3 and joined.nbytes == a.nbytes + b.nbytes
+    assert [r[2] for r in joined.rows()] == ["one", "two", "three"]
+    again = ColumnBatch.of_rows(joined.rows())
+    assert again.columns == joined.columns
+    assert ColumnBatch.of_rows([]).count == 0
