@@ -83,21 +83,40 @@ class Batch:
         return cls(None, None, source, received, len(block) - count, raw=block, count=count)
 
     @classmethod
-    def from_objects(cls, payloads: list[bytes], objs: list[Any], severities: bytes,
-                     source: str, received: float) -> Batch:
-        """Records that arrived as JSON objects already parsed (HTTP): no second parse."""
-        batch = cls(payloads, severities, source, received, sum(map(len, payloads)))
-        batch._fields = objs
+    def from_objects(cls, objs: list[dict[str, Any]], severities: bytes, source: str,
+                     received: float, nbytes: int, payloads: list[bytes] | None = None) -> Batch:
+        """Records that arrived as JSON objects already parsed (HTTP): no second parse. Without
+        `payloads`, they are serialized only if something asks (an output that encodes the
+        fields itself never does), and `nbytes` estimates their size until then."""
+        if payloads is not None:
+            nbytes = sum(map(len, payloads))
+        batch = cls(payloads, severities, source, received, nbytes, count=len(objs))
+        batch._fields = objs  # type: ignore[assignment]
         return batch
 
-    def forget_fields(self) -> None:
-        """Free the parsed JSON objects (they are parsed again if asked for)."""
+    def compact(self) -> None:
+        """Before the batch waits in a buffer: the payloads exist, parsed JSON objects (several
+        times the payloads' memory, not counted by buffers) are dropped, and `nbytes` is the
+        payloads' size. Fields are parsed again if asked for later."""
+        if self._fields is None:
+            return
+        if self._payloads is None and self.raw is None:
+            self._payloads = self._serialized()
+            self.nbytes = sum(map(len, self._payloads))
         self._fields = None
+
+    def _serialized(self) -> list[bytes]:
+        dumps = orjson.dumps
+        # orjson's result keeps a ~4 KiB allocation behind even a short value; payloads wait
+        # in buffers, so each is copied to a bytes object of its own size.
+        return [bytes(memoryview(dumps(o))) for o in self._fields]  # type: ignore[union-attr]
 
     @property
     def payloads(self) -> list[bytes]:
         if self._payloads is None:
-            assert self.raw is not None
+            if self.raw is None:
+                self._payloads = self._serialized()
+                return self._payloads
             lines = self.raw.split(b"\n")
             lines.pop()
             self._payloads = lines

@@ -64,6 +64,7 @@ class MemoryBuffer:
         Under drop_newest a batch that does not fit is dropped whole and counted; under block
         it is always taken (it was already read from a socket) and the caller is told to pause.
         """
+        batch.compact()
         cost = batch_cost(batch)
         if not self.block and self._cost + cost > self.max_bytes:
             self.dropped_records += batch.count

@@ -15,6 +15,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -49,6 +50,10 @@ for _name in ("emerg", "alert", "crit", "critical", "fatal", "error", "err", "wa
 for _n in range(8):
     _LEVELS[_n] = _n
     _LEVELS[str(_n)] = _n
+_LEVELS[None] = 6  # no level: info
+_LEVEL_TYPES = {str, int, type(None)}  # not bool, not float: 1.0 or true is no level
+_STAMP_TYPES = {int, float, str, type(None)}
+_DICT = {dict}
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,54 @@ class BadRequest(Exception):
 def _error(status: int, error: str, message: str, **headers: str) -> web.Response:
     return web.Response(status=status, body=orjson.dumps({"error": error, "message": message}),
                         content_type="application/json", headers=headers or None)
+
+
+def _valid_severities(objs: list[Any]) -> bytes | None:
+    """Each record's severity if every record is valid, else None; column-wise (C loops), as
+    nearly every batch is valid."""
+    if set(map(type, objs)) != _DICT or not all(map(dict.__contains__, objs, repeat("message"))):
+        return None
+    get = dict.get
+    levels = list(map(get, objs, repeat("level")))
+    if not set(map(type, levels)) <= _LEVEL_TYPES:
+        return None
+    try:
+        sevs = bytes(map(_LEVELS.__getitem__, levels))
+    except KeyError:
+        return None
+    stamps = list(map(get, objs, repeat("timestamp")))
+    types = set(map(type, stamps))
+    if not types <= _STAMP_TYPES:
+        return None
+    if str in types and not all(_check_timestamp(t) for t in stamps if type(t) is str):
+        return None
+    return sevs
+
+
+def _checked_severities(objs: list[Any], where: str, positions: list[int]) -> bytes:
+    """Each record's severity, or BadRequest naming the first bad record."""
+    sevs = bytearray(len(objs))
+    levels = _LEVELS
+    for i, obj in enumerate(objs):
+        if type(obj) is not dict:
+            raise BadRequest(400, "bad_record", f"{where} {positions[i]}: expected a JSON "
+                             "object")
+        if "message" not in obj:
+            raise BadRequest(422, "missing_message",
+                             f"{where} {positions[i]}: a record needs a \"message\"")
+        level = obj.get("level")
+        sev = levels.get(level) if type(level) in _LEVEL_TYPES else None
+        if sev is None and isinstance(level, str):
+            sev = severity_from_name(level)
+        if sev is None:
+            raise BadRequest(422, "bad_level", f"{where} {positions[i]}: unknown level "
+                             f"{level!r}")
+        sevs[i] = sev
+        ts = obj.get("timestamp")
+        if ts is not None and not _check_timestamp(ts):
+            raise BadRequest(422, "bad_timestamp", f"{where} {positions[i]}: timestamp "
+                             f"{ts!r} is neither RFC 3339 nor epoch seconds")
+    return bytes(sevs)
 
 
 def _check_timestamp(v: Any) -> bool:
@@ -132,7 +185,7 @@ class HttpListener(Component):
         try:
             self._authorize(request)
             body = await self._body(request)
-            records, objs, sevs = self._parse(body, request.content_type)
+            payloads, objs, sevs = self._parse(body, request.content_type)
         except BadRequest as e:
             self.errors[e.error] += 1
             self.ratelog.warning(e.error, f"request refused: {e}", listener=self.name,
@@ -143,12 +196,12 @@ class HttpListener(Component):
             self.refused_busy += 1
             return _error(503, "busy", "output buffers are full; retry later",
                           **{"Retry-After": f"{max(1, round(self.cfg.retry_after))}"})
-        batch = Batch.from_objects(records, objs, bytes(sevs), self.name, time.time())
+        # Buffers the batch waits in make its payloads and drop the parsed objects (see
+        # Batch.compact); an output that encodes the objects on arrival needs no payloads.
+        batch = Batch.from_objects(objs, sevs, self.name, time.time(), len(body),
+                                   payloads)
         self.records += batch.count
         self.router.dispatch(batch)
-        # Parsed objects take several times the payload's memory and buffers count payload
-        # bytes: drop them once routed; an output that needs fields parses them again.
-        batch.forget_fields()
         return web.Response(status=202, body=orjson.dumps({"accepted": batch.count}),
                             content_type="application/json")
 
@@ -190,8 +243,11 @@ class HttpListener(Component):
                              f"Content-Encoding {encoding!r}; expected gzip or none")
         return raw
 
-    def _parse(self, body: bytes, content_type: str) -> tuple[list[bytes], list[Any], bytearray]:
-        """(payload bytes, objects, severities), or BadRequest naming the first bad record."""
+    def _parse(self, body: bytes, content_type: str
+               ) -> tuple[list[bytes] | None, list[Any], bytes]:
+        """(payload bytes if at hand, objects, severities), or BadRequest naming the first bad
+        record."""
+        payloads: list[bytes] | None
         if content_type == "application/x-ndjson":
             payloads = []
             objs = []
@@ -217,40 +273,16 @@ class HttpListener(Component):
                 where, positions = "record", [0]
             elif isinstance(doc, list):
                 objs = doc
-                dumps = orjson.dumps
-                # orjson's result keeps a ~4 KiB allocation behind even a short value; records
-                # wait in buffers, so each is copied to a bytes object of its own size.
-                payloads = [bytes(memoryview(dumps(o))) for o in objs]
+                payloads = None  # serialized when needed (Batch.compact)
                 where, positions = "index", list(range(len(objs)))
             else:
                 raise BadRequest(400, "bad_json", "expected a JSON object or an array of "
                                  "objects")
         if not objs:
             raise BadRequest(400, "empty", "no records in the body")
-        sevs = bytearray(len(objs))
-        levels = _LEVELS
-        for i, obj in enumerate(objs):
-            if type(obj) is not dict:
-                raise BadRequest(400, "bad_record", f"{where} {positions[i]}: expected a JSON "
-                                 "object")
-            if "message" not in obj:
-                raise BadRequest(422, "missing_message",
-                                 f"{where} {positions[i]}: a record needs a \"message\"")
-            level = obj.get("level")
-            if level is None:
-                sevs[i] = 6
-            else:
-                sev = levels.get(level) if isinstance(level, (str, int)) else None
-                if sev is None and isinstance(level, str):
-                    sev = severity_from_name(level)
-                if sev is None:
-                    raise BadRequest(422, "bad_level", f"{where} {positions[i]}: unknown level "
-                                     f"{level!r}")
-                sevs[i] = sev
-            ts = obj.get("timestamp")
-            if ts is not None and not _check_timestamp(ts):
-                raise BadRequest(422, "bad_timestamp", f"{where} {positions[i]}: timestamp "
-                                 f"{ts!r} is neither RFC 3339 nor epoch seconds")
+        sevs = _valid_severities(objs)
+        if sevs is None:  # something is wrong: find the first bad record, one at a time
+            sevs = _checked_severities(objs, where, positions)
         return payloads, objs, sevs
 
     async def _health(self, request: web.Request) -> web.Response:

@@ -153,6 +153,9 @@ class ColumnBatch:
     def __len__(self) -> int:
         return self.count
 
+    def compact(self) -> None:
+        """Already as small as it gets (see Batch.compact)."""
+
     @classmethod
     def of_batch(cls, batch: Batch) -> ColumnBatch:
         fields = batch.fields()

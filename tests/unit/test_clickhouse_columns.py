@@ -6,7 +6,6 @@ import json
 import random
 from typing import Any
 
-import orjson
 import pytest
 
 from logd.outputs.clickhouse_columns import (
@@ -25,8 +24,7 @@ RECEIVED = 1_795_426_800.75  # 2026-11-23 09:40:00.75 UTC
 
 
 def http_batch(objs: list[dict[str, Any]], sevs: bytes | None = None) -> Batch:
-    payloads = [orjson.dumps(o) for o in objs]
-    return Batch.from_objects(payloads, objs, sevs or bytes([6] * len(objs)), "http", RECEIVED)
+    return Batch.from_objects(objs, sevs or bytes([6] * len(objs)), "http", RECEIVED, 0)
 
 
 def rows(objs: list[dict[str, Any]], sevs: bytes | None = None) -> list[tuple[Any, ...]]:

@@ -150,3 +150,11 @@ async def test_close_wakes_a_waiting_consumer_and_paused_producers() -> None:
     full.close()
     await asyncio.wait_for(waiter, timeout=2.0)
     assert full.queued_records == 5
+
+
+def test_a_batch_is_compacted_as_it_enters_the_buffer() -> None:
+    buf = make()
+    b = Batch.from_objects([{"message": "x" * 100}], bytes([6]), "http", 0.0, nbytes=10_000)
+    buf.put(b)
+    assert b._fields is None, "parsed objects are not kept while the batch waits"
+    assert buf.queued_bytes == batch_cost(b) == 114 + RECORD_OVERHEAD

@@ -178,3 +178,22 @@ def test_unexpected_character_error_names_the_character_and_its_column() -> None
     with pytest.raises(FilterError) as info:
         compile_filter("a & b")
     assert str(info.value) == "unexpected character '&' at column 3"
+
+
+def test_parsed_objects_are_serialized_only_when_payloads_are_asked_for() -> None:
+    objs = [{"message": "a", "n": 1}, {"message": "bé"}]
+    b = Batch.from_objects(objs, bytes([6, 3]), "http", 0.0, nbytes=99)
+    assert b.fields() is objs and b.nbytes == 99  # an estimate until payloads exist
+    assert b.payloads == [b'{"message":"a","n":1}', '{"message":"bé"}'.encode()]
+
+
+def test_compact_makes_payloads_and_drops_parsed_objects() -> None:
+    b = Batch.from_objects([{"message": "a"}], bytes([6]), "http", 0.0, nbytes=99)
+    b.compact()
+    assert b._fields is None
+    assert b.payloads == [b'{"message":"a"}'] and b.nbytes == 15
+    assert b.fields() == [{"message": "a"}]  # parsed again when asked for
+    given = Batch.from_objects([{"message": "a"}], bytes([6]), "http", 0.0, nbytes=0,
+                               payloads=[b'{ "message": "a" }'])
+    given.compact()
+    assert given.payloads == [b'{ "message": "a" }'] and given.nbytes == 18
