@@ -167,3 +167,24 @@ def test_rows_clickhouse_refuses_go_to_the_dead_letter_file(
     assert len(dead) == 1
     entry = json.loads(dead[0])
     assert entry["row"]["message"] == "poison" and "395" in entry["reason"]
+
+
+def test_a_table_with_other_column_types_is_written_through_asynchs_encoder(
+        logd: LogdProcess, clickhouse: ClickHouseServer) -> None:
+    # Made by hand with types logd does not encode itself (Nullable, a DateTime with a zone,
+    # FixedString): the rows still arrive, converted by asynch.
+    logd.wait_for(lambda e: e.get("msg") == "connected")
+    clickhouse.query("DROP TABLE IF EXISTS logs_db.logs")
+    clickhouse.query(
+        "CREATE TABLE logs_db.logs (app_id FixedString(8), level String, "
+        "message Nullable(String), source String, created_at DateTime('UTC'), "
+        "metadata String) ENGINE = MergeTree() ORDER BY created_at")
+    assert post(logd, [{"app_id": "billing", "message": f"m{i}", "timestamp": 1795426800 + i,
+                        "metadata": {"i": i}} for i in range(50)]) == {"accepted": 50}
+    assert logd.stop() == 0
+    got = rows(clickhouse, "SELECT app_id, message, toString(created_at) AS t, metadata "
+               "FROM logs_db.logs ORDER BY created_at")
+    assert len(got) == 50
+    assert got[7]["app_id"].rstrip("\u0000") == "billing"
+    assert (got[7]["message"], got[7]["t"]) == ("m7", "2026-11-23 09:40:07")
+    assert json.loads(got[7]["metadata"]) == {"i": 7}
