@@ -191,15 +191,39 @@ def _join(path: str, key: str) -> str:
 
 # -- the shared shapes --
 
-@dataclass(frozen=True)
-class BufferConfig:
-    """An output's bounded buffer: what sits between the router and the output's writer."""
+def _memory_only(v: Any) -> str:
+    if v == "disk":
+        raise ValueError('only "memory" here: a disk spool is for outputs that send elsewhere '
+                         "(ClickHouse)")
+    return one_of("memory")(v)
 
-    type: str = setting("memory", one_of("memory"),
+
+@dataclass(frozen=True)
+class MemoryBufferConfig:
+    """A bounded buffer in memory: what sits between the router and a writer."""
+
+    type: str = setting("memory", lambda v: _memory_only(v),
                         "memory: records wait in RAM, bounded by max_bytes")
     max_bytes: int = setting(64 * 1024**2, to_size(lo=4096), "bound on buffered payload bytes")
     when_full: str = setting("block", one_of("block", "drop_newest"),
                              "block: listeners stop reading; drop_newest: drop and count")
+
+
+@dataclass(frozen=True)
+class BufferConfig(MemoryBufferConfig):
+    """An output's bounded buffer, in memory or a disk spool."""
+
+    type: str = setting("memory", one_of("memory", "disk"),
+                        "memory: records wait in RAM; disk: in a spool that outlives restarts "
+                        "and kill -9")
+    path: str = setting("", lambda v: v if v == "" else to_nonempty_str(v),
+                        "disk: the spool directory (default STATE_DIR/spool/NAME)")
+    memory_bytes: int = setting(16 * 1024**2, to_size(lo=0),
+                                "disk: recent batches also kept in RAM, so a writer that keeps "
+                                "up reads nothing back")
+    fsync_interval: float = setting(1.0, to_duration,
+                                    "disk: fdatasync the spool this long after a write "
+                                    "(0: never; the page cache still survives kill -9)")
 
 
 @dataclass(frozen=True)

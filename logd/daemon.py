@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from logd import logsetup, procstats, registry
+from logd.buffers.disk import HandedOver
 from logd.component import Component, StartError
 from logd.config import Config, ConfigError, load
 from logd.outputs.base import Output
@@ -52,10 +53,19 @@ class Daemon:
 
     # -- building --
 
-    def _new_output(self, name: str, cfg: Any) -> Output:
+    def _new_output(self, name: str, cfg: Any, predecessor: Output | None = None) -> Output:
+        """A new output; a reload's replacement takes over its predecessor's spool when both
+        use the same one (the predecessor finishes what it holds, the rest is read again)."""
         out = registry.OUTPUTS[cfg.type].component_class()(cfg)
+        state_dir = self.cfg.daemon.state_dir
         if hasattr(out, "state_dir"):
-            out.state_dir = self.cfg.daemon.state_dir
+            out.state_dir = state_dir
+        if (predecessor is not None and predecessor.buffer.persistent
+                and out.buffer.persistent and out.spool_directory(state_dir)
+                == predecessor.spool_directory(state_dir)):
+            out.buffer = predecessor.buffer
+        else:
+            out.open_buffer(state_dir)
         return out
 
     def _new_listener(self, name: str, cfg: Any) -> Component:
@@ -175,6 +185,8 @@ class Daemon:
             # A replaced output writes the same files: the new one starts once the old is done.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.shield(after)
+            # A spool it took over: what the old one left unacknowledged is read again.
+            comp.buffer.rewind()
         while True:
             try:
                 await comp.run()
@@ -250,15 +262,18 @@ class Daemon:
         fresh_listeners: dict[str, Component] = {}
         try:
             for n in out_new + out_changed:
-                out = self._new_output(n, new.outputs[n])
-                await out.start()
+                out = self._new_output(n, new.outputs[n], self.outputs.get(n))
                 fresh_outputs[n] = out
+                await out.start()
             for n in lst_new:
                 lst = self._new_listener(n, new.listeners[n])
                 await lst.start()
                 fresh_listeners[n] = lst
         except StartError as e:
             for comp in [*fresh_listeners.values(), *fresh_outputs.values()]:
+                current = self.outputs.get(comp.name)
+                if current is not None and getattr(comp, "buffer", None) is current.buffer:
+                    comp.buffer = HandedOver(current.buffer)  # the running output keeps it
                 await _close_quietly(comp)
             log.error("reload refused: a component failed to start; the running config "
                       "stays", extra={"reason": str(e)})
@@ -266,6 +281,9 @@ class Daemon:
 
         # 2. Swap the outputs the router feeds; retired ones finish their buffers.
         retired = {n: self.outputs[n] for n in out_gone + out_changed}
+        for n, out in fresh_outputs.items():
+            if n in retired and out.buffer is retired[n].buffer:
+                retired[n].buffer = HandedOver(out.buffer)
         self.outputs = {n: o for n, o in self.outputs.items() if n not in retired}
         self.outputs.update(fresh_outputs)
         self.outputs = {n: self.outputs[n] for n in new.outputs}
@@ -392,8 +410,14 @@ class Daemon:
                         await _cancel(task)  # what it was sending returns to its counts
                         left = out.pending_records()
                         lost += left
-                        log.error("shutdown deadline passed; records not written",
-                                  extra={"output": name, "records": left})
+                        if left:
+                            log.error("shutdown deadline passed; records not written",
+                                      extra={"output": name, "records": left})
+                        if out.buffer.persistent:
+                            log.warning("shutdown deadline passed; records stay in the spool "
+                                        "and are sent after the next start",
+                                        extra={"output": name,
+                                               "records": out.buffer.queued_records})
                     elif out.pending_records():
                         # Finished without writing everything (an analyzer pool with no
                         # analyzer left): still records lost.
@@ -432,3 +456,6 @@ async def _close_quietly(comp: Any) -> None:
         await comp.close()
     except Exception:
         log.exception("close failed", extra={"component": getattr(comp, "name", comp)})
+    buffer = getattr(comp, "buffer", None)
+    if buffer is not None:
+        buffer.release()

@@ -142,6 +142,20 @@ def render_stats(stats: dict[str, Any]) -> str:
               s.get("flushes", 0), lab)
         e.add("logd_output_rotations_total", "counter", "File rotations.",
               s.get("rotations", 0), lab)
+        e.add("logd_output_dead_lettered_records_total", "counter",
+              "Records the destination refused as data, written to the dead-letter file.",
+              s.get("dead_lettered", 0), lab)
+        if s.get("buffer") == "disk":
+            e.add("logd_output_spool_bytes", "gauge",
+                  "Bytes in the disk spool not yet written.", s.get("spool_bytes", 0), lab)
+            e.add("logd_output_spool_replayed_records_total", "counter",
+                  "Records found in the spool at start, from before.", s.get("replayed", 0),
+                  lab)
+            e.add("logd_output_spool_corrupt_records_total", "counter",
+                  "Records in damaged spool entries, skipped.", s.get("corrupt", 0), lab)
+            e.add("logd_output_spool_write_errors_total", "counter",
+                  "Batches the spool could not write (dropped, counted as dropped).",
+                  s.get("spool_write_errors", 0), lab)
         if "flush_seconds" in s:
             e.histogram("logd_output_flush_seconds",
                         "Time from handing a buffer to the disk until it was written.",

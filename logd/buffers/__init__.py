@@ -1,14 +1,18 @@
-"""Bounded buffers between the router and an output's writer."""
+"""Bounded buffers between the router and an output's writer: in memory, or a disk spool."""
 
 from __future__ import annotations
 
+from logd.buffers.disk import DiskBuffer, SpoolError
 from logd.buffers.memory import Lease, MemoryBuffer
-from logd.config import BufferConfig
+from logd.config import BufferConfig, MemoryBufferConfig
 
 
-def make_buffer(cfg: BufferConfig, owner: str) -> MemoryBuffer:
-    """The buffer an output's config asks for (only "memory" so far; the config says which)."""
-    return MemoryBuffer(cfg, owner)
+def make_buffer(cfg: BufferConfig | MemoryBufferConfig, owner: str) -> MemoryBuffer | DiskBuffer:
+    """The buffer an output's config asks for; a disk buffer is opened by `open_buffer`."""
+    if cfg.type == "disk":
+        assert isinstance(cfg, BufferConfig)
+        return DiskBuffer(cfg, owner)
+    return MemoryBuffer(cfg, owner)  # type: ignore[arg-type]
 
 
-__all__ = ["Lease", "MemoryBuffer", "make_buffer"]
+__all__ = ["DiskBuffer", "Lease", "MemoryBuffer", "SpoolError", "make_buffer"]

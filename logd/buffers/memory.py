@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
-from logd.config import BufferConfig
+from logd.config import MemoryBufferConfig
 from logd.record import Batch
 
 # Python keeps each payload as a bytes object in a list: about this much besides the bytes.
@@ -33,7 +34,9 @@ class Lease:
 class MemoryBuffer:
     """Bounded by `max_bytes` of payload plus per-record overhead."""
 
-    def __init__(self, cfg: BufferConfig, owner: str) -> None:
+    persistent = False
+
+    def __init__(self, cfg: MemoryBufferConfig, owner: str) -> None:
         self.owner = owner
         self.max_bytes = cfg.max_bytes
         self.block = cfg.when_full == "block"
@@ -92,6 +95,11 @@ class MemoryBuffer:
         return self._queued_records + self._leased_records
 
     @property
+    def volatile_records(self) -> int:
+        """Records a stop would lose: all that wait here."""
+        return self.queued_records
+
+    @property
     def queued_bytes(self) -> int:
         return self._cost
 
@@ -143,3 +151,15 @@ class MemoryBuffer:
         self._closed = True
         self._writable.set()
         self._data.set()
+
+    def open(self, directory: str) -> None:
+        """Nothing to open: for the disk buffer's sake."""
+
+    def rewind(self) -> None:
+        """Nothing to read again: what a writer drops from memory is gone."""
+
+    def release(self) -> None:
+        """Nothing to let go of."""
+
+    def stats(self) -> dict[str, Any]:
+        return {"buffer": "memory"}

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from logd.analyzer_protocol import AnalyzerProtocolError, ControlDecoder, encode_frames
 from logd.config import (
-    BufferConfig,
+    MemoryBufferConfig,
     component_name,
     nested,
     one_of,
@@ -57,7 +57,8 @@ class AnalyzerListenerConfig:
                                  "dropped and its messages go to the others")
     max_unacked: int = setting(10000, to_int(1), "messages in flight per analyzer")
     max_connections: int = setting(10000, to_int(1), "analyzers beyond it are refused")
-    buffer: BufferConfig = nested(BufferConfig, BufferConfig)  # noqa: RUF009
+    buffer: MemoryBufferConfig = nested(MemoryBufferConfig,  # noqa: RUF009
+                                        MemoryBufferConfig)
     name: str = component_name()
 
 

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from logd.buffers import make_buffer
-from logd.component import Component
-from logd.config import BufferConfig
+from logd.buffers import SpoolError, make_buffer
+from logd.component import Component, StartError
+from logd.config import BufferConfig, MemoryBufferConfig
 from logd.record import Batch
 
 
 class Output(Component):
     kind = "output"
 
-    def __init__(self, name: str, buffer_cfg: BufferConfig) -> None:
+    def __init__(self, name: str, buffer_cfg: BufferConfig | MemoryBufferConfig) -> None:
         super().__init__(name)
-        self.buffer = make_buffer(buffer_cfg, name)
+        self.buffer_cfg = buffer_cfg
+        self.buffer: Any = make_buffer(buffer_cfg, name)
+
+    def spool_directory(self, state_dir: str) -> str:
+        """Where a disk buffer keeps its spool."""
+        path = getattr(self.buffer_cfg, "path", "")
+        return path or os.path.join(state_dir, "spool", self.name)
+
+    def open_buffer(self, state_dir: str) -> None:
+        """Open a disk buffer's spool (what it holds from before is sent first)."""
+        try:
+            self.buffer.open(self.spool_directory(state_dir))
+        except (SpoolError, OSError) as e:
+            raise StartError(f"output {self.name}: {e}") from None
 
     def submit(self, batch: Batch) -> bool:
         """Called by the router for each batch; True when the caller should pause reading."""
@@ -26,8 +40,8 @@ class Output(Component):
         return True
 
     def pending_records(self) -> int:
-        """Records taken but not yet written (what a shutdown deadline would lose)."""
-        return self.buffer.queued_records
+        """Records taken, not yet written, and not in a spool: what a stop would lose."""
+        return self.buffer.volatile_records
 
     def give_up(self) -> None:
         """Called past the shutdown deadline, before close(): stop retrying, close promptly."""
@@ -42,4 +56,5 @@ class Output(Component):
             "accepted": accepted,
             "dropped": b.dropped_records,
             "dropped_pct": 100.0 * b.dropped_records / total if total else 0.0,
+            **b.stats(),
         }

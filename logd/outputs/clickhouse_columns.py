@@ -13,6 +13,7 @@ loops (map, join); anything else takes a per-record path with the same result.
 
 from __future__ import annotations
 
+import struct
 import sys
 from array import array
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from logd.buffers import codec
 from logd.record import Batch, severity_name
 
 COLUMNS = ("app_id", "level", "message", "source", "created_at", "metadata")
@@ -254,3 +256,26 @@ def rows_of(batch: Batch) -> list[Row]:
                      epoch_seconds(obj.get("timestamp"), received),
                      metadata_json(obj).decode()))
     return rows
+
+
+# In a disk spool: the record count, each column's length, the columns.
+_SPOOL_HEAD = struct.Struct(f"<I{len(COLUMNS)}I")
+
+
+def _spool_encode(batch: ColumnBatch) -> bytes:
+    return b"".join((_SPOOL_HEAD.pack(batch.count, *map(len, batch.columns)), *batch.columns))
+
+
+def _spool_decode(body: bytes) -> ColumnBatch:
+    count, *lengths = _SPOOL_HEAD.unpack_from(body)
+    off = _SPOOL_HEAD.size
+    if off + sum(lengths) != len(body):
+        raise ValueError("column lengths do not add up to the entry")
+    columns = []
+    for n in lengths:
+        columns.append(body[off:off + n])
+        off += n
+    return ColumnBatch(tuple(columns), count)
+
+
+codec.register(ColumnBatch, 2, _spool_encode, _spool_decode)

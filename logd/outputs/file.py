@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from logd.config import (
-    BufferConfig,
+    MemoryBufferConfig,
     component_name,
     nested,
     one_of,
@@ -63,7 +63,8 @@ class FileOutputConfig:
                              "when to fdatasync: never, after every flush, or at rotation/close")
     file_mode: int = setting(0o640, to_int(0, 0o777), "permissions of new files")
     max_open_files: int = setting(256, to_int(1), "least recently used files close beyond it")
-    buffer: BufferConfig = nested(BufferConfig, BufferConfig)  # noqa: RUF009
+    buffer: MemoryBufferConfig = nested(MemoryBufferConfig,  # noqa: RUF009
+                                        MemoryBufferConfig)
     name: str = component_name()
 
     def validate(self) -> list[tuple[str, str]]:

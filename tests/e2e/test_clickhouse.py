@@ -29,13 +29,15 @@ def clickhouse(tmp_path: Path) -> Iterator[ClickHouseServer]:
         server.cleanup()
 
 
-def config(out: Path, ch: ClickHouseServer, batch_timeout: str = "200ms") -> str:
+def config(out: Path, ch: ClickHouseServer, batch_timeout: str = "200ms",
+           buffer: str = '{ max_bytes = "256MiB", when_full = "block" }',
+           shutdown_timeout: str = "60s") -> str:
     return f"""
 [daemon]
 state_dir = "{out}/state"
 control_socket = "{out}/control.sock"
 stats_interval = "0s"
-shutdown_timeout = "60s"
+shutdown_timeout = "{shutdown_timeout}"
 
 [listeners.http]
 type = "http"
@@ -52,7 +54,7 @@ table = "logs"
 batch_rows = 5000
 batch_timeout = "{batch_timeout}"
 retry_max = "1s"
-buffer = {{ max_bytes = "256MiB", when_full = "block" }}
+buffer = {buffer}
 """
 
 
@@ -188,3 +190,91 @@ def test_a_table_with_other_column_types_is_written_through_asynchs_encoder(
     assert got[7]["app_id"].rstrip("\u0000") == "billing"
     assert (got[7]["message"], got[7]["t"]) == ("m7", "2026-11-23 09:40:07")
     assert json.loads(got[7]["metadata"]) == {"i": 7}
+
+
+DISK = '{ type = "disk", max_bytes = "64MiB", when_full = "block" }'
+
+
+def wait_for_rows(ch: ClickHouseServer, n: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while count(ch) < n:
+        assert time.monotonic() < deadline, f"{count(ch)} of {n} rows in ClickHouse"
+        time.sleep(0.2)  # polling ClickHouse: no event to await from here
+
+
+def test_a_disk_spool_keeps_what_was_accepted_through_kill_9(
+        tmp_path: Path, clickhouse: ClickHouseServer) -> None:
+    clickhouse.stop()  # nothing can be written: everything waits in the spool
+    out = tmp_path / "out"
+    out.mkdir()
+    first = LogdProcess(config(out, clickhouse, buffer=DISK), tmp_path).start()
+    try:
+        for b in range(10):
+            assert post(first, [{"app_id": "a", "message": f"m{b}-{i}"}
+                                for i in range(500)]) == {"accepted": 500}
+    finally:
+        first.stop(signal.SIGKILL)
+    clickhouse.start()
+    second = LogdProcess(config(out, clickhouse, buffer=DISK), tmp_path).start()
+    try:
+        replay = second.wait_for(lambda e: e.get("msg", "").startswith("spool has records"))
+        assert replay["records"] == 5000
+        wait_for_rows(clickhouse, 5000)
+        assert second.stop() == 0
+    finally:
+        if second.alive():
+            second.stop(signal.SIGKILL)
+    assert clickhouse.query("SELECT count(), uniqExact(message) FROM logs_db.logs").split() == \
+        ["5000", "5000"]
+    # written and acknowledged: a third start has nothing to send again
+    third = LogdProcess(config(out, clickhouse, buffer=DISK), tmp_path).start()
+    assert third.stop() == 0
+    assert not third.entries("spool has records from before; sending them first")
+    assert count(clickhouse) == 5000
+
+
+def test_a_stop_with_clickhouse_down_leaves_records_in_the_spool(
+        tmp_path: Path, clickhouse: ClickHouseServer) -> None:
+    clickhouse.stop()
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = config(out, clickhouse, buffer=DISK, shutdown_timeout="1s")
+    first = LogdProcess(cfg, tmp_path).start()
+    assert post(first, [{"message": f"m{i}"} for i in range(300)]) == {"accepted": 300}
+    assert first.stop() == 0, "nothing is lost: the spool keeps it"
+    kept = first.wait_for(lambda e: "stay in the spool" in e.get("msg", ""))
+    assert kept["records"] == 300
+    clickhouse.start()
+    second = LogdProcess(cfg, tmp_path).start()
+    wait_for_rows(clickhouse, 300)
+    assert second.stop() == 0
+    assert count(clickhouse) == 300
+
+
+def test_reload_hands_the_spool_to_the_changed_output(
+        tmp_path: Path, clickhouse: ClickHouseServer) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    p = LogdProcess(config(out, clickhouse, buffer=DISK), tmp_path).start()
+    try:
+        gen = subprocess.Popen(
+            [sys.executable, "tools/loadgen", "--target",
+             f"http://127.0.0.1:{p.port('http')}/api/logs", "--rate", "5000",
+             "--duration", "6", "--batch", "100", "--json"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for_rows(clickhouse, 1)
+        p.config_path.write_text(config(out, clickhouse, batch_timeout="50ms", buffer=DISK))
+        p.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        done = p.wait_for(lambda e: e.get("msg") == "reloaded")
+        assert "output clickhouse changed" in done["changes"]
+        output, _ = gen.communicate(60)
+        assert gen.returncode == 0
+        sent = json.loads(output.decode().strip().splitlines()[-1])["sent"]
+        assert p.stop() == 0
+    finally:
+        if p.alive():
+            p.stop(signal.SIGKILL)
+    total, distinct = clickhouse.query(
+        "SELECT count(), uniqExact(metadata) FROM logs_db.logs").split()
+    assert int(distinct) == sent, "every accepted record is in ClickHouse"
+    assert int(total) >= sent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from logd.config import BufferConfig, ConfigError, loads
+from logd.config import BufferConfig, ConfigError, MemoryBufferConfig, loads
 
 LISTENER = """
 [listeners.emitters]
@@ -36,7 +36,7 @@ def test_minimal_config_loads_with_defaults() -> None:
     assert output.name == "files"
     assert output.path == "/tmp/logd-unit/{app}.log"
     assert output.format == "raw"
-    assert output.buffer == BufferConfig()
+    assert output.buffer == MemoryBufferConfig()
     assert cfg.routes == {}
     assert cfg.daemon.shutdown_timeout == 30.0
 
@@ -146,7 +146,22 @@ def test_several_errors_are_all_reported_together() -> None:
 def test_nested_buffer_table_is_parsed() -> None:
     text = LISTENER + OUTPUT + 'buffer = { max_bytes = "1MiB", when_full = "drop_newest" }\n'
     buffer = loads(text).outputs["files"].buffer
-    assert buffer == BufferConfig(type="memory", max_bytes=1024**2, when_full="drop_newest")
+    assert buffer == MemoryBufferConfig(type="memory", max_bytes=1024**2,
+                                        when_full="drop_newest")
+
+
+def test_a_disk_buffer_is_for_database_outputs_only() -> None:
+    problems = problems_of(LISTENER + OUTPUT + 'buffer = { type = "disk" }\n')
+    assert list(problems) == ["outputs.files.buffer.type"]
+    assert "ClickHouse" in problems["outputs.files.buffer.type"]
+    ch = LISTENER + """
+[outputs.ch]
+type = "clickhouse"
+buffer = { type = "disk", max_bytes = "10GiB", path = "/var/spool/ch", fsync_interval = "0s" }
+"""
+    buffer = loads(ch).outputs["ch"].buffer
+    assert buffer == BufferConfig(type="disk", max_bytes=10 * 1024**3, path="/var/spool/ch",
+                                  fsync_interval=0.0)
 
 
 def test_bad_when_full_names_nested_key_path() -> None:
