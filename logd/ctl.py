@@ -24,9 +24,8 @@ class CtlError(Exception):
 def request(path: str, cmd: str, timeout: float = 10.0, **fields: Any) -> Any:
     """One request over the control socket; returns the result or raises CtlError."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        with _connect(path) as s:
             s.settimeout(timeout)
-            s.connect(path)
             s.sendall(json.dumps({"cmd": cmd, **fields}).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
@@ -34,15 +33,6 @@ def request(path: str, cmd: str, timeout: float = 10.0, **fields: Any) -> Any:
                 if not chunk:
                     break
                 data += chunk
-    except FileNotFoundError:
-        raise CtlError(f"cannot connect to {path}: no such socket; is logd running? "
-                       "(see --socket or --config)") from None
-    except ConnectionRefusedError:
-        raise CtlError(f"cannot connect to {path}: connection refused; is logd running?") \
-            from None
-    except PermissionError:
-        raise CtlError(f"cannot connect to {path}: permission denied (the socket is mode "
-                       "0660: run as its owner or group)") from None
     except TimeoutError:
         raise CtlError(f"no answer from logd on {path} within {timeout:g}s") from None
     except OSError as e:
@@ -54,6 +44,28 @@ def request(path: str, cmd: str, timeout: float = 10.0, **fields: Any) -> Any:
     if not reply.get("ok"):
         raise CtlError(f"logd: {reply.get('error', 'unknown error')}")
     return reply["result"]
+
+
+def _connect(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except FileNotFoundError:
+        s.close()
+        raise CtlError(f"cannot connect to {path}: no such socket; is logd running? "
+                       "(see --socket or --config)") from None
+    except ConnectionRefusedError:
+        s.close()
+        raise CtlError(f"cannot connect to {path}: connection refused; is logd running?") \
+            from None
+    except PermissionError:
+        s.close()
+        raise CtlError(f"cannot connect to {path}: permission denied (the socket is mode "
+                       "0660: run as its owner or group)") from None
+    except OSError as e:
+        s.close()
+        raise CtlError(f"cannot connect to {path}: {e.strerror or e}") from None
+    return s
 
 
 def socket_path(args: argparse.Namespace) -> str:
@@ -210,6 +222,49 @@ def cmd_analyzers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_tail(args: argparse.Namespace) -> int:
+    """Stream matching records until Ctrl-C, --count records, or logd stops."""
+    path = socket_path(args)
+    shown = 0
+    try:
+        with _connect(path) as s:
+            s.sendall(json.dumps({"cmd": "tail", "filter": args.filter}).encode() + b"\n")
+            stream = s.makefile("rb")
+            first = stream.readline()
+            if not first:
+                raise CtlError(f"logd on {path} closed the connection")
+            reply = json.loads(first)
+            if not reply.get("ok"):
+                raise CtlError(f"logd: {reply.get('error', 'unknown error')}")
+            out = sys.stdout
+            for raw in stream:
+                rec = json.loads(raw)
+                if "dropped" in rec:
+                    print(f"logctl: {rec['dropped']} records not shown (this reader fell "
+                          "behind)", file=sys.stderr)
+                    continue
+                if args.json:
+                    out.write(raw.decode())
+                elif args.raw:
+                    out.write(rec["payload"] + "\n")
+                else:
+                    out.write(f"{_when(rec['time'])} {rec['source']} {rec['level']} "
+                              f"{rec['payload']}\n")
+                out.flush()
+                shown += 1
+                if args.count and shown >= args.count:
+                    return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except OSError as e:
+        raise CtlError(f"cannot talk to logd on {path}: {e.strerror or e}") from None
+    raise CtlError("logd closed the stream (stopping?)")
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from logd.config import check_file
     return check_file(args.file)
@@ -261,6 +316,23 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("weight", nargs="?", type=float, metavar="WEIGHT")
     a.add_argument("--json", action="store_true", help="machine-readable JSON")
     a.set_defaults(func=cmd_analyzers)
+
+    t = sub.add_parser("tail", help="stream records as they pass through logd",
+                       description="Prints each record logd takes (before routing) that "
+                       "matches the filter: TIME SOURCE LEVEL PAYLOAD. Runs until Ctrl-C, "
+                       "--count records, or logd stops (exit 1). A reader that falls behind "
+                       "never slows logd: records it missed are counted on stderr.",
+                       epilog="Filters are route expressions: 'level >= warn', "
+                       "'app == \"billing\" && ERROR', '*'.")
+    t.add_argument("--filter", "-f", default="*", metavar="EXPR",
+                   help="route filter expression (default: every record)")
+    t.add_argument("--count", "-n", type=int, default=0, metavar="N",
+                   help="stop after N records")
+    fmt = t.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true",
+                     help="one JSON object per record: time, source, level, payload")
+    fmt.add_argument("--raw", action="store_true", help="the payload only")
+    t.set_defaults(func=cmd_tail)
 
     c = sub.add_parser("check-config", help="validate a config file (no daemon needed)")
     c.add_argument("file", metavar="FILE")

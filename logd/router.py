@@ -16,6 +16,7 @@ from logd.config import RouteConfig
 from logd.filters import Filter, compile_filter
 from logd.outputs.base import Output
 from logd.record import Batch
+from logd.tap import Tap
 from logd.weighted import StridePicker
 
 GROUP_CHUNK = 64  # records per pick in a weighted group
@@ -24,6 +25,7 @@ GROUP_CHUNK = 64  # records per pick in a weighted group
 class Router:
     def __init__(self, routes: Mapping[str, RouteConfig], outputs: Mapping[str, Output]) -> None:
         self.unrouted = 0
+        self.taps: list[Tap] = []  # logctl tail: copies of what passes, kept across reloads
         self.reconfigure(routes, outputs)
 
     def reconfigure(self, routes: Mapping[str, RouteConfig],
@@ -57,6 +59,9 @@ class Router:
 
     def dispatch(self, batch: Batch) -> list[Any]:
         """Hand a batch to its outputs; returns the buffers the caller must wait on (full)."""
+        if self.taps:
+            for tap in self.taps:
+                tap.offer(batch)
         if self._everywhere is not None:
             return [o.buffer for o in self._everywhere if o.submit(batch)]
         n = batch.count

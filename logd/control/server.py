@@ -3,7 +3,9 @@
 Request:  {"cmd": "stats"}            Reply: {"ok": true, "result": {...}}
                                              {"ok": false, "error": "..."}
 Commands: ping, stats, listeners, outputs, metrics_line, reload, analyzers,
-set_weight {"id", "weight"}.
+set_weight {"id", "weight"}, and tail {"filter"}: after its reply the connection carries one
+JSON line per record that passes and matches ({"time", "source", "level", "payload"}), and
+{"dropped": N} when the reader fell behind, until either side closes it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import orjson
 
 from logd import procstats
 from logd.component import StartError
+from logd.filters import FilterError, compile_filter
+from logd.tap import Tap
 
 if TYPE_CHECKING:
     from logd.daemon import Daemon
@@ -91,12 +95,46 @@ class ControlServer:
                     return
                 if not line:
                     return
+                try:
+                    req = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    req = None  # answered by _handle
+                if isinstance(req, dict) and req.get("cmd") == "tail":
+                    await self._tail(req, reader, writer)  # the connection is a stream now
+                    return
                 await self._reply(writer, await self._handle(line))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             self._clients.discard(writer)
             writer.close()
+
+    async def _tail(self, req: dict[str, Any], reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> None:
+        expression = req.get("filter") or "*"
+        try:
+            tap = Tap(compile_filter(str(expression)))
+        except FilterError as e:
+            await self._reply(writer, {"ok": False, "error": f"filter: {e}"})
+            return
+        router = self.daemon.router
+        router.taps.append(tap)
+        gone = asyncio.ensure_future(reader.read(1))  # the reader closes: the tail ends
+        try:
+            await self._reply(writer, {"ok": True, "result": {"filter": expression}})
+            while not gone.done():
+                more = asyncio.ensure_future(tap.wait())
+                await asyncio.wait({more, gone}, return_when=asyncio.FIRST_COMPLETED)
+                more.cancel()
+                records, dropped = tap.take()
+                out = [orjson.dumps({"dropped": dropped}) + b"\n"] if dropped else []
+                out.extend(orjson.dumps(r) + b"\n" for r in records)
+                if out:
+                    writer.write(b"".join(out))
+                    await writer.drain()
+        finally:
+            router.taps.remove(tap)
+            gone.cancel()
 
     async def _reply(self, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
         writer.write(orjson.dumps(reply, default=str) + b"\n")
@@ -112,7 +150,7 @@ class ControlServer:
         handler = self._commands.get(req["cmd"])
         if handler is None:
             return {"ok": False, "error": f"unknown command {req['cmd']!r}; expected one of "
-                    f"{', '.join(sorted(self._commands))}"}
+                    f"{', '.join(sorted([*self._commands, 'tail']))}"}
         try:
             return {"ok": True, "result": await handler(req)}
         except Exception as e:

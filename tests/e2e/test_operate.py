@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import selectors
 import shutil
 import signal
 import socket
@@ -269,3 +270,70 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     problems = [line for line in (result.stdout + result.stderr).splitlines()
                 if "logd.service" in line]
     assert result.returncode == 0 and problems == [], result.stdout + result.stderr
+
+
+def tail(p: LogdProcess, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "logd.ctl", "--socket", sock(p), "tail",
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO)
+
+
+def send_until_done(p: LogdProcess, reader: subprocess.Popen[str], data: bytes) -> None:
+    """Send `data` every 50 ms until `reader` exits: the tail connects at its own pace."""
+    with socket.create_connection(("127.0.0.1", p.port("emitters"))) as s:
+        for _ in range(400):
+            s.sendall(data)
+            try:
+                reader.wait(0.05)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+    reader.kill()
+    raise AssertionError("logctl tail did not finish")
+
+
+def test_logctl_tail_streams_matching_records(running: LogdProcess) -> None:
+    reader = tail(running, "--filter", "level >= warn && disk", "--count", "3", "--json")
+    send_until_done(running, reader, frame(b"disk full", 3) + frame(b"disk ok", 6)
+                    + frame(b"cpu hot", 4))
+    out, err = reader.communicate(10)
+    assert reader.returncode == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 3
+    assert {(r["source"], r["level"], r["payload"]) for r in records} == \
+        {("emitters", "error", "disk full")}
+    assert all(abs(r["time"] - time.time()) < 60 for r in records)
+    plain = tail(running, "--count", "1")
+    send_until_done(running, plain, frame(b"hello there", 5))
+    line = plain.communicate(10)[0].strip()
+    assert line.endswith(" emitters notice hello there") and line[:4].isdigit()
+    raw = tail(running, "--count", "1", "--raw")
+    send_until_done(running, raw, frame(b"just this", 6))
+    assert raw.communicate(10)[0] == "just this\n"
+
+
+def test_logctl_tail_refuses_a_bad_filter_and_ends_when_logd_stops(
+        running: LogdProcess) -> None:
+    bad = logctl("--socket", sock(running), "tail", "--filter", "level >=")
+    assert bad.returncode == 1 and "filter" in bad.stderr
+    reader = tail(running)
+    send_until_done_or_streaming(running, reader)
+    assert running.stop() == 0
+    _, err = reader.communicate(10)
+    assert reader.returncode == 1 and "closed the stream" in err
+
+
+def send_until_done_or_streaming(p: LogdProcess, reader: subprocess.Popen[str]) -> None:
+    """Send until the tail has printed a record (it is connected)."""
+    assert reader.stdout is not None
+    with socket.create_connection(("127.0.0.1", p.port("emitters"))) as s:
+        s.sendall(frame(b"first", 6))
+        # the first line arrives once the tail is registered and a record passes
+        sel = selectors.DefaultSelector()
+        sel.register(reader.stdout, selectors.EVENT_READ)
+        for _ in range(400):
+            if sel.select(0.05):
+                assert reader.stdout.readline()
+                return
+            s.sendall(frame(b"again", 6))
+    raise AssertionError("logctl tail printed nothing")
