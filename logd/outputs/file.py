@@ -8,6 +8,7 @@ its file as one joined block. Rotation happens between groups, so a record never
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -31,6 +32,7 @@ from logd.config import (
     to_nonempty_str,
     to_size,
 )
+from logd.logsetup import RateLimitedLog
 from logd.metrics import BATCH_RECORDS_BUCKETS, Histogram
 from logd.outputs.base import Output
 from logd.outputs.direct import DirectFile, DirectIO
@@ -79,6 +81,19 @@ class FileOutputConfig:
         return []
 
 
+# An open that fails with one of these will fail again until someone changes the filesystem.
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG,
+                errno.EROFS, errno.ELOOP, errno.EEXIST, errno.EINVAL}
+UNWRITABLE_RETRY_S = 5.0
+
+
+class UnwritablePath(Exception):
+    def __init__(self, path: str, error: str) -> None:
+        super().__init__(f"{path}: {error}")
+        self.path = path
+        self.error = error
+
+
 def _safe(value: Any) -> str:
     """A payload-supplied path part that cannot leave its directory."""
     text = _UNSAFE.sub("_", str(value))[:64].strip(".")
@@ -101,6 +116,8 @@ class FileOutput(Output):
         self.bytes = 0
         self.rotations = 0
         self.failed_records = 0
+        self._refused: dict[str, tuple[float, str]] = {}  # path -> (retry after, why)
+        self.ratelog = RateLimitedLog(log)
         self.batch_hist = Histogram(BATCH_RECORDS_BUCKETS)
         self._started = False
 
@@ -219,9 +236,18 @@ class FileOutput(Output):
                       joined: bytes | None = None) -> None:
         """Append the records at `indices` (all of the batch when None) to the file at path.
 
-        `joined` is the batch's payloads already joined with LF, when the caller has it.
+        `joined` is the batch's payloads already joined with LF, when the caller has it. A
+        path that cannot be written fails its records (counted, logged) and nothing else.
         """
-        f = await self._file(path)
+        try:
+            f = await self._file(path)
+        except UnwritablePath as e:
+            n = len(batch) if indices is None else len(indices)
+            self.failed_records += n
+            self.ratelog.warning(path, "cannot write to this path; its records fail (tried "
+                                 f"again after {UNWRITABLE_RETRY_S:g}s)", output=self.name,
+                                 path=path, error=e.error, records=n)
+            return
         if self.cfg.format == "json":
             data = self._json_lines(batch, indices)
             pieces: tuple[bytes, ...] = (data,)
@@ -295,6 +321,11 @@ class FileOutput(Output):
         if f is not None:
             self._files.move_to_end(path)
             return f
+        refused = self._refused.get(path)
+        if refused is not None:
+            if time.monotonic() < refused[0]:
+                raise UnwritablePath(path, refused[1])
+            del self._refused[path]
         while len(self._files) >= self.cfg.max_open_files:
             _, old = self._files.popitem(last=False)
             await self._close_file(old)
@@ -306,6 +337,14 @@ class FileOutput(Output):
                 break
             except OSError as e:
                 self._io.stats.errors += 1
+                if e.errno in _PATH_ERRNOS:
+                    # This path cannot be written (permissions, a file where a directory
+                    # should be, ...): its records fail, the other paths go on; tried again
+                    # after a pause, in case someone fixes it.
+                    self._refused[path] = (time.monotonic() + UNWRITABLE_RETRY_S, str(e))
+                    raise UnwritablePath(path, str(e)) from None
+                # The disk is full, out of descriptors, failing: nothing would be written
+                # anywhere, so wait (the buffer fills and its when_full applies).
                 log.error("cannot open output file; retrying",
                           extra={"path": path, "error": str(e), "retry_in_s": delay})
                 await asyncio.sleep(delay)

@@ -11,11 +11,12 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import LogdProcess, read_all_lines, run_loadgen
+from harness import LogdProcess, logctl, read_all_lines, run_loadgen
 
 
 def make_config(out_dir: Path, *, framing: str = "frames", path: str = "{app}.log",
@@ -113,6 +114,32 @@ def test_json_payloads_split_into_per_app_files(start_logd, out_dir: Path) -> No
     assert logd.stop() == 0
     assert (out_dir / "billing.log").read_bytes().count(b"\n") == 200
     assert (out_dir / "auth.log").read_bytes().count(b"\n") == 100
+
+
+def test_a_path_that_cannot_be_written_fails_only_its_records(start_logd,
+                                                               out_dir: Path) -> None:
+    (out_dir / "blocked").write_text("a file where logd wants a directory\n")
+    logd = start_logd(make_config(out_dir, framing="lines", path="{app}/x.log"))
+    lines = [b'{"app": "blocked", "n": %d}' % i if i % 2 else b'{"app": "fine", "n": %d}' % i
+             for i in range(400)]
+    with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
+        for i in range(0, 400, 50):  # several batches: the refused path must not stall
+            s.sendall(b"\n".join(lines[i:i + 50]) + b"\n")
+    warned = logd.wait_for(lambda e: "cannot write to this path" in e.get("msg", ""))
+    assert warned["path"].endswith("blocked/x.log") and "File exists" in warned["error"]
+    (out_dir / "blocked").unlink()  # fixed: the path is tried again after a pause
+    deadline = time.monotonic() + 30
+    with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
+        while not (out_dir / "blocked" / "x.log").exists():
+            assert time.monotonic() < deadline, "the fixed path was never tried again"
+            s.sendall(b'{"app": "blocked", "late": true}\n')
+            time.sleep(0.2)  # the retry pause runs on logd's clock: nothing to await
+    result = logctl("--socket", str(out_dir / "control.sock"), "outputs", "--json")
+    failed = json.loads(result.stdout)["files"]["failed"]
+    assert logd.stop() == 0
+    assert (out_dir / "fine" / "x.log").read_bytes().count(b"\n") == 200
+    assert b'"late": true' in (out_dir / "blocked" / "x.log").read_bytes()
+    assert failed >= 200  # the 200 refused, and late ones sent before the retry
 
 
 @pytest.mark.parametrize("framing", ["frames", "lines"])
