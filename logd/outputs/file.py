@@ -59,7 +59,9 @@ class FileOutputConfig:
     flush_interval: float = setting(1.0, to_duration,
                                     "longest time written records wait before they are visible")
     rotate_bytes: int = setting(1024**3, to_size(), "rotate a file past this size (0: never)")
-    rotate_interval: float = setting(0.0, to_duration, "rotate files this old (0: never)")
+    rotate_interval: float = setting(0.0, to_duration,
+                                     "rotate at every multiple of this since the epoch, UTC "
+                                     "(1h: on the hour, 1d: at midnight UTC; 0: never)")
     keep: int = setting(10, to_int(0), "rotated files kept per path (0: keep all)")
     fdatasync: str = setting("rotate", one_of("never", "flush", "rotate"),
                              "when to fdatasync: never, after every flush, or at rotation/close")
@@ -334,6 +336,8 @@ class FileOutput(Output):
         while True:
             try:
                 await f.open()
+                if self._from_an_earlier_period(f):
+                    f = await self._rotated_at_open(f)
                 break
             except OSError as e:
                 self._io.stats.errors += 1
@@ -352,12 +356,32 @@ class FileOutput(Output):
         self._files[path] = f
         return f
 
+    async def _rotated_at_open(self, f: DirectFile) -> DirectFile:
+        """A file written before a restart, in a period that has ended: rotated before
+        anything new goes in, as if logd had run throughout."""
+        await self._close_file(f)
+        try:
+            await self._io.call(_rotate_and_prune, f.path, self.cfg.keep)
+            self.rotations += 1
+        except OSError as e:
+            self._io.stats.errors += 1
+            log.error("rotation failed", extra={"path": f.path, "error": str(e)})
+        fresh = DirectFile(f.path, self._io)
+        await fresh.open()
+        return fresh
+
+    def _from_an_earlier_period(self, f: DirectFile) -> bool:
+        interval = self.cfg.rotate_interval
+        if not interval or not f.size or f.fd < 0:
+            return False
+        return os.fstat(f.fd).st_mtime // interval < time.time() // interval
+
     async def _flush_all(self, now: float) -> None:
         self._last_flush = now
         interval = self.cfg.rotate_interval
         wall = time.time()
         for path, f in list(self._files.items()):
-            if interval and f.size and wall - f.opened_at >= interval:
+            if interval and f.size and wall // interval > f.opened_at // interval:
                 await self._rotate(path)
                 continue
             try:

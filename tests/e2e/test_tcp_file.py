@@ -142,6 +142,38 @@ def test_a_path_that_cannot_be_written_fails_only_its_records(start_logd,
     assert failed >= 200  # the 200 refused, and late ones sent before the retry
 
 
+def test_time_rotation_follows_the_clock_across_restarts(start_logd, out_dir: Path) -> None:
+    old = out_dir / "emitters.log"
+    old.write_bytes(b"from yesterday\n")
+    yesterday = time.time() - 86400
+    os.utime(old, (yesterday, yesterday))
+    logd = start_logd(make_config(out_dir, framing="lines",
+                                  output_extra='rotate_interval = "1h"'))
+    with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
+        s.sendall(b"from today\n")
+    assert logd.stop() == 0
+    assert old.read_bytes() == b"from today\n"
+    rotated = [p for p in out_dir.glob("emitters.log.*")]
+    assert len(rotated) == 1 and rotated[0].read_bytes() == b"from yesterday\n"
+
+
+def test_time_rotation_at_each_interval_boundary(start_logd, out_dir: Path) -> None:
+    logd = start_logd(make_config(out_dir, framing="lines",
+                                  output_extra='rotate_interval = "1s"'))
+    sent = 0
+    with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
+        deadline = time.monotonic() + 20
+        while len(list(out_dir.glob("emitters.log.*"))) < 2:
+            assert time.monotonic() < deadline, "no rotation at the second boundaries"
+            s.sendall(b"line %d\n" % sent)
+            sent += 1
+            time.sleep(0.05)  # records spread over several seconds: the clock is under test
+    assert logd.stop() == 0
+    files = sorted(out_dir.glob("emitters.log*"))
+    lines = [line for f in files for line in f.read_bytes().splitlines()]
+    assert sorted(lines) == sorted(b"line %d" % i for i in range(sent))
+
+
 @pytest.mark.parametrize("framing", ["frames", "lines"])
 def test_loadgen_records_arrive_exactly_once_across_rotations(
         start_logd, out_dir: Path, framing: str) -> None:
