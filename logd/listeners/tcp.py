@@ -50,11 +50,21 @@ class TcpListenerConfig:
     idle_timeout: float = setting(0.0, to_duration,
                                   "close connections silent this long (0: never)")
     keepalive: bool = setting(True, to_bool, "TCP keepalive, to find half-open connections")
+    max_pending_bytes: int = setting(256 * 1024**2, to_size(lo=2),
+                                     "incomplete frames held across all connections; beyond "
+                                     "it the connections holding most are closed")
     name: str = component_name()
+
+    def validate(self) -> list[tuple[str, str]]:
+        if self.max_pending_bytes < self.max_frame_bytes:
+            return [("max_pending_bytes", f"must be at least max_frame_bytes "
+                     f"({self.max_frame_bytes}), or no frame that long could complete")]
+        return []
 
 
 class _Connection(asyncio.Protocol):
-    __slots__ = ("listener", "transport", "decoder", "peer", "last_data", "paused", "offset")
+    __slots__ = ("decoder", "held", "last_data", "listener", "offset", "paused", "peer",
+                 "transport")
 
     def __init__(self, listener: TcpListener) -> None:
         self.listener = listener
@@ -66,6 +76,7 @@ class _Connection(asyncio.Protocol):
         self.peer = "?"
         self.last_data = time.monotonic()
         self.paused = False
+        self.held = 0  # bytes of an incomplete frame, as counted in listener.pending_bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -114,6 +125,13 @@ class _Connection(asyncio.Protocol):
             self._deliver_before_error(e)
             self._protocol_error(e)
             return
+        finally:
+            held = decoder.pending
+            if held != self.held:
+                lst.pending_bytes += held - self.held
+                self.held = held
+                if lst.pending_bytes > lst.cfg.max_pending_bytes:
+                    lst.shed_pending()
         self._deliver(batch, chunk if isinstance(decoder, FrameDecoder) else block)
 
     def _deliver_before_error(self, e: FramingError) -> None:
@@ -177,8 +195,13 @@ class _Connection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.release_held()
         self.listener.connections.discard(self)
         self.transport = None
+
+    def release_held(self) -> None:
+        self.listener.pending_bytes -= self.held
+        self.held = 0
 
 
 def _set_keepalive(sock: socket.socket) -> None:
@@ -206,8 +229,25 @@ class TcpListener(Component):
         self.records = 0
         self.bytes_in = 0
         self.pauses = 0
+        self.pending_bytes = 0  # incomplete frames held by all connections
         self.errors: Counter[str] = Counter()
         self.ratelog = RateLimitedLog(log)
+
+    def shed_pending(self) -> None:
+        """Over max_pending_bytes: close the connections holding the most incomplete data
+        until the rest fits (many slow senders must not add up to unbounded memory)."""
+        budget = self.cfg.max_pending_bytes
+        for conn in sorted(self.connections, key=lambda c: c.held, reverse=True):
+            if self.pending_bytes <= budget or not conn.held:
+                break
+            self.errors["over_pending_budget"] += 1
+            self.ratelog.warning("over_pending_budget", "closing connection: incomplete "
+                                 "frames over the listener's max_pending_bytes",
+                                 listener=self.name, peer=conn.peer, held=conn.held,
+                                 max_pending_bytes=budget)
+            conn.release_held()
+            if conn.transport is not None:
+                conn.transport.abort()
 
     async def start(self) -> None:
         self.server, self.bound = await open_server(
@@ -262,5 +302,6 @@ class TcpListener(Component):
             "records": self.records,
             "bytes": self.bytes_in,
             "pauses": self.pauses,
+            "pending_bytes": self.pending_bytes,
             "errors": dict(self.errors),
         }

@@ -194,3 +194,38 @@ def test_oversized_line_keeps_the_lines_before_it(tmp_path: Path) -> None:
     finally:
         if p.alive():
             p.stop(signal.SIGKILL)
+
+
+def test_incomplete_frames_over_the_budget_close_the_biggest_holders(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    p = LogdProcess(make_config(out, listener_extra='max_frame_bytes = "1MiB"\n'
+                                'max_pending_bytes = "2MiB"'), tmp_path).start()
+    p.out = out  # type: ignore[attr-defined]
+    try:
+        holders = []
+        for size in (300_000, 900_000, 800_000, 700_000):  # 2.7 MB of unfinished frames
+            s = connect(p)
+            s.sendall(struct.pack(">IB", 1_000_000, 6) + b"x" * size)
+            holders.append(s)
+            time.sleep(0.1)  # in this order, so the budget is crossed by the last one
+        # 2.7 MB - 0.9 MB (the biggest) = 1.8 MB fits: one connection closed, the biggest.
+        assert closed_by_peer(holders[1])
+        for s in (holders[0], holders[2], holders[3]):  # closed in the same step, if at all
+            s.settimeout(0.2)
+            assert not closed_by_peer(s)
+        with connect(p) as s:
+            s.sendall(frame(b"good after", 6))
+        wait_for_good_records(p, 1)
+        for s in holders:
+            s.close()
+        assert p.stop() == 0
+        stats = p.listener_stats("emitters")
+        assert stats["errors"]["over_pending_budget"] == 1
+        assert stats["pending_bytes"] == 0
+        warned = p.entries("closing connection: incomplete frames over the listener's "
+                           "max_pending_bytes")
+        assert warned and warned[0]["held"] == 900_005
+    finally:
+        if p.alive():
+            p.stop(signal.SIGKILL)
