@@ -65,7 +65,7 @@ class TestAnalyzer:
         if force or self.count - self.acked >= self.ack_every:
             seq = self.count
             try:
-                self.sock.sendall(struct.pack(">BI", 0, seq))
+                self.sock.sendall(struct.pack(">BI", 0, seq & 0xFFFFFFFF))
             except OSError:
                 return
             self.acked = seq

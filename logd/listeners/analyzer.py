@@ -55,11 +55,14 @@ class AnalyzerListenerConfig:
     ack_timeout: float = setting(30.0, to_duration,
                                  "an analyzer silent this long with messages unacked is "
                                  "dropped and its messages go to the others")
-    max_unacked: int = setting(10000, to_int(1), "messages in flight per analyzer")
+    max_unacked: int = setting(10000, to_int(1, 2**30), "messages in flight per analyzer")
     max_connections: int = setting(10000, to_int(1), "analyzers beyond it are refused")
     buffer: MemoryBufferConfig = nested(MemoryBufferConfig,  # noqa: RUF009
                                         MemoryBufferConfig)
     name: str = component_name()
+
+
+_U32 = 0xFFFFFFFF
 
 
 class _Analyzer(asyncio.Protocol):
@@ -312,14 +315,19 @@ class AnalyzerPool(Output):
             raise KeyError(f"no analyzer {analyzer_id!r} on {self.name}")
         self._weight(a, check_weight(w), "operator")
 
-    def _ack(self, a: _Analyzer, seq: int) -> None:
-        if seq > a.next_seq - 1:
-            self._protocol_error(a, "ack_beyond_sent",
-                                 f"ACK {seq} for messages up to {a.next_seq - 1} only")
-            return
-        if seq <= a.acked:
+    def _ack(self, a: _Analyzer, wire: int) -> None:
+        # The wire carries seq mod 2**32 (a connection can outlive 4 billion messages: two
+        # hours at 600k/s): the ACK means the one seq within the window that matches it.
+        ahead = (wire - a.acked) & _U32
+        if ahead == 0 or ahead >= 1 << 31:
             return  # cumulative: an old ACK says nothing new
-        done = seq - a.acked
+        if ahead > a.in_flight:
+            self._protocol_error(a, "ack_beyond_sent",
+                                 f"ACK {wire} for messages up to {(a.next_seq - 1) & _U32} "
+                                 "only")
+            return
+        seq = a.acked + ahead
+        done = ahead
         a.acked = seq
         a.last_progress = time.monotonic()
         self.acked_total += done
