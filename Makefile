@@ -25,13 +25,14 @@ test: $(STAMP) test-deps
 	$(BIN)/pytest
 
 # Real servers the tests start (Debian packages): systemd-analyze checks the unit file;
-# clickhouse-server (18.16) backs the ClickHouse output's integration tests.
-TEST_PACKAGES := systemd clickhouse-server clickhouse-client
+# clickhouse-server (18.16) and postgresql back the database outputs' integration tests.
+TEST_PACKAGES := systemd clickhouse-server clickhouse-client postgresql
 test-deps:
 	@missing=""; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	[ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/null || \
 		missing="$$missing clickhouse-server clickhouse-client"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "tests need Debian packages:$$missing" >&2; exit 1; fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing \

@@ -31,4 +31,5 @@ LISTENERS: dict[str, Kind] = {
 OUTPUTS: dict[str, Kind] = {
     "file": Kind("logd.outputs.file", "FileOutputConfig", "FileOutput"),
     "clickhouse": Kind("logd.outputs.clickhouse", "ClickHouseOutputConfig", "ClickHouseOutput"),
+    "postgres": Kind("logd.outputs.postgres", "PostgresOutputConfig", "PostgresOutput"),
 }

@@ -17,19 +17,17 @@ import struct
 import sys
 from array import array
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from itertools import chain, repeat
 from typing import Any
 
 import orjson
 
 from logd.buffers import codec
+from logd.fields import KNOWN_AND_METADATA, metadata_json, record_rows, record_time
 from logd.record import Batch, severity_name
 
 COLUMNS = ("app_id", "level", "message", "source", "created_at", "metadata")
 TYPES = ("String", "String", "String", "String", "DateTime", "String")
-KNOWN_FIELDS = frozenset({"app_id", "app", "level", "message", "source", "timestamp"})
-_KNOWN_AND_METADATA = KNOWN_FIELDS | {"metadata"}
 
 # Varint prefixes of every length below 2**14 (one or two bytes); longer values are prefixed
 # one at a time.
@@ -82,22 +80,12 @@ def _strings(values: list[Any]) -> list[str]:
     return [v if isinstance(v, str) else dumps(v).decode() for v in values]
 
 
-def epoch_seconds(ts: Any, received: int) -> int:
-    """created_at of a record: its `timestamp` (epoch seconds or RFC 3339), else when it
-    arrived; a value the DateTime column cannot hold also falls back to the arrival time."""
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        sec = int(ts) if ts == ts and abs(ts) != float("inf") else -1
-    elif isinstance(ts, str):
-        try:
-            d = datetime.fromisoformat(ts)
-        except ValueError:
-            return received
-        if d.tzinfo is None:
-            d = d.replace(tzinfo=UTC)
-        sec = int(d.timestamp())
-    else:
-        return received
-    return sec if 0 <= sec <= _MAX_DATETIME else received
+def epoch_seconds(ts: Any, received: float) -> int:
+    """created_at of a record: its `timestamp`, else when it arrived; a value the DateTime
+    column cannot hold also falls back to the arrival time."""
+    t = record_time(ts)
+    sec = int(t) if t is not None else -1
+    return sec if 0 <= sec <= _MAX_DATETIME else int(received)
 
 
 def _created(stamps: list[Any], received: int) -> bytes:
@@ -112,23 +100,9 @@ def _created(stamps: list[Any], received: int) -> bytes:
     return encode_datetimes([epoch_seconds(t, received) for t in stamps])
 
 
-def metadata_json(obj: dict[str, Any]) -> bytes:
-    """The metadata column of a record: its `metadata` object with any fields beyond the
-    known ones added (a `metadata` that is not an object is kept under that key)."""
-    rest = {k: v for k, v in obj.items() if k not in _KNOWN_AND_METADATA}
-    if "metadata" in obj:
-        md = obj["metadata"]
-        if isinstance(md, dict):
-            if rest:
-                md = {**md, **rest}
-            return orjson.dumps(md)
-        rest["metadata"] = md
-    return orjson.dumps(rest) if rest else b"{}"
-
-
 def _metadata(objs: list[dict[str, Any]]) -> list[bytes]:
     get = dict.get
-    if all(map(_KNOWN_AND_METADATA.issuperset, objs)):
+    if all(map(KNOWN_AND_METADATA.issuperset, objs)):
         mds = list(map(get, objs, repeat("metadata")))
         types = set(map(type, mds))
         if types == _DICT:  # every record has a metadata object and nothing else unknown
@@ -229,33 +203,8 @@ def decode_strings(data: bytes, n: int) -> list[str]:
 
 
 def rows_of(batch: Batch) -> list[Row]:
-    """The batch as table rows, one record at a time: fields from JSON payloads, the rest
-    (app_id and source: the listener; message: the payload) from the record."""
-    fields = batch.fields()
-    sevs = batch.severity_bytes()
-    payloads = batch.payloads
-    source = batch.source
-    received = int(batch.received)
-    dumps = orjson.dumps
-    rows: list[Row] = []
-    for i, obj in enumerate(fields):
-        level = severity_name(sevs[i])
-        if obj is None:
-            rows.append((source, level, payloads[i].decode("utf-8", "replace"), source,
-                         received, "{}"))
-            continue
-        app = obj.get("app_id")
-        if app is None:
-            app = obj.get("app", source)
-        msg = obj.get("message", "")
-        src = obj.get("source", source)
-        rows.append((app if isinstance(app, str) else dumps(app).decode(),
-                     level,
-                     msg if isinstance(msg, str) else dumps(msg).decode(),
-                     src if isinstance(src, str) else dumps(src).decode(),
-                     epoch_seconds(obj.get("timestamp"), received),
-                     metadata_json(obj).decode()))
-    return rows
+    """The batch as table rows, one record at a time (see logd.fields)."""
+    return record_rows(batch, epoch_seconds)
 
 
 # In a disk spool: the record count, each column's length, the columns.

@@ -1,0 +1,179 @@
+"""HTTP and TCP -> logd -> a real PostgreSQL server (Debian's binaries, see postgres_server)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import REPO, LogdProcess
+from postgres_server import PostgresServer
+from test_tcp_file import frame
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def config(out: Path, pg: PostgresServer, buffer: str = '{ max_bytes = "64MiB" }') -> str:
+    return f"""
+[daemon]
+state_dir = "{out}/state"
+control_socket = "{out}/control.sock"
+stats_interval = "0s"
+shutdown_timeout = "60s"
+
+[listeners.http]
+type = "http"
+address = "127.0.0.1:0"
+
+[listeners.emitters]
+type = "tcp"
+address = "127.0.0.1:0"
+
+[outputs.pg]
+type = "postgres"
+dsn = "{pg.dsn}"
+batch_rows = 2000
+batch_timeout = "100ms"
+retry_max = "1s"
+buffer = {buffer}
+"""
+
+
+@pytest.fixture
+def logd(tmp_path: Path, postgres: PostgresServer) -> Iterator[LogdProcess]:
+    out = tmp_path / "out"
+    out.mkdir()
+    p = LogdProcess(config(out, postgres), tmp_path).start()
+    p.out = out  # type: ignore[attr-defined]
+    yield p
+    if p.alive():
+        p.stop(signal.SIGKILL)
+
+
+def post(p: LogdProcess, records: list[dict[str, Any]]) -> None:
+    req = urllib.request.Request(f"http://127.0.0.1:{p.port('http')}/api/logs",
+                                 data=json.dumps(records).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 202
+
+
+def count(pg: PostgresServer) -> int:
+    try:
+        return int(pg.query("SELECT count(*) FROM logs"))
+    except Exception:  # logd has not made the table yet, or the server is down
+        return 0
+
+
+def test_records_arrive_with_their_fields(logd: LogdProcess, postgres: PostgresServer) -> None:
+    post(logd, [
+        {"app_id": "payment-service", "level": "ERROR", "message": "card declined",
+         "source": "api", "metadata": {"order": 17}, "timestamp": "2026-11-23T10:00:00.250Z"},
+        {"app": "auth-service", "level": "warning", "message": "nul \u0000 inside",
+         "timestamp": 1795426800, "user": "u1"},
+    ])
+    with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
+        s.sendall(frame(b"from tcp", 3))
+    assert logd.stop() == 0
+    got = postgres.query(
+        "SELECT app_id, level, message, source, "
+        "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'), metadata::text "
+        "FROM logs ORDER BY app_id").splitlines()
+    rows = [line.split("|") for line in got]
+    assert [r[:4] for r in rows] == [
+        ["auth-service", "warn", "nul \ufffd inside", "http"],
+        ["emitters", "error", "from tcp", "emitters"],
+        ["payment-service", "error", "card declined", "api"],
+    ]
+    assert rows[2][4] == "2026-11-23 10:00:00.250"
+    assert rows[0][4] == "2026-11-23 09:40:00.000"
+    assert json.loads(rows[2][5]) == {"order": 17}
+    assert json.loads(rows[0][5]) == {"user": "u1"}
+    indexes = postgres.query("SELECT indexname FROM pg_indexes WHERE tablename = 'logs'")
+    assert "logs_app_created_idx" in indexes and "logs_created_idx" in indexes
+
+
+def test_postgres_down_under_load_loses_nothing(logd: LogdProcess,
+                                                postgres: PostgresServer) -> None:
+    gen = subprocess.Popen(
+        [sys.executable, "tools/loadgen", "--target",
+         f"http://127.0.0.1:{logd.port('http')}/api/logs", "--rate", "4000", "--duration", "12",
+         "--batch", "200", "--json"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while count(postgres) == 0:
+            assert time.monotonic() < deadline, "nothing reached PostgreSQL"
+            time.sleep(0.2)  # polling PostgreSQL: no event to await from here
+        postgres.stop()
+        time.sleep(5)  # the outage under test
+        postgres.start()
+        out, err = gen.communicate(120)
+        assert gen.returncode == 0, err.decode()
+    finally:
+        if gen.poll() is None:
+            gen.kill()
+            gen.wait()
+    sent = json.loads(out.decode().strip().splitlines()[-1])["sent"]
+    assert sent >= 40_000
+    assert logd.stop() == 0
+    total, distinct = postgres.query(
+        "SELECT count(*), count(DISTINCT metadata) FROM logs").split("|")
+    assert int(total) == sent, "every accepted record is in PostgreSQL"
+    assert int(distinct) == sent, "and none twice"
+    assert logd.entries("insert failed; retrying") or logd.entries(
+        "cannot connect to PostgreSQL; retrying")
+
+
+def test_rows_postgres_refuses_go_to_the_dead_letter_file(
+        logd: LogdProcess, postgres: PostgresServer) -> None:
+    logd.wait_for(lambda e: e.get("msg") == "connected")
+    postgres.query("ALTER TABLE logs ADD CONSTRAINT no_poison CHECK (message <> 'poison')")
+    records = [{"app_id": "a", "message": f"fine {i}"} for i in range(100)]
+    records[37] = {"app_id": "a", "message": "poison"}
+    post(logd, records)
+    assert logd.stop() == 0
+    assert postgres.query("SELECT count(*) FROM logs") == "99\n"
+    dead = (logd.out / "state" / "pg.dead-letter.ndjson").read_text().splitlines()
+    assert len(dead) == 1
+    entry = json.loads(dead[0])
+    assert entry["row"]["message"] == "poison" and "no_poison" in entry["reason"]
+
+
+def test_a_disk_spool_replays_into_postgres_after_kill_9(tmp_path: Path,
+                                                         postgres: PostgresServer) -> None:
+    postgres.stop()
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = config(out, postgres, buffer='{ type = "disk", max_bytes = "64MiB" }')
+    first = LogdProcess(cfg, tmp_path).start()
+    try:
+        post(first, [{"message": f"m{i}"} for i in range(1000)])
+    finally:
+        first.stop(signal.SIGKILL)
+    postgres.start()
+    second = LogdProcess(cfg, tmp_path).start()
+    deadline = time.monotonic() + 60
+    while count(postgres) < 1000:
+        assert time.monotonic() < deadline, f"{count(postgres)} of 1000 rows"
+        time.sleep(0.2)  # polling PostgreSQL: no event to await from here
+    assert second.stop() == 0
+    assert postgres.query("SELECT count(DISTINCT message) FROM logs") == "1000\n"
