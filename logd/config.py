@@ -194,7 +194,7 @@ def _join(path: str, key: str) -> str:
 def _memory_only(v: Any) -> str:
     if v == "disk":
         raise ValueError('only "memory" here: a disk spool is for outputs that send elsewhere '
-                         "(ClickHouse, PostgreSQL)")
+                         "(ClickHouse, PostgreSQL, Kafka)")
     return one_of("memory")(v)
 
 

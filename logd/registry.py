@@ -31,5 +31,6 @@ LISTENERS: dict[str, Kind] = {
 OUTPUTS: dict[str, Kind] = {
     "file": Kind("logd.outputs.file", "FileOutputConfig", "FileOutput"),
     "clickhouse": Kind("logd.outputs.clickhouse", "ClickHouseOutputConfig", "ClickHouseOutput"),
+    "kafka": Kind("logd.outputs.kafka", "KafkaOutputConfig", "KafkaOutput"),
     "postgres": Kind("logd.outputs.postgres", "PostgresOutputConfig", "PostgresOutput"),
 }

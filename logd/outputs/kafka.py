@@ -1,0 +1,268 @@
+"""The Kafka output (aiokafka): records produced to a topic in record batches.
+
+Each write groups the block's records by partition (by the record's app, so one app's
+records stay in order, or spread evenly with `key = "none"`), fills aiokafka batch builders
+(C-built record batches, up to `max_batch_bytes` each) and waits for every partition's ACKs
+(`acks`). A partition whose batches were acknowledged is not sent again when a retry is
+needed for another. Batching, retries and dead letters are DatabaseOutput's; a record the
+broker refuses for itself (too large, invalid) goes to the dead-letter file.
+
+The value is the payload as received (`format = "raw"`), or a JSON object of the mapped
+fields (`"json"`: time, app_id, level, message, source, metadata; see logd.fields).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from logd.config import (
+    BufferConfig,
+    component_name,
+    nested,
+    one_of,
+    setting,
+    to_bool,
+    to_duration,
+    to_int,
+    to_nonempty_str,
+    to_size,
+    to_str_list,
+)
+from logd.fields import record_rows, record_time
+from logd.outputs.database import DatabaseOutput
+
+log = logging.getLogger("logd.kafka")
+
+_ACKS: dict[str, Any] = {"all": "all", "leader": 1, "none": 0}
+
+
+def _to_brokers(v: Any) -> tuple[str, ...]:
+    brokers = to_str_list(v)
+    if not brokers:
+        raise ValueError("expected at least one host:port")
+    for b in brokers:
+        host, _, port = b.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"expected host:port, got {b!r}")
+    return brokers
+
+
+@dataclass(frozen=True)
+class KafkaOutputConfig:
+    type: str = setting("kafka", one_of("kafka"))
+    brokers: tuple[str, ...] = setting(("127.0.0.1:9092",), _to_brokers,
+                                       "bootstrap brokers, host:port")
+    topic: str = setting("logs", to_nonempty_str, "topic to produce to")
+    key: str = setting("app", one_of("app", "none"),
+                       "app: records keyed (and partitioned) by app, in order per app; "
+                       "none: spread over the partitions")
+    format: str = setting("raw", one_of("raw", "json"),
+                          "raw: the payload as received; json: the mapped fields")
+    acks: str = setting("all", one_of("all", "leader", "none"),
+                        "all: every in-sync replica; leader: the leader only; none: no ACK")
+    compression: str = setting("none", one_of("none", "gzip"), "record batch compression")
+    create: bool = setting(True, to_bool, "create the topic if absent")
+    partitions: int = setting(3, to_int(1), "partitions of a topic logd creates")
+    max_batch_bytes: int = setting(1024**2, to_size(lo=1024),
+                                   "largest record batch sent to one partition")
+    max_record_bytes: int = setting(1000000, to_size(lo=16),
+                                    "a larger record goes to the dead-letter file (Kafka's "
+                                    "message.max.bytes is about 1 MB)")
+    batch_rows: int = setting(10000, to_int(1), "produce when this many records wait")
+    batch_bytes: int = setting(8 * 1024**2, to_size(lo=1024), "... or this many bytes")
+    batch_timeout: float = setting(0.2, to_duration,
+                                   "... or when the oldest waited this long")
+    retry_max: float = setting(30.0, to_duration, "longest pause between retries")
+    dead_letter: str = setting("", lambda v: v if v == "" else to_nonempty_str(v),
+                               "file for records the broker refuses (default: "
+                               "STATE_DIR/NAME.dead-letter.ndjson)")
+    buffer: BufferConfig = nested(BufferConfig, BufferConfig)  # noqa: RUF009
+    name: str = component_name()
+
+
+Message = tuple[bytes | None, bytes, float]  # key, value, timestamp (epoch seconds)
+
+
+class MessageBlock:
+    """Messages for one write; `sent` remembers which partitions' batches were ACKed."""
+
+    __slots__ = ("count", "groups", "messages", "nbytes", "sent")
+
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = messages
+        self.count = len(messages)
+        self.nbytes = sum(len(m[1]) for m in messages)
+        self.groups: dict[int, list[Message]] | None = None  # by partition, once written
+        self.sent: set[int] = set()
+
+
+def _json_time(ts: Any, received: float) -> float:
+    t = record_time(ts)
+    return received if t is None else t
+
+
+def messages_of(batch: Any, key: bool, fmt: str) -> list[Message]:
+    if fmt == "raw" and not key:
+        received = batch.received
+        return [(None, p, received) for p in batch.payloads]
+    payloads = batch.payloads
+    out: list[Message] = []
+    for i, (app, level, message, source, when, metadata) in enumerate(
+            record_rows(batch, _json_time)):
+        if fmt == "raw":
+            value = payloads[i]
+        else:
+            value = orjson.dumps({
+                "time": datetime.fromtimestamp(when, tz=UTC).isoformat().replace(
+                    "+00:00", "Z"),
+                "app_id": app, "level": level, "message": message, "source": source,
+                "metadata": orjson.Fragment(metadata)})
+        out.append((app.encode() if key else None, value, when))
+    return out
+
+
+class KafkaOutput(DatabaseOutput):
+    server = "Kafka"
+
+    def __init__(self, cfg: KafkaOutputConfig) -> None:
+        super().__init__(cfg)
+        self._producer: Any = None
+        self._round_robin = itertools.count()
+
+    async def start(self) -> None:
+        import aiokafka  # noqa: F401  (fail at start, with the reason, if it is missing)
+
+    async def connect(self) -> str:
+        from aiokafka import AIOKafkaProducer
+        servers = list(self.cfg.brokers)
+        if self.cfg.create:
+            await self._create_topic(servers)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=servers, acks=_ACKS[self.cfg.acks],
+            compression_type=None if self.cfg.compression == "none" else self.cfg.compression,
+            max_batch_size=self.cfg.max_batch_bytes,
+            max_request_size=max(self.cfg.max_batch_bytes, self.cfg.max_record_bytes) + 65536,
+            request_timeout_ms=15000, linger_ms=0)
+        self._producer = producer
+        await producer.start()
+        partitions = await producer.partitions_for(self.cfg.topic)
+        if not partitions:
+            raise RuntimeError(f"topic {self.cfg.topic!r} has no partitions (does it exist?)")
+        return f"{','.join(servers)} topic {self.cfg.topic} ({len(partitions)} partitions)"
+
+    async def _create_topic(self, servers: list[str]) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.errors import TopicAlreadyExistsError
+        admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=10000)
+        await admin.start()
+        try:
+            if self.cfg.topic not in await admin.list_topics():
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics([NewTopic(self.cfg.topic, self.cfg.partitions,
+                                                        replication_factor=1)])
+                log.info("topic created", extra={"output": self.name, "topic": self.cfg.topic,
+                                                 "partitions": self.cfg.partitions})
+        finally:
+            await admin.close()
+
+    async def disconnect(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
+
+    async def write(self, block: MessageBlock) -> int:
+        limit = self.cfg.max_record_bytes
+        if max(len(m[1]) for m in block.messages) > limit:
+            from aiokafka.errors import MessageSizeTooLargeError
+            size = max(len(m[1]) for m in block.messages)
+            raise MessageSizeTooLargeError(f"a record of {size} bytes is over "
+                                           f"max_record_bytes ({limit})")
+        producer = self._producer
+        topic = self.cfg.topic
+        partitions = sorted(await producer.partitions_for(topic))
+        if block.groups is None or not set(block.groups) <= set(partitions):
+            block.groups = self._by_partition(block.messages, partitions)
+            block.sent = set()
+        pending: list[tuple[int, Any]] = []
+        sent = 0
+        for partition, messages in block.groups.items():
+            if partition in block.sent:
+                continue
+            builder = producer.create_batch()
+            for key, value, ts in messages:
+                if builder.append(key=key, value=value, timestamp=int(ts * 1000)) is None:
+                    pending.append((partition, await producer.send_batch(
+                        builder, topic, partition=partition)))
+                    builder = producer.create_batch()  # an empty batch takes any record
+                    builder.append(key=key, value=value, timestamp=int(ts * 1000))
+                sent += len(value)
+            if builder.record_count():
+                pending.append((partition, await producer.send_batch(
+                    builder, topic, partition=partition)))
+        failed: Exception | None = None
+        acked: dict[int, bool] = {}
+        for partition, future in pending:
+            try:
+                await future
+                acked.setdefault(partition, True)
+            except Exception as e:
+                failed = failed or e
+                acked[partition] = False
+        # A retry sends only the partitions not wholly acknowledged.
+        block.sent |= {p for p, ok in acked.items() if ok}
+        if failed is not None:
+            raise failed
+        return sent
+
+    def _by_partition(self, messages: list[Message], partitions: list[int]
+                      ) -> dict[int, list[Message]]:
+        groups: dict[int, list[Message]] = {}
+        n = len(partitions)
+        if self.cfg.key == "app":
+            for m in messages:
+                groups.setdefault(partitions[zlib.crc32(m[0] or b"") % n], []).append(m)
+            return groups
+        # Contiguous runs, one per partition, starting where the last write stopped.
+        start = next(self._round_robin)
+        step = -(-len(messages) // n)
+        for i in range(n):
+            run = messages[i * step:(i + 1) * step]
+            if run:
+                groups[partitions[(start + i) % n]] = run
+        return groups
+
+    def combine(self, batches: list[Any]) -> MessageBlock:
+        key = self.cfg.key == "app"
+        messages: list[Message] = []
+        for b in batches:
+            messages.extend(messages_of(b, key, self.cfg.format))
+        return MessageBlock(messages)
+
+    def split(self, block: MessageBlock) -> tuple[MessageBlock, MessageBlock]:
+        mid = block.count // 2
+        return MessageBlock(block.messages[:mid]), MessageBlock(block.messages[mid:])
+
+    def row_dicts(self, block: MessageBlock) -> list[dict[str, Any]]:
+        return [{"key": k.decode("utf-8", "replace") if k is not None else None,
+                 "value": v.decode("utf-8", "replace"), "time": t}
+                for k, v, t in block.messages]
+
+    def is_data_error(self, e: Exception) -> bool:
+        from aiokafka import errors
+        return isinstance(e, (errors.MessageSizeTooLargeError, errors.RecordTooLargeError,
+                              errors.CorruptRecordException, errors.InvalidTimestampError,
+                              errors.UnsupportedForMessageFormatError,
+                              errors.PolicyViolationError))
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "type": "kafka"}

