@@ -256,6 +256,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
                     return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        raise  # our reader went away (| head): main() ends quietly
     except OSError as e:
         raise CtlError(f"cannot talk to logd on {path}: {e.strerror or e}") from None
     raise CtlError("logd closed the stream (stopping?)")
@@ -352,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"logctl: {e}", file=sys.stderr)
         return EXIT_DAEMON
     except BrokenPipeError:
+        # stdout's reader left (| head): not an error; keep Python from complaining at exit
+        # while it flushes stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
 
 

@@ -61,9 +61,10 @@ class Daemon:
         if hasattr(out, "state_dir"):
             out.state_dir = state_dir
         if (predecessor is not None and predecessor.buffer.persistent
-                and out.buffer.persistent and out.spool_directory(state_dir)
-                == predecessor.spool_directory(state_dir)):
-            out.buffer = predecessor.buffer
+                and out.buffer.persistent
+                and os.path.realpath(out.spool_directory(state_dir))
+                == os.path.realpath(predecessor.spool_directory(state_dir))):
+            out.buffer = predecessor.buffer  # its new settings apply once the reload does
         else:
             out.open_buffer(state_dir)
         return out
@@ -183,8 +184,14 @@ class Daemon:
         """Keep a component's run task alive: log a crash and restart it after a pause."""
         if after is not None:
             # A replaced output writes the same files: the new one starts once the old is done.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await asyncio.shield(after)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # this task is cancelled (shutdown), not only the one waited for
+            except Exception:
+                pass  # the old one's failure was logged where it happened
             # A spool it took over: what the old one left unacknowledged is read again.
             comp.buffer.rewind()
         while True:
@@ -197,6 +204,8 @@ class Daemon:
                 log.exception("component crashed; restarting in 1s",
                               extra={"component": comp.name})
                 await asyncio.sleep(1.0)
+                # What the crashed run held unacknowledged is read again (a disk spool).
+                getattr(comp, "buffer", _NO_BUFFER).rewind()
 
     async def _stats_ticker(self) -> None:
         while True:
@@ -283,6 +292,7 @@ class Daemon:
         retired = {n: self.outputs[n] for n in out_gone + out_changed}
         for n, out in fresh_outputs.items():
             if n in retired and out.buffer is retired[n].buffer:
+                out.buffer.reconfigure(out.buffer_cfg)
                 retired[n].buffer = HandedOver(out.buffer)
         self.outputs = {n: o for n, o in self.outputs.items() if n not in retired}
         self.outputs.update(fresh_outputs)
@@ -352,7 +362,15 @@ class Daemon:
         await out.drain(deadline)
         task = self._tasks.pop(id(out), None)
         if task is not None:
-            _, pending = await asyncio.wait([task], timeout=max(0.0, deadline - loop.time()))
+            try:
+                _, pending = await asyncio.wait([task],
+                                                timeout=max(0.0, deadline - loop.time()))
+            except asyncio.CancelledError:
+                # The daemon stops meanwhile: the old output stops too, or its replacement
+                # (waiting for it) never starts and never ends.
+                out.give_up()
+                await _cancel(task)
+                raise
             if pending:
                 log.error("retired output did not finish its buffer in time",
                           extra={"output": out.name, "records": out.buffer.queued_records})
@@ -449,6 +467,14 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
+
+
+class _NoBuffer:
+    def rewind(self) -> None:
+        pass
+
+
+_NO_BUFFER = _NoBuffer()
 
 
 async def _close_quietly(comp: Any) -> None:

@@ -53,6 +53,9 @@ class RateLimitedLog:
 
     def warning(self, key: str, msg: str, **fields: Any) -> None:
         now = time.monotonic()
+        if len(self._window) > 1024:  # keys from input (paths, peers): bounded
+            self._window = {k: w for k, w in self._window.items()
+                            if now - w[0] < self.interval}
         w = self._window.get(key)
         if w is None or now - w[0] >= self.interval:
             if w is not None and w[2]:

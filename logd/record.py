@@ -116,6 +116,7 @@ class Batch:
         if self._payloads is None:
             if self.raw is None:
                 self._payloads = self._serialized()
+                self.nbytes = sum(map(len, self._payloads))  # no longer an estimate
                 return self._payloads
             lines = self.raw.split(b"\n")
             lines.pop()
@@ -124,6 +125,15 @@ class Batch:
 
     def __len__(self) -> int:
         return self.count
+
+    def payloads_for_a_look(self) -> list[bytes]:
+        """The payloads, without keeping a split of a lines block on the batch (it would
+        double what the batch holds while it waits, uncounted)."""
+        if self._payloads is None and self.raw is not None:
+            lines = self.raw.split(b"\n")
+            lines.pop()
+            return lines
+        return self.payloads
 
     @property
     def held_bytes(self) -> int:

@@ -35,7 +35,7 @@ class Tap:
         picked = self.filter.select(batch)
         if not picked:
             return
-        payloads = batch.payloads
+        payloads = batch.payloads_for_a_look()
         sevs = batch.severity_bytes()
         q = self._queue
         for i in picked:

@@ -110,6 +110,14 @@ class DiskBuffer:
             os.close(self._lock_fd)
             self._lock_fd = -1
             raise SpoolError(f"spool {directory} is in use by another process") from None
+        try:
+            self._recover()
+        except OSError as e:
+            self.release()
+            raise SpoolError(f"spool {directory}: {e.strerror or e}") from None
+
+    def _recover(self) -> None:
+        directory = self.directory
         self._ack_fd = os.open(os.path.join(directory, "ack"), os.O_RDWR | os.O_CREAT, 0o600)
         raw = os.pread(self._ack_fd, ACK.size, 0)
         acked: Position = ACK.unpack(raw) if len(raw) == ACK.size else (0, 0)
@@ -126,6 +134,9 @@ class DiskBuffer:
             os.close(os.open(self._path(seq), os.O_WRONLY | os.O_CREAT, 0o600))
         elif acked[0] < segments[0]:
             acked = (segments[0], 0)
+        # The ack file can be ahead of a segment's data after a power loss (it was synced,
+        # the data was not): what is gone is gone, and reading starts at the real end.
+        acked = (acked[0], min(acked[1], os.path.getsize(self._path(acked[0]))))
         records = waiting = 0
         for seq in segments:
             start = acked[1] if seq == acked[0] else 0
@@ -192,12 +203,12 @@ class DiskBuffer:
             self.dropped_bytes += batch.nbytes
             return False
         seq, off = self._write
-        if off and off + size > self.segment_bytes:
-            seq, off = self._next_segment()
         try:
+            if off and off + size > self.segment_bytes:
+                seq, off = self._next_segment()
             _write_all(self._wfd, entry)
         except OSError as e:
-            # Not on disk, so not taken: counted as dropped, and said (rate of one per batch).
+            # Not on disk, so not taken: counted as dropped, and said.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._wfd, off)
             self.write_errors += 1
@@ -304,8 +315,11 @@ class DiskBuffer:
                 self._read = end
                 continue
             stop = mem[0][0] if mem else self._write
+            before = self._read
             entries, self._read = await asyncio.to_thread(self._read_disk, self._read, stop,
                                                           max_cost - cost)
+            if not entries and self._read == before:
+                break  # nothing readable before `stop` (cannot happen; never spin on it)
             for batch, size, count in entries:
                 if batch is not None:  # an unreadable entry is skipped (and counted)
                     batches.append(batch)
@@ -341,10 +355,20 @@ class DiskBuffer:
                 if fd < 0:
                     fd = os.open(self._path(seq), os.O_RDONLY)
                 head = os.pread(fd, ENTRY.size, off)
-                magic, kind, _flags, length, count, crc = ENTRY.unpack(head)
+                end = self._sizes.get(seq, 0) if seq < stop[0] else stop[1]
+                magic, kind, _flags, length, count, crc = ENTRY.unpack(head) \
+                    if len(head) == ENTRY.size else (0, 0, 0, 0, 0, 0)
+                if magic != MAGIC or off + ENTRY.size + length > end:
+                    # A header that cannot be trusted: the rest of the segment is skipped.
+                    self._corrupt(seq, off, 0, "damaged entry header; rest of the segment "
+                                  "skipped")
+                    out.append((None, end - off, 0))
+                    spent += end - off
+                    off = end
+                    continue
                 body = os.pread(fd, length, off + ENTRY.size)
                 size = ENTRY.size + length
-                if magic != MAGIC or len(body) != length or zlib.crc32(body) != crc:
+                if len(body) != length or zlib.crc32(body) != crc:
                     self._corrupt(seq, off, count, "checksum mismatch")
                     out.append((None, size, count))
                 else:
@@ -390,15 +414,32 @@ class DiskBuffer:
         """Read again from the last acknowledged position (a new writer takes over; what the
         previous one held unacknowledged is sent again)."""
         self._generation += 1
+        early = sum(lease.records for lease in self._done_early.values())
         self._done_early.clear()
         self._memory.clear()
         self._memory_bytes = 0
-        self._unread_records += self._leased_records
+        self._unread_records += self._leased_records + early
         self._leased_records = 0
         self._cost = self._spooled_bytes(self._acked)
         self._read = self._acked
         if not self.empty():
             self._data.set()
+        self._update_writable()
+
+    def reconfigure(self, cfg: BufferConfig) -> None:
+        """New settings for the same spool (a reload changed them)."""
+        self.cfg = cfg
+        self.max_bytes = cfg.max_bytes
+        self.block = cfg.when_full == "block"
+        self.resume_below = cfg.max_bytes * 3 // 4
+        self.segment_bytes = min(64 * 1024**2, max(1024**2, cfg.max_bytes // 8))
+        self._update_writable()
+
+    def _update_writable(self) -> None:
+        if self.block and self._cost >= self.max_bytes:
+            self._writable.clear()
+        elif self._cost <= self.resume_below or not self.block:
+            self._writable.set()
 
     def _spooled_bytes(self, pos: Position) -> int:
         return sum(size - (pos[1] if seq == pos[0] else 0)

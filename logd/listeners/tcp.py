@@ -56,9 +56,10 @@ class TcpListenerConfig:
     name: str = component_name()
 
     def validate(self) -> list[tuple[str, str]]:
-        if self.max_pending_bytes < self.max_frame_bytes:
-            return [("max_pending_bytes", f"must be at least max_frame_bytes "
-                     f"({self.max_frame_bytes}), or no frame that long could complete")]
+        if self.max_pending_bytes < self.max_frame_bytes + 4:
+            return [("max_pending_bytes", f"must be at least max_frame_bytes + 4 "
+                     f"({self.max_frame_bytes + 4}: a frame and its header), or no frame "
+                     "that long could complete")]
         return []
 
 

@@ -68,6 +68,6 @@ async def _send_encoded(proto: Any, batch: ColumnBatch) -> int:
 
 
 def _converted(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A row with created_at as the datetime asynch's encoders expect."""
-    created = datetime.fromtimestamp(row[4], tz=UTC).replace(tzinfo=None)
-    return (*row[:4], created, *row[5:])
+    """A row with created_at as the datetime asynch's encoders expect: with its zone, as a
+    naive one would be read in the server's zone."""
+    return (*row[:4], datetime.fromtimestamp(row[4], tz=UTC), *row[5:])

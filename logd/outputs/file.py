@@ -328,6 +328,9 @@ class FileOutput(Output):
             if time.monotonic() < refused[0]:
                 raise UnwritablePath(path, refused[1])
             del self._refused[path]
+        if len(self._refused) > 4096:  # paths come from records: bounded
+            now = time.monotonic()
+            self._refused = {p: r for p, r in self._refused.items() if r[0] > now}
         while len(self._files) >= self.cfg.max_open_files:
             _, old = self._files.popitem(last=False)
             await self._close_file(old)

@@ -74,11 +74,11 @@ def test_bad_duration_names_key_path() -> None:
 
 
 def test_unknown_component_type_lists_valid_types() -> None:
-    text = LISTENER.replace('"tcp"', '"udp"') + OUTPUT.replace('"file"', '"kafka"')
+    text = LISTENER.replace('"tcp"', '"udp"') + OUTPUT.replace('"file"', '"s3"')
     problems = problems_of(text)
     assert "unknown type 'udp'" in problems["listeners.emitters.type"]
     assert "tcp" in problems["listeners.emitters.type"]
-    assert "unknown type 'kafka'" in problems["outputs.files.type"]
+    assert "unknown type 's3'" in problems["outputs.files.type"]
     assert "file" in problems["outputs.files.type"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +215,70 @@ async def test_fsync_interval_syncs_after_a_write(tmp_path: Path) -> None:
     buf.release()
     assert buf._sync_handle is None
     assert os.listdir(tmp_path)
+
+
+async def test_an_ack_ahead_of_the_data_starts_at_the_real_end(tmp_path: Path) -> None:
+    # After a power loss the synced ack file can point past what reached the segment.
+    buf = opened(tmp_path)
+    buf.put(batch("a"))
+    buf.release()
+    (tmp_path / "ack").write_bytes(struct.pack("<QQ", 1, 10_000))
+    again = opened(tmp_path, memory_bytes=0)
+    assert again.queued_records == 0
+    again.put(batch("b"))
+    assert await drain(again) == [b"b-0", b"b-1", b"b-2"]
+    again.release()
+
+
+def test_a_spool_that_fails_to_open_lets_go_of_its_lock(tmp_path: Path) -> None:
+    (tmp_path / "ack").mkdir()  # opening the ack file fails
+    with pytest.raises(SpoolError):
+        opened(tmp_path)
+    (tmp_path / "ack").rmdir()
+    opened(tmp_path).release()  # not "in use by another process"
+
+
+async def test_a_segment_that_cannot_be_made_drops_the_batch_and_counts_it(
+        tmp_path: Path) -> None:
+    buf = opened(tmp_path, max_bytes=8 * 1024**2)  # 1 MiB segments
+    buf.put(Batch([b"x" * 900_000], None, "e", 0.0, 900_000))
+    (tmp_path / "0000000000000002.seg").mkdir()  # the next segment's name is taken
+    assert buf.put(Batch([b"y" * 900_000], None, "e", 0.0, 900_000)) is False
+    assert (buf.dropped_records, buf.write_errors, buf.queued_records) == (1, 1, 1)
+    buf.release()
+
+
+async def test_rewind_counts_acks_that_came_early(tmp_path: Path) -> None:
+    buf = opened(tmp_path)
+    for t in "abc":
+        buf.put(batch(t))
+    leases = [await buf.get(1, timeout=1) for _ in range(3)]
+    buf.ack(leases[2])  # type: ignore[arg-type]
+    buf.rewind()
+    assert buf.queued_records == 9
+    assert len(await drain(buf)) == 9 and buf.queued_records == 0
+    buf.release()
+
+
+async def test_reconfigure_changes_the_bound_of_the_same_spool(tmp_path: Path) -> None:
+    buf = opened(tmp_path, max_bytes=1024**2)
+    buf.put(Batch([b"x" * 5000], None, "e", 0.0, 5000))
+    assert not buf.full
+    buf.reconfigure(cfg(max_bytes=4096))
+    assert buf.full and buf.max_bytes == 4096
+    buf.release()
+
+
+async def test_a_damaged_header_while_running_skips_the_rest_of_the_segment(
+        tmp_path: Path) -> None:
+    buf = opened(tmp_path, memory_bytes=0)
+    for t in "ab":
+        buf.put(batch(t))
+    seg = next(tmp_path.glob("*.seg"))
+    with open(seg, "r+b") as f:
+        f.write(b"\x00\x00")  # the first entry's magic
+    assert await buf.get(1 << 20, timeout=1) is None  # nothing readable, and no spinning
+    assert buf.empty() and buf.corrupt_records == 0
+    buf.put(batch("c"))  # written after the damaged region: read as usual
+    assert await drain(buf) == [b"c-0", b"c-1", b"c-2"]
+    buf.release()
