@@ -151,3 +151,15 @@ def logctl(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str
     """Run logctl (as `python -m logd.ctl`) and return its result, whatever the exit code."""
     return subprocess.run([sys.executable, "-m", "logd.ctl", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)
+
+
+def post_records(p: LogdProcess, records: list[dict[str, Any]],
+                 listener: str = "http") -> dict[str, Any]:
+    """POST a JSON array to logd's /api/logs; the 202 answer's body (anything else fails)."""
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{p.port(listener)}/api/logs",
+                                 data=json.dumps(records).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 202
+        return json.loads(r.read())

@@ -21,19 +21,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from logd.config import (
-    BufferConfig,
-    component_name,
-    nested,
     one_of,
     setting,
     to_bool,
-    to_duration,
-    to_int,
     to_nonempty_str,
-    to_size,
 )
 from logd.outputs.clickhouse_columns import COLUMNS, ColumnBatch, join_columns
-from logd.outputs.database import DatabaseOutput
+from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
 from logd.record import Batch
 
 log = logging.getLogger("logd.clickhouse")
@@ -59,21 +53,12 @@ def _to_ident(v: Any) -> str:
 
 
 @dataclass(frozen=True)
-class ClickHouseOutputConfig:
+class ClickHouseOutputConfig(DatabaseOutputConfig):
     type: str = setting("clickhouse", one_of("clickhouse"))
     url: str = setting("clickhouse://default@127.0.0.1:9000/logs_db", _to_url,
                        "clickhouse://user[:password]@host[:port]/database (native protocol)")
     table: str = setting("logs", _to_ident, "table in that database")
     create: bool = setting(True, to_bool, "create the database and table if absent")
-    batch_rows: int = setting(10000, to_int(1), "insert when this many rows wait")
-    batch_bytes: int = setting(8 * 1024**2, to_size(lo=1024), "... or this many bytes")
-    batch_timeout: float = setting(1.0, to_duration, "... or when the oldest waited this long")
-    retry_max: float = setting(30.0, to_duration, "longest pause between insert retries")
-    dead_letter: str = setting("", lambda v: v if v == "" else to_nonempty_str(v),
-                               "file for rows ClickHouse refuses (default: "
-                               "STATE_DIR/NAME.dead-letter.ndjson)")
-    buffer: BufferConfig = nested(BufferConfig, BufferConfig)  # noqa: RUF009
-    name: str = component_name()
 
 
 class ClickHouseOutput(DatabaseOutput):

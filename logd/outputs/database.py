@@ -20,14 +20,40 @@ import logging
 import os
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from logd.config import (
+    BufferConfig,
+    component_name,
+    nested,
+    setting,
+    to_duration,
+    to_int,
+    to_nonempty_str,
+    to_size,
+)
 from logd.metrics import BATCH_RECORDS_BUCKETS, FLUSH_SECONDS_BUCKETS, Histogram
 from logd.outputs.base import Output
 
 log = logging.getLogger("logd.database")
+
+
+@dataclass(frozen=True)
+class DatabaseOutputConfig:
+    """The keys every database output has, besides its own."""
+
+    batch_rows: int = setting(10000, to_int(1), "write when this many records wait")
+    batch_bytes: int = setting(8 * 1024**2, to_size(lo=1024), "... or this many bytes")
+    batch_timeout: float = setting(1.0, to_duration, "... or when the oldest waited this long")
+    retry_max: float = setting(30.0, to_duration, "longest pause between retries")
+    dead_letter: str = setting("", lambda v: v if v == "" else to_nonempty_str(v),
+                               "file for records the server refuses, with the reason "
+                               "(default: STATE_DIR/NAME.dead-letter.ndjson)")
+    buffer: BufferConfig = nested(BufferConfig, BufferConfig)  # noqa: RUF009
+    name: str = component_name()
 
 
 class DatabaseOutput(Output):

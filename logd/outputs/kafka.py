@@ -25,9 +25,6 @@ from typing import Any
 import orjson
 
 from logd.config import (
-    BufferConfig,
-    component_name,
-    nested,
     one_of,
     setting,
     to_bool,
@@ -38,7 +35,7 @@ from logd.config import (
     to_str_list,
 )
 from logd.fields import record_rows, record_time
-from logd.outputs.database import DatabaseOutput
+from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
 
 log = logging.getLogger("logd.kafka")
 
@@ -57,7 +54,7 @@ def _to_brokers(v: Any) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class KafkaOutputConfig:
+class KafkaOutputConfig(DatabaseOutputConfig):
     type: str = setting("kafka", one_of("kafka"))
     brokers: tuple[str, ...] = setting(("127.0.0.1:9092",), _to_brokers,
                                        "bootstrap brokers, host:port")
@@ -77,16 +74,8 @@ class KafkaOutputConfig:
     max_record_bytes: int = setting(1000000, to_size(lo=16),
                                     "a larger record goes to the dead-letter file (Kafka's "
                                     "message.max.bytes is about 1 MB)")
-    batch_rows: int = setting(10000, to_int(1), "produce when this many records wait")
-    batch_bytes: int = setting(8 * 1024**2, to_size(lo=1024), "... or this many bytes")
     batch_timeout: float = setting(0.2, to_duration,
                                    "... or when the oldest waited this long")
-    retry_max: float = setting(30.0, to_duration, "longest pause between retries")
-    dead_letter: str = setting("", lambda v: v if v == "" else to_nonempty_str(v),
-                               "file for records the broker refuses (default: "
-                               "STATE_DIR/NAME.dead-letter.ndjson)")
-    buffer: BufferConfig = nested(BufferConfig, BufferConfig)  # noqa: RUF009
-    name: str = component_name()
 
 
 Message = tuple[bytes | None, bytes, float]  # key, value, timestamp (epoch seconds)

@@ -27,19 +27,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from logd.config import (
-    BufferConfig,
-    component_name,
-    nested,
     one_of,
     setting,
     to_bool,
-    to_duration,
-    to_int,
     to_nonempty_str,
-    to_size,
 )
 from logd.fields import record_rows, record_time
-from logd.outputs.database import DatabaseOutput
+from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
 
 log = logging.getLogger("logd.postgres")
 
@@ -66,22 +60,13 @@ def _to_ident(v: Any) -> str:
 
 
 @dataclass(frozen=True)
-class PostgresOutputConfig:
+class PostgresOutputConfig(DatabaseOutputConfig):
     type: str = setting("postgres", one_of("postgres"))
     dsn: str = setting("postgresql://logd@127.0.0.1:5432/logd", _to_dsn,
                        "postgresql://user[:password]@host[:port]/database[?sslmode=...]")
     schema: str = setting("public", _to_ident, "schema of the table")
     table: str = setting("logs", _to_ident, "table name")
     create: bool = setting(True, to_bool, "create the table and its indexes if absent")
-    batch_rows: int = setting(10000, to_int(1), "write when this many rows wait")
-    batch_bytes: int = setting(8 * 1024**2, to_size(lo=1024), "... or this many bytes")
-    batch_timeout: float = setting(1.0, to_duration, "... or when the oldest waited this long")
-    retry_max: float = setting(30.0, to_duration, "longest pause between write retries")
-    dead_letter: str = setting("", lambda v: v if v == "" else to_nonempty_str(v),
-                               "file for rows PostgreSQL refuses (default: "
-                               "STATE_DIR/NAME.dead-letter.ndjson)")
-    buffer: BufferConfig = nested(BufferConfig, BufferConfig)  # noqa: RUF009
-    name: str = component_name()
 
 
 def _when(ts: Any, received: float) -> datetime:

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 from clickhouse_server import ClickHouseError, ClickHouseServer
 from harness import REPO, LogdProcess
+from harness import post_records as post
 from test_tcp_file import frame
 
 
@@ -69,13 +69,6 @@ def logd(tmp_path: Path, clickhouse: ClickHouseServer) -> Iterator[LogdProcess]:
         p.stop(signal.SIGKILL)
 
 
-def post(p: LogdProcess, records: list[dict[str, Any]]) -> dict[str, Any]:
-    req = urllib.request.Request(f"http://127.0.0.1:{p.port('http')}/api/logs",
-                                 data=json.dumps(records).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.status == 202
-        return json.loads(r.read())
 
 
 def count(ch: ClickHouseServer) -> int:

@@ -9,14 +9,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from harness import REPO, LogdProcess
+from harness import post_records as post
 from kafka_broker import KafkaBroker
 from test_tcp_file import frame
 
@@ -76,12 +75,6 @@ def stopper() -> Iterator[list[LogdProcess]]:
             p.stop(signal.SIGKILL)
 
 
-def post(p: LogdProcess, records: list[dict[str, Any]]) -> None:
-    req = urllib.request.Request(f"http://127.0.0.1:{p.port('http')}/api/logs",
-                                 data=json.dumps(records).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.status == 202
 
 
 def test_records_arrive_keyed_by_app(tmp_path: Path, broker: KafkaBroker,

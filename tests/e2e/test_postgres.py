@@ -8,13 +8,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from harness import REPO, LogdProcess
+from harness import post_records as post
 from postgres_server import PostgresServer
 from test_tcp_file import frame
 
@@ -68,12 +67,6 @@ def logd(tmp_path: Path, postgres: PostgresServer) -> Iterator[LogdProcess]:
         p.stop(signal.SIGKILL)
 
 
-def post(p: LogdProcess, records: list[dict[str, Any]]) -> None:
-    req = urllib.request.Request(f"http://127.0.0.1:{p.port('http')}/api/logs",
-                                 data=json.dumps(records).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.status == 202
 
 
 def count(pg: PostgresServer) -> int:
