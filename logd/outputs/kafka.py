@@ -17,13 +17,17 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import struct
 import zlib
+from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 
 import orjson
 
+from logd.buffers import codec
 from logd.config import (
     one_of,
     setting,
@@ -34,12 +38,14 @@ from logd.config import (
     to_size,
     to_str_list,
 )
-from logd.fields import record_rows, record_time
+from logd.fields import record_rows, record_time, text
 from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
+from logd.record import Batch
 
 log = logging.getLogger("logd.kafka")
 
 _ACKS: dict[str, Any] = {"all": "all", "leader": 1, "none": 0}
+_STR = {str}
 
 
 def _to_brokers(v: Any) -> tuple[str, ...]:
@@ -99,24 +105,110 @@ def _json_time(ts: Any, received: float) -> float:
     return received if t is None else t
 
 
-def messages_of(batch: Any, key: bool, fmt: str) -> list[Message]:
-    if fmt == "raw" and not key:
+def _apps(batch: Batch) -> list[str]:
+    """Each record's app (see logd.fields), column-wise when every record is a JSON object."""
+    fields = batch.fields()
+    source = batch.source
+    if None in fields:
+        return [source if o is None else _app(o, source) for o in fields]
+    apps = list(map(dict.get, fields, repeat("app_id")))
+    if None in apps or not set(map(type, apps)) <= _STR:
+        apps = [_app(o, source) for o in fields]  # type: ignore[arg-type]
+    return apps
+
+
+def _app(obj: dict[str, Any], source: str) -> str:
+    app = obj.get("app_id")
+    if app is None:
+        app = obj.get("app", source)
+    return text(app)
+
+
+class KafkaBatch:
+    """A batch as Kafka messages (key, value, timestamp): what the output's buffer holds,
+    made as the batch arrives, while an HTTP batch's parsed objects are at hand."""
+
+    __slots__ = ("count", "messages", "nbytes")
+
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = messages
+        self.count = len(messages)
+        self.nbytes = sum(len(m[1]) for m in messages)
+
+    @property
+    def held_bytes(self) -> int:
+        return self.nbytes + 64 * self.count  # the tuples and keys beside the values
+
+    def compact(self) -> None:
+        """Already as small as it gets (see Batch.compact)."""
+
+    @classmethod
+    def of_batch(cls, batch: Batch, key: bool, fmt: str) -> KafkaBatch:
+        # The Kafka timestamp is when logd received the record; its own time is in the value.
         received = batch.received
-        return [(None, p, received) for p in batch.payloads]
-    payloads = batch.payloads
-    out: list[Message] = []
-    for i, (app, level, message, source, when, metadata) in enumerate(
-            record_rows(batch, _json_time)):
         if fmt == "raw":
-            value = payloads[i]
-        else:
+            values = batch.payloads
+            if not key:
+                return cls([(None, v, received) for v in values])
+            apps = _apps(batch)
+            encoded = {a: a.encode() for a in set(apps)}
+            return cls(list(zip(map(encoded.__getitem__, apps), values, repeat(received))))
+        out: list[Message] = []
+        for app, level, message, source, when, metadata in record_rows(batch, _json_time):
             value = orjson.dumps({
                 "time": datetime.fromtimestamp(when, tz=UTC).isoformat().replace(
                     "+00:00", "Z"),
                 "app_id": app, "level": level, "message": message, "source": source,
                 "metadata": orjson.Fragment(metadata)})
-        out.append((app.encode() if key else None, value, when))
-    return out
+            out.append((app.encode() if key else None, value, received))
+        return cls(out)
+
+
+# In a disk spool: count, then per message a key length (u32, 0xFFFFFFFF: none), a value
+# length (u32) and a timestamp (f64), then the keys and values.
+_SPOOL_COUNT = struct.Struct("<I")
+_NO_KEY = 0xFFFFFFFF
+
+
+def _spool_encode(batch: KafkaBatch) -> bytes:
+    heads = array("I")
+    stamps = array("d")
+    parts: list[bytes] = []
+    for k, v, t in batch.messages:
+        heads.append(_NO_KEY if k is None else len(k))
+        heads.append(len(v))
+        stamps.append(t)
+        if k is not None:
+            parts.append(k)
+        parts.append(v)
+    return b"".join((_SPOOL_COUNT.pack(batch.count), heads.tobytes(), stamps.tobytes(),
+                     *parts))
+
+
+def _spool_decode(body: bytes) -> KafkaBatch:
+    (count,) = _SPOOL_COUNT.unpack_from(body)
+    off = _SPOOL_COUNT.size
+    heads = array("I")
+    heads.frombytes(body[off:off + 8 * count])
+    off += 8 * count
+    stamps = array("d")
+    stamps.frombytes(body[off:off + 8 * count])
+    off += 8 * count
+    messages: list[Message] = []
+    for i in range(count):
+        klen, vlen = heads[2 * i], heads[2 * i + 1]
+        key = None
+        if klen != _NO_KEY:
+            key = body[off:off + klen]
+            off += klen
+        messages.append((key, body[off:off + vlen], stamps[i]))
+        off += vlen
+    if off != len(body):
+        raise ValueError("message lengths do not add up to the entry")
+    return KafkaBatch(messages)
+
+
+codec.register(KafkaBatch, 3, _spool_encode, _spool_decode)
 
 
 class KafkaOutput(DatabaseOutput):
@@ -230,12 +322,14 @@ class KafkaOutput(DatabaseOutput):
                 groups[partitions[(start + i) % n]] = run
         return groups
 
+    def submit(self, batch: Batch) -> bool:
+        return self.buffer.put(KafkaBatch.of_batch(batch, self.cfg.key == "app",
+                                                   self.cfg.format))
+
     def combine(self, batches: list[Any]) -> MessageBlock:
-        key = self.cfg.key == "app"
-        messages: list[Message] = []
-        for b in batches:
-            messages.extend(messages_of(b, key, self.cfg.format))
-        return MessageBlock(messages)
+        if len(batches) == 1:
+            return MessageBlock(batches[0].messages)
+        return MessageBlock(list(itertools.chain.from_iterable(b.messages for b in batches)))
 
     def split(self, block: MessageBlock) -> tuple[MessageBlock, MessageBlock]:
         mid = block.count // 2

@@ -63,6 +63,17 @@ def test_batches_survive_the_codec() -> None:
     assert codec.decode(kind, body).rows() == cols.rows()
     with pytest.raises(ValueError):
         codec.decode(99, body)
+    from logd.outputs.kafka import KafkaBatch
+    msgs = KafkaBatch.of_batch(Batch.from_objects([{"message": "m", "app_id": "a"},
+                                                   {"message": "n"}], bytes([6, 6]), "http",
+                                                  5.0, 0), key=True, fmt="raw")
+    assert [m[0] for m in msgs.messages] == [b"a", b"http"]
+    kind, body = codec.encode(msgs)
+    assert codec.decode(kind, body).messages == msgs.messages
+    unkeyed = KafkaBatch.of_batch(lines, key=False, fmt="raw")
+    kind, body = codec.encode(unkeyed)
+    assert codec.decode(kind, body).messages == [(None, b"a", 2.0), (None, b"bb", 2.0),
+                                                 (None, b"", 2.0)]
 
 
 async def test_in_order_and_acked(tmp_path: Path) -> None:
