@@ -64,6 +64,10 @@ class Daemon:
                 and out.buffer.persistent
                 and os.path.realpath(out.spool_directory(state_dir))
                 == os.path.realpath(predecessor.spool_directory(state_dir))):
+            if cfg.type != predecessor.cfg.type:  # type: ignore[attr-defined]
+                raise StartError(
+                    f"output {name}: its spool holds {predecessor.cfg.type} records "  # type: ignore[attr-defined]
+                    f"(not {cfg.type}); give the new type another buffer path")
             out.buffer = predecessor.buffer  # its new settings apply once the reload does
         else:
             out.open_buffer(state_dir)
@@ -452,7 +456,8 @@ class Daemon:
                        "started_at": self.started_at},
             "listeners": {n: c.stats() for n, c in self.listeners.items()},
             "outputs": {n: c.stats() for n, c in self.outputs.items()},
-            "router": {"unrouted": self.router.unrouted},
+            "router": {"unrouted": self.router.unrouted,
+                       "submit_errors": self.router.submit_errors},
         }
 
 

@@ -2,10 +2,10 @@
 
 app_id is the record's `app_id` (else `app`, else the listener's name); level the canonical
 severity name; message the `message` field (or the whole payload when it is not a JSON
-object); source the `source` field (else the listener); the time its `timestamp` (epoch
-seconds or RFC 3339; no zone means UTC) or else when it arrived; metadata its `metadata`
-object with any other fields beyond these added, as JSON. Values that are not strings are
-kept as their JSON text.
+object); source the `source` field (else, or when null, the listener); the time its
+`timestamp` (epoch seconds or RFC 3339; no zone means UTC) or else when it arrived; metadata
+its `metadata` object with any other fields beyond these added, as JSON. Values that are not
+strings are kept as their JSON text.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def record_rows(batch: Batch, when: Callable[[Any, float], Any]
         app = obj.get("app_id")
         if app is None:
             app = obj.get("app", source)
+        src = obj.get("source")
         rows.append((text(app), level, text(obj.get("message", "")),
-                     text(obj.get("source", source)), when(obj.get("timestamp"), received),
+                     text(source if src is None else src), when(obj.get("timestamp"), received),
                      metadata_json(obj).decode()))
     return rows

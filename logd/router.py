@@ -9,6 +9,7 @@ counted as unrouted.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,10 +22,13 @@ from logd.weighted import StridePicker
 
 GROUP_CHUNK = 64  # records per pick in a weighted group
 
+log = logging.getLogger("logd.router")
+
 
 class Router:
     def __init__(self, routes: Mapping[str, RouteConfig], outputs: Mapping[str, Output]) -> None:
         self.unrouted = 0
+        self.submit_errors = 0
         self.taps: list[Tap] = []  # logctl tail: copies of what passes, kept across reloads
         self.reconfigure(routes, outputs)
 
@@ -63,7 +67,7 @@ class Router:
             for tap in self.taps:
                 tap.offer(batch)
         if self._everywhere is not None:
-            return [o.buffer for o in self._everywhere if o.submit(batch)]
+            return [o.buffer for o in self._everywhere if self._submit(o, batch)]
         n = batch.count
         picked: dict[Output, set[int] | None] = {}  # None: the whole batch
         for flt, dests, picker in self._routes:
@@ -91,10 +95,24 @@ class Router:
             else:
                 routed |= sel
                 sub = batch.subset(sorted(sel))
-            if out.submit(sub):
+            if self._submit(out, sub):
                 blocked.append(out.buffer)
         self.unrouted += n - len(routed)
         return blocked
+
+    def _submit(self, out: Output, batch: Batch) -> bool:
+        """Hand a batch to one output; a bug in one output's intake must not keep the batch
+        from the others (or kill the connection it came on): it is counted and logged."""
+        try:
+            return out.submit(batch)
+        except Exception:
+            out.buffer.dropped_records += batch.count
+            self.submit_errors += batch.count
+            if self.submit_errors == batch.count or self.submit_errors % 100_000 < batch.count:
+                log.exception("an output could not take a batch; its records are dropped "
+                              "for that output", extra={"output": out.name,
+                                                        "records": batch.count})
+            return False
 
     @staticmethod
     def _split_by_weight(indices: list[int], dests: list[Output], picker: StridePicker,

@@ -95,8 +95,9 @@ class DiskBuffer:
 
     # -- opening --
 
-    def open(self, directory: str) -> None:
-        """Take the spool at `directory` (made if absent) and find what waits in it."""
+    def open(self, directory: str, kind: str = "") -> None:
+        """Take the spool at `directory` (made if absent) and find what waits in it. `kind`
+        (the output's type) is kept in the spool: another type's records are refused."""
         self.directory = directory
         try:
             os.makedirs(directory, exist_ok=True)
@@ -111,10 +112,30 @@ class DiskBuffer:
             self._lock_fd = -1
             raise SpoolError(f"spool {directory} is in use by another process") from None
         try:
+            self._check_kind(kind)
             self._recover()
         except OSError as e:
             self.release()
             raise SpoolError(f"spool {directory}: {e.strerror or e}") from None
+        except SpoolError:
+            self.release()
+            raise
+
+    def _check_kind(self, kind: str) -> None:
+        if not kind:
+            return
+        path = os.path.join(self.directory, "type")
+        try:
+            with open(path) as f:
+                held = f.read().strip()
+        except FileNotFoundError:
+            with open(path, "w") as f:
+                f.write(kind + "\n")
+            return
+        if held != kind:
+            raise SpoolError(f"spool {self.directory} holds records of a {held} output, not "
+                             f"{kind}: let a {held} output send them, or give this one "
+                             "another buffer path")
 
     def _recover(self) -> None:
         directory = self.directory

@@ -152,7 +152,7 @@ class MemoryBuffer:
         self._writable.set()
         self._data.set()
 
-    def open(self, directory: str) -> None:
+    def open(self, directory: str, kind: str = "") -> None:
         """Nothing to open: for the disk buffer's sake."""
 
     def rewind(self) -> None:

@@ -27,7 +27,8 @@ class Output(Component):
     def open_buffer(self, state_dir: str) -> None:
         """Open a disk buffer's spool (what it holds from before is sent first)."""
         try:
-            self.buffer.open(self.spool_directory(state_dir))
+            self.buffer.open(self.spool_directory(state_dir),
+                             getattr(getattr(self, "cfg", None), "type", ""))
         except (SpoolError, OSError) as e:
             raise StartError(f"output {self.name}: {e}") from None
 

@@ -146,7 +146,9 @@ class ColumnBatch:
             apps = [a if a is not None else o.get("app", source) for a, o in zip(apps, objs,
                                                                                  strict=True)]
         messages = list(map(get, objs, repeat("message"), repeat("")))
-        sources = list(map(get, objs, repeat("source"), repeat(source)))
+        sources = list(map(get, objs, repeat("source")))
+        if None in sources:
+            sources = [source if s is None else s for s in sources]
         columns = (
             encode_strings(_strings(apps)),
             b"".join(map(_LEVEL_VALUES.__getitem__, batch.severity_bytes())),

@@ -65,6 +65,7 @@ class DatabaseOutput(Output):
         self.state_dir = "."
         self._draining = False
         self._connected = False
+        self._giving_up = False
         self.written = 0
         self.inserts = 0
         self.errors = 0
@@ -240,6 +241,10 @@ class DatabaseOutput(Output):
     async def drain(self, deadline: float) -> None:
         self._draining = True
         self.buffer.close()
+
+    def give_up(self) -> None:
+        """Past the shutdown deadline: close() lets go of the connection without waiting."""
+        self._giving_up = True
 
     async def close(self) -> None:
         self._connected = False

@@ -14,7 +14,6 @@ fields (`"json"`: time, app_id, level, message, source, metadata; see logd.field
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import struct
@@ -46,6 +45,7 @@ log = logging.getLogger("logd.kafka")
 
 _ACKS: dict[str, Any] = {"all": "all", "leader": 1, "none": 0}
 _STR = {str}
+_TOPIC_ALREADY_EXISTS = 36
 
 
 def _to_brokers(v: Any) -> tuple[str, ...]:
@@ -75,6 +75,7 @@ class KafkaOutputConfig(DatabaseOutputConfig):
     compression: str = setting("none", one_of("none", "gzip"), "record batch compression")
     create: bool = setting(True, to_bool, "create the topic if absent")
     partitions: int = setting(3, to_int(1), "partitions of a topic logd creates")
+    replication: int = setting(1, to_int(1), "replication factor of a topic logd creates")
     max_batch_bytes: int = setting(1024**2, to_size(lo=1024),
                                    "largest record batch sent to one partition")
     max_record_bytes: int = setting(1000000, to_size(lo=16),
@@ -88,21 +89,36 @@ Message = tuple[bytes | None, bytes, float]  # key, value, timestamp (epoch seco
 
 
 class MessageBlock:
-    """Messages for one write; `sent` remembers which partitions' batches were ACKed."""
+    """Messages for one write. Once written, `groups` holds them by partition and `acked`
+    how many of each partition's the broker acknowledged, in order: a retry sends only the
+    rest, so nothing acknowledged is sent again and one app's records stay in order."""
 
-    __slots__ = ("count", "groups", "messages", "nbytes", "sent")
+    __slots__ = ("acked", "count", "groups", "messages", "nbytes")
 
     def __init__(self, messages: list[Message]) -> None:
         self.messages = messages
         self.count = len(messages)
         self.nbytes = sum(len(m[1]) for m in messages)
-        self.groups: dict[int, list[Message]] | None = None  # by partition, once written
-        self.sent: set[int] = set()
+        self.groups: dict[int, list[Message]] | None = None
+        self.acked: dict[int, int] = {}
+
+    def unacknowledged(self) -> list[Message]:
+        if self.groups is None:
+            return self.messages
+        return [m for p, msgs in self.groups.items() for m in msgs[self.acked.get(p, 0):]]
 
 
 def _json_time(ts: Any, received: float) -> float:
     t = record_time(ts)
     return received if t is None else t
+
+
+def _iso(t: float, received: float) -> str:
+    try:
+        d = datetime.fromtimestamp(t, tz=UTC)
+    except (OverflowError, OSError, ValueError):  # beyond what a datetime holds
+        d = datetime.fromtimestamp(received, tz=UTC)
+    return d.isoformat().replace("+00:00", "Z")
 
 
 def _apps(batch: Batch) -> list[str]:
@@ -156,8 +172,7 @@ class KafkaBatch:
         out: list[Message] = []
         for app, level, message, source, when, metadata in record_rows(batch, _json_time):
             value = orjson.dumps({
-                "time": datetime.fromtimestamp(when, tz=UTC).isoformat().replace(
-                    "+00:00", "Z"),
+                "time": _iso(when, received),
                 "app_id": app, "level": level, "message": message, "source": source,
                 "metadata": orjson.Fragment(metadata)})
             out.append((app.encode() if key else None, value, received))
@@ -217,6 +232,7 @@ class KafkaOutput(DatabaseOutput):
     def __init__(self, cfg: KafkaOutputConfig) -> None:
         super().__init__(cfg)
         self._producer: Any = None
+        self._stopping: set[asyncio.Future[Any]] = set()
         self._round_robin = itertools.count()
 
     async def start(self) -> None:
@@ -242,67 +258,81 @@ class KafkaOutput(DatabaseOutput):
 
     async def _create_topic(self, servers: list[str]) -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-        from aiokafka.errors import TopicAlreadyExistsError
         admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=10000)
         await admin.start()
         try:
-            if self.cfg.topic not in await admin.list_topics():
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics([NewTopic(self.cfg.topic, self.cfg.partitions,
-                                                        replication_factor=1)])
-                log.info("topic created", extra={"output": self.name, "topic": self.cfg.topic,
-                                                 "partitions": self.cfg.partitions})
+            if self.cfg.topic in await admin.list_topics():
+                return
+            response = await admin.create_topics([NewTopic(
+                self.cfg.topic, self.cfg.partitions,
+                replication_factor=self.cfg.replication)])
+            for topic_error in getattr(response, "topic_errors", ()):
+                code = topic_error[1]
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise RuntimeError(f"cannot create topic {self.cfg.topic!r}: broker "
+                                       f"error {code} {topic_error[2:] or ''}")
+            log.info("topic created", extra={"output": self.name, "topic": self.cfg.topic,
+                                             "partitions": self.cfg.partitions,
+                                             "replication": self.cfg.replication})
         finally:
             await admin.close()
 
     async def disconnect(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 5)
+        if producer is None:
+            return
+        # stop() waits for what the producer still holds (up to its request timeout when
+        # the broker is gone); cancelling it would leave its sender and connections behind,
+        # so it finishes in the background and is only waited for briefly here.
+        stopping = asyncio.ensure_future(producer.stop())
+        self._stopping.add(stopping)
+        stopping.add_done_callback(self._stopping.discard)
+        stopping.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if not self._giving_up:
+            await asyncio.wait([stopping], timeout=5)
 
     async def write(self, block: MessageBlock) -> int:
+        if not block.count:
+            return 0
         limit = self.cfg.max_record_bytes
-        if max(len(m[1]) for m in block.messages) > limit:
+        size = max(len(m[1]) for m in block.messages)
+        if size > limit:
             from aiokafka.errors import MessageSizeTooLargeError
-            size = max(len(m[1]) for m in block.messages)
             raise MessageSizeTooLargeError(f"a record of {size} bytes is over "
                                            f"max_record_bytes ({limit})")
-        producer = self._producer
-        topic = self.cfg.topic
-        partitions = sorted(await producer.partitions_for(topic))
+        partitions = sorted(await self._producer.partitions_for(self.cfg.topic))
         if block.groups is None or not set(block.groups) <= set(partitions):
-            block.groups = self._by_partition(block.messages, partitions)
-            block.sent = set()
-        pending: list[tuple[int, Any]] = []
+            block.groups = self._by_partition(block.unacknowledged(), partitions)
+            block.acked = {}
+        results = await asyncio.gather(*(self._send_partition(block, p)
+                                         for p in block.groups), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return sum(results)  # type: ignore[arg-type]
+
+    async def _send_partition(self, block: MessageBlock, partition: int) -> int:
+        """One partition's messages, a record batch at a time, each acknowledged before the
+        next goes (so a retry never reorders them)."""
+        assert block.groups is not None
+        producer = self._producer
+        messages = block.groups[partition]
+        i = block.acked.get(partition, 0)
         sent = 0
-        for partition, messages in block.groups.items():
-            if partition in block.sent:
-                continue
+        while i < len(messages):
             builder = producer.create_batch()
-            for key, value, ts in messages:
+            j = i
+            nbytes = 0
+            while j < len(messages):
+                key, value, ts = messages[j]
                 if builder.append(key=key, value=value, timestamp=int(ts * 1000)) is None:
-                    pending.append((partition, await producer.send_batch(
-                        builder, topic, partition=partition)))
-                    builder = producer.create_batch()  # an empty batch takes any record
-                    builder.append(key=key, value=value, timestamp=int(ts * 1000))
-                sent += len(value)
-            if builder.record_count():
-                pending.append((partition, await producer.send_batch(
-                    builder, topic, partition=partition)))
-        failed: Exception | None = None
-        acked: dict[int, bool] = {}
-        for partition, future in pending:
-            try:
-                await future
-                acked.setdefault(partition, True)
-            except Exception as e:
-                failed = failed or e
-                acked[partition] = False
-        # A retry sends only the partitions not wholly acknowledged.
-        block.sent |= {p for p, ok in acked.items() if ok}
-        if failed is not None:
-            raise failed
+                    break  # full; an empty batch takes any record, so j > i here
+                nbytes += len(value)
+                j += 1
+            future = await producer.send_batch(builder, self.cfg.topic, partition=partition)
+            await future
+            block.acked[partition] = i = j
+            sent += nbytes
         return sent
 
     def _by_partition(self, messages: list[Message], partitions: list[int]
@@ -332,8 +362,9 @@ class KafkaOutput(DatabaseOutput):
         return MessageBlock(list(itertools.chain.from_iterable(b.messages for b in batches)))
 
     def split(self, block: MessageBlock) -> tuple[MessageBlock, MessageBlock]:
-        mid = block.count // 2
-        return MessageBlock(block.messages[:mid]), MessageBlock(block.messages[mid:])
+        rest = block.unacknowledged()  # what the broker took is not sent again
+        mid = len(rest) // 2
+        return MessageBlock(rest[:mid]), MessageBlock(rest[mid:])
 
     def row_dicts(self, block: MessageBlock) -> list[dict[str, Any]]:
         return [{"key": k.decode("utf-8", "replace") if k is not None else None,

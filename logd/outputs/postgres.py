@@ -82,6 +82,15 @@ def _no_nul(s: str) -> str:
     return s.replace("\x00", "\ufffd") if "\x00" in s else s
 
 
+# jsonb cannot hold \u0000 either; an escape preceded by an even number of backslashes is
+# one (an odd number means a literal backslash before "u0000").
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _no_json_nul(s: str) -> str:
+    return _JSON_NUL.sub(r"\1\\ufffd", s) if "\\u0000" in s else s
+
+
 class RowBlock:
     """Rows for one COPY."""
 
@@ -96,7 +105,8 @@ class RowBlock:
 def rows_of(batch: Any) -> list[Row]:
     rows = []
     for app, level, message, source, when, metadata in record_rows(batch, _when):
-        rows.append((when, _no_nul(app), level, _no_nul(message), _no_nul(source), metadata))
+        rows.append((when, _no_nul(app), level, _no_nul(message), _no_nul(source),
+                     _no_json_nul(metadata)))
     return rows
 
 
@@ -113,7 +123,9 @@ class PostgresOutput(DatabaseOutput):
 
     async def connect(self) -> str:
         import asyncpg
-        conn = await asyncpg.connect(self.cfg.dsn, timeout=10)
+        # command_timeout: a server that stops answering fails the write (then retried on a
+        # new connection) instead of holding it forever.
+        conn = await asyncpg.connect(self.cfg.dsn, timeout=10, command_timeout=60)
         self._conn = conn
         if self.cfg.create:
             t = self.cfg.table
@@ -132,13 +144,18 @@ class PostgresOutput(DatabaseOutput):
 
     async def disconnect(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=2)
+        if conn is None:
+            return
+        if self._giving_up:
+            conn.terminate()
+            return
+        with contextlib.suppress(Exception):
+            await conn.close(timeout=2)
 
     async def write(self, block: RowBlock) -> int:
         await self._conn.copy_records_to_table(self.cfg.table, schema_name=self.cfg.schema,
-                                               columns=COLUMNS, records=block.rows)
+                                               columns=COLUMNS, records=block.rows,
+                                               timeout=60)
         return block.nbytes
 
     def combine(self, batches: list[Any]) -> RowBlock:
@@ -158,8 +175,9 @@ class PostgresOutput(DatabaseOutput):
                 for row in block.rows]
 
     def is_data_error(self, e: Exception) -> bool:
+        # 22 data, 23 constraints, 54 limits (an index row too large: a huge app_id)
         state = getattr(e, "sqlstate", None)
-        return isinstance(state, str) and state[:2] in ("22", "23")
+        return isinstance(state, str) and state[:2] in ("22", "23", "54")
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "type": "postgres"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import socket
 import subprocess
@@ -81,7 +82,7 @@ def test_records_arrive_with_their_fields(logd: LogdProcess, postgres: PostgresS
         {"app_id": "payment-service", "level": "ERROR", "message": "card declined",
          "source": "api", "metadata": {"order": 17}, "timestamp": "2026-11-23T10:00:00.250Z"},
         {"app": "auth-service", "level": "warning", "message": "nul \u0000 inside",
-         "timestamp": 1795426800, "user": "u1"},
+         "timestamp": 1795426800, "user": "u1\u0000"},
     ])
     with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
         s.sendall(frame(b"from tcp", 3))
@@ -99,7 +100,7 @@ def test_records_arrive_with_their_fields(logd: LogdProcess, postgres: PostgresS
     assert rows[2][4] == "2026-11-23 10:00:00.250"
     assert rows[0][4] == "2026-11-23 09:40:00.000"
     assert json.loads(rows[2][5]) == {"order": 17}
-    assert json.loads(rows[0][5]) == {"user": "u1"}
+    assert json.loads(rows[0][5]) == {"user": "u1\ufffd"}
     indexes = postgres.query("SELECT indexname FROM pg_indexes WHERE tablename = 'logs'")
     assert "logs_app_created_idx" in indexes and "logs_created_idx" in indexes
 
@@ -142,13 +143,15 @@ def test_rows_postgres_refuses_go_to_the_dead_letter_file(
     postgres.query("ALTER TABLE logs ADD CONSTRAINT no_poison CHECK (message <> 'poison')")
     records = [{"app_id": "a", "message": f"fine {i}"} for i in range(100)]
     records[37] = {"app_id": "a", "message": "poison"}
+    # too long for the (app_id, created_at) index: SQLSTATE 54000, about this row too
+    records[60] = {"app_id": secrets.token_urlsafe(6000), "message": "long app"}
     post(logd, records)
     assert logd.stop() == 0
-    assert postgres.query("SELECT count(*) FROM logs") == "99\n"
-    dead = (logd.out / "state" / "pg.dead-letter.ndjson").read_text().splitlines()
-    assert len(dead) == 1
-    entry = json.loads(dead[0])
-    assert entry["row"]["message"] == "poison" and "no_poison" in entry["reason"]
+    assert postgres.query("SELECT count(*) FROM logs") == "98\n"
+    dead = [json.loads(line) for line in
+            (logd.out / "state" / "pg.dead-letter.ndjson").read_text().splitlines()]
+    assert sorted(e["row"]["message"] for e in dead) == ["long app", "poison"]
+    assert any("no_poison" in e["reason"] for e in dead)
 
 
 def test_a_disk_spool_replays_into_postgres_after_kill_9(tmp_path: Path,

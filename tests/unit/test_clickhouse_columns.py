@@ -93,7 +93,7 @@ def test_metadata_column() -> None:
 
 def test_values_that_are_not_strings_become_json_text() -> None:
     got = rows([{"app_id": 42, "message": {"k": [1, 2]}, "source": None}])
-    assert got[0][:4] == ("42", "info", '{"k":[1,2]}', "null")
+    assert got[0][:4] == ("42", "info", '{"k":[1,2]}', "http")  # a null source: the listener
 
 
 def test_records_that_are_not_json_objects() -> None:
@@ -130,3 +130,19 @@ def test_joined_batches_and_rows_round_trip() -> None:
     again = ColumnBatch.of_rows(joined.rows())
     assert again.columns == joined.columns
     assert ColumnBatch.of_rows([]).count == 0
+
+
+def test_kafka_json_values_survive_a_time_no_datetime_can_hold() -> None:
+    from logd.outputs.kafka import KafkaBatch
+    for ts in (1700000000000, 1e20, -1e13, "0001-01-01T00:00:00+14:00"):
+        b = KafkaBatch.of_batch(http_batch([{"message": "m", "timestamp": ts}]), key=True,
+                                fmt="json")
+        assert json.loads(b.messages[0][1])["time"] == "2026-11-23T09:40:00.750000Z"
+
+
+def test_kafka_retries_send_only_what_was_not_acknowledged() -> None:
+    from logd.outputs.kafka import MessageBlock
+    block = MessageBlock([(b"a", b"1", 0.0), (b"b", b"2", 0.0), (b"a", b"3", 0.0)])
+    block.groups = {0: [(b"a", b"1", 0.0), (b"a", b"3", 0.0)], 1: [(b"b", b"2", 0.0)]}
+    block.acked = {0: 1, 1: 1}
+    assert block.unacknowledged() == [(b"a", b"3", 0.0)]

@@ -293,3 +293,15 @@ async def test_a_damaged_header_while_running_skips_the_rest_of_the_segment(
     buf.put(batch("c"))  # written after the damaged region: read as usual
     assert await drain(buf) == [b"c-0", b"c-1", b"c-2"]
     buf.release()
+
+
+def test_a_spool_refuses_another_output_types_records(tmp_path: Path) -> None:
+    buf = DiskBuffer(cfg(), "out")
+    buf.open(str(tmp_path), "clickhouse")
+    buf.release()
+    other = DiskBuffer(cfg(), "out")
+    with pytest.raises(SpoolError, match="holds records of a clickhouse output"):
+        other.open(str(tmp_path), "kafka")
+    same = DiskBuffer(cfg(), "out")
+    same.open(str(tmp_path), "clickhouse")  # and the lock was let go
+    same.release()

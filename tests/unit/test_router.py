@@ -80,3 +80,18 @@ def test_weights_must_match_the_names(tmp_path: Path) -> None:
         build(tmp_path, '[routes.split]\nto = ["a", "b"]\nweights = [1]\n')
     with pytest.raises(ConfigError, match="weights must be finite"):
         build(tmp_path, '[routes.split]\nto = ["a", "b"]\nweights = [1, -1]\n')
+
+
+def test_an_output_that_cannot_take_a_batch_does_not_keep_it_from_the_others() -> None:
+    from logd.config import MemoryBufferConfig
+    from logd.outputs.base import Output
+
+    class Broken(Output):
+        def submit(self, batch: Batch) -> bool:
+            raise ValueError("a bug")
+
+    broken, fine = Broken("broken", MemoryBufferConfig()), Output("fine", MemoryBufferConfig())
+    router = Router({}, {"broken": broken, "fine": fine})
+    router.dispatch(Batch([b"a", b"b"], None, "e", 0.0, 2))
+    assert fine.buffer.queued_records == 2
+    assert broken.buffer.dropped_records == 2 and router.submit_errors == 2
