@@ -102,6 +102,9 @@ def render_stats(stats: dict[str, Any]) -> str:
           p["gc_pause_ms"] / 1000)
     e.add("logd_router_unrouted_records_total", "counter",
           "Records no route matched.", stats["router"]["unrouted"])
+    e.add("logd_router_submit_errors_total", "counter",
+          "Records an output failed to take (a bug; dropped for that output, logged).",
+          stats["router"].get("submit_errors", 0))
     for name, s in stats["listeners"].items():
         lab = {"listener": name}
         e.add("logd_listener_connections", "gauge", "Open connections.",
