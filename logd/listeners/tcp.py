@@ -93,6 +93,8 @@ class _Connection(asyncio.Protocol):
             return
         lst.connections.add(self)
         lst.accepted += 1
+        if lst.blocked_by:
+            self.pause()  # the listener waits for a full buffer: this one waits too
         sock = transport.get_extra_info("socket")
         if sock is not None and lst.cfg.keepalive:
             _set_keepalive(sock)
@@ -155,15 +157,15 @@ class _Connection(asyncio.Protocol):
             lst.ratelog.warning("invalid_utf8", "records with invalid UTF-8 (kept as bytes)",
                                 listener=lst.name, peer=self.peer, records=bad)
         blocked = lst.router.dispatch(batch)
-        if blocked and not self.paused and self.transport is not None:
+        if blocked:
+            lst.pause_all(blocked)
+
+    def pause(self) -> None:
+        if not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
-            lst.pauses += 1
-            asyncio.get_running_loop().create_task(self._resume_when_writable(blocked))
 
-    async def _resume_when_writable(self, blocked: list[Any]) -> None:
-        for buffer in blocked:
-            await buffer.wait_writable()
+    def resume(self) -> None:
         self.paused = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
@@ -231,8 +233,30 @@ class TcpListener(Component):
         self.bytes_in = 0
         self.pauses = 0
         self.pending_bytes = 0  # incomplete frames held by all connections
+        self.blocked_by: list[Any] = []  # full buffers the connections wait for
         self.errors: Counter[str] = Counter()
         self.ratelog = RateLimitedLog(log)
+
+    def pause_all(self, blocked: list[Any]) -> None:
+        """A buffer this listener feeds is full (when_full = block): every connection stops
+        reading until it has room, not only the one whose read filled it, so the buffer
+        overshoots by at most the reads already taken, not one more per connection."""
+        new = [b for b in blocked if b not in self.blocked_by]
+        if not new:
+            return
+        self.blocked_by.extend(new)
+        self.pauses += 1
+        for conn in self.connections:
+            conn.pause()
+        if len(self.blocked_by) == len(new):
+            asyncio.get_running_loop().create_task(self._resume_when_writable())
+
+    async def _resume_when_writable(self) -> None:
+        while self.blocked_by:
+            await self.blocked_by[0].wait_writable()
+            self.blocked_by.pop(0)
+        for conn in list(self.connections):
+            conn.resume()
 
     def shed_pending(self) -> None:
         """Over max_pending_bytes: close the connections holding the most incomplete data

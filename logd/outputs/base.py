@@ -54,6 +54,7 @@ class Output(Component):
         return {
             "queued_records": b.queued_records,
             "queued_bytes": b.queued_bytes,
+            "peak_queued_bytes": b.peak_cost,
             "accepted": accepted,
             "dropped": b.dropped_records,
             "dropped_pct": 100.0 * b.dropped_records / total if total else 0.0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import resource
 import signal
 import socket
@@ -11,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import LogdProcess, read_all_lines
+from harness import LogdProcess, logctl, read_all_lines
 from test_tcp_file import frame, make_config
 
 
@@ -229,3 +231,46 @@ def test_incomplete_frames_over_the_budget_close_the_biggest_holders(tmp_path: P
     finally:
         if p.alive():
             p.stop(signal.SIGKILL)
+
+
+def test_a_full_buffer_stops_every_connection_not_one_read_each(tmp_path: Path) -> None:
+    # An analyzer pool nobody is connected to: its 1 MiB buffer fills and stays full.
+    out = tmp_path / "out"
+    out.mkdir()
+    config = f"""
+[daemon]
+state_dir = "{out}/state"
+control_socket = "{out}/control.sock"
+shutdown_timeout = "1s"
+stats_interval = "0s"
+
+[listeners.emitters]
+type = "tcp"
+address = "127.0.0.1:0"
+
+[listeners.analyzers]
+type = "analyzer"
+address = "127.0.0.1:0"
+buffer = {{ max_bytes = "1MiB", when_full = "block" }}
+"""
+    p = LogdProcess(config, tmp_path).start()
+    try:
+        chunk = frame(b"x" * 1000, 6) * 256  # 256 KiB per send
+        senders = [connect(p) for _ in range(40)]
+        unsent = [memoryview(chunk) for _ in senders]  # partial sends keep frames whole
+        for s in senders:
+            s.setblocking(False)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # every connection keeps offering data
+            for i, s in enumerate(senders):
+                with contextlib.suppress(BlockingIOError):
+                    unsent[i] = unsent[i][s.send(unsent[i]):] or memoryview(chunk)
+            time.sleep(0.01)  # offered steadily for 5 s: the bound is what is under test
+        result = logctl("--socket", str(out / "control.sock"), "listeners", "--json")
+        pool = json.loads(result.stdout)["analyzers"]
+        # Per-connection pausing let each of the 40 add a read (up to 10 MiB) past the bound.
+        assert pool["peak_queued_bytes"] < 3 * 1024**2, pool["peak_queued_bytes"]
+        for s in senders:
+            s.close()
+    finally:
+        p.stop(signal.SIGKILL)
