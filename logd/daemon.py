@@ -302,6 +302,8 @@ class Daemon:
         self.outputs.update(fresh_outputs)
         self.outputs = {n: self.outputs[n] for n in new.outputs}
         self.router.reconfigure(new.routes, self._destinations())
+        for lst in self.listeners.values():
+            getattr(lst, "routes_changed", _nothing)()
         if new.routes != old.routes:
             changes.append("routes updated")
         for n, out in fresh_outputs.items():
@@ -472,6 +474,10 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
+
+
+def _nothing() -> None:
+    pass
 
 
 class _NoBuffer:

@@ -112,8 +112,8 @@ class DiskBuffer:
             self._lock_fd = -1
             raise SpoolError(f"spool {directory} is in use by another process") from None
         try:
-            self._check_kind(kind)
             self._recover()
+            self._check_kind(kind)
         except OSError as e:
             self.release()
             raise SpoolError(f"spool {directory}: {e.strerror or e}") from None
@@ -129,13 +129,18 @@ class DiskBuffer:
             with open(path) as f:
                 held = f.read().strip()
         except FileNotFoundError:
-            with open(path, "w") as f:
-                f.write(kind + "\n")
+            held = ""
+        if held == kind:
             return
-        if held != kind:
+        if held and self._unread_records:
             raise SpoolError(f"spool {self.directory} holds records of a {held} output, not "
                              f"{kind}: let a {held} output send them, or give this one "
                              "another buffer path")
+        # Empty, new, or a type file a crash left unwritten: this output's from now on.
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(kind + "\n")
+        os.replace(tmp, path)
 
     def _recover(self) -> None:
         directory = self.directory

@@ -94,7 +94,9 @@ class _Connection(asyncio.Protocol):
         lst.connections.add(self)
         lst.accepted += 1
         if lst.blocked_by:
-            self.pause()  # the listener waits for a full buffer: this one waits too
+            # The listener waits for a full buffer: this one waits too, once the loop has
+            # started reading it (a pause inside connection_made would be undone by that).
+            asyncio.get_running_loop().call_soon(self._pause_if_blocked)
         sock = transport.get_extra_info("socket")
         if sock is not None and lst.cfg.keepalive:
             _set_keepalive(sock)
@@ -159,6 +161,13 @@ class _Connection(asyncio.Protocol):
         blocked = lst.router.dispatch(batch)
         if blocked:
             lst.pause_all(blocked)
+            if self.transport is not None:  # whatever state it was in, this one reads no more
+                self.paused = True
+                self.transport.pause_reading()
+
+    def _pause_if_blocked(self) -> None:
+        if self.listener.blocked_by:
+            self.pause()
 
     def pause(self) -> None:
         if not self.paused and self.transport is not None:
@@ -167,6 +176,7 @@ class _Connection(asyncio.Protocol):
 
     def resume(self) -> None:
         self.paused = False
+        self.last_data = time.monotonic()  # idle from now, not from before the pause
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
@@ -234,6 +244,8 @@ class TcpListener(Component):
         self.pauses = 0
         self.pending_bytes = 0  # incomplete frames held by all connections
         self.blocked_by: list[Any] = []  # full buffers the connections wait for
+        self._resumer: asyncio.Task[None] | None = None
+        self._rerouted = asyncio.Event()
         self.errors: Counter[str] = Counter()
         self.ratelog = RateLimitedLog(log)
 
@@ -248,12 +260,25 @@ class TcpListener(Component):
         self.pauses += 1
         for conn in self.connections:
             conn.pause()
-        if len(self.blocked_by) == len(new):
-            asyncio.get_running_loop().create_task(self._resume_when_writable())
+        if self._resumer is None or self._resumer.done():
+            self._resumer = asyncio.get_running_loop().create_task(self._resume_when_writable())
+
+    def routes_changed(self) -> None:
+        """A reload changed where records go: the buffers waited for may no longer be fed
+        from here. Everyone reads again; a read that meets a full buffer pauses them anew."""
+        self.blocked_by.clear()
+        self._rerouted.set()
 
     async def _resume_when_writable(self) -> None:
         while self.blocked_by:
-            await self.blocked_by[0].wait_writable()
+            writable = asyncio.ensure_future(self.blocked_by[0].wait_writable())
+            rerouted = asyncio.ensure_future(self._rerouted.wait())
+            await asyncio.wait([writable, rerouted], return_when=asyncio.FIRST_COMPLETED)
+            writable.cancel()
+            rerouted.cancel()
+            if self._rerouted.is_set():
+                self._rerouted.clear()
+                continue
             self.blocked_by.pop(0)
         for conn in list(self.connections):
             conn.resume()

@@ -363,6 +363,7 @@ class KafkaOutput(DatabaseOutput):
 
     def split(self, block: MessageBlock) -> tuple[MessageBlock, MessageBlock]:
         rest = block.unacknowledged()  # what the broker took is not sent again
+        self.written += block.count - len(rest)
         mid = len(rest) // 2
         return MessageBlock(rest[:mid]), MessageBlock(rest[mid:])
 

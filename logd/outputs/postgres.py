@@ -41,6 +41,8 @@ COLUMNS = ("created_at", "app_id", "level", "message", "source", "metadata")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 Row = tuple[datetime, str, str, str, str, str]
+# Indexing an existing large table can take long: not cut off by the 60 s command timeout.
+_DDL_TIMEOUT = 3600.0
 
 
 def _to_dsn(v: Any) -> str:
@@ -134,11 +136,11 @@ class PostgresOutput(DatabaseOutput):
                 "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
                 "created_at timestamptz NOT NULL, app_id text NOT NULL, level text NOT NULL, "
                 "message text NOT NULL, source text NOT NULL, "
-                "metadata jsonb NOT NULL DEFAULT '{}'::jsonb)")
+                "metadata jsonb NOT NULL DEFAULT '{}'::jsonb)", timeout=_DDL_TIMEOUT)
             await conn.execute(f'CREATE INDEX IF NOT EXISTS "{t}_app_created_idx" '
-                               f"ON {self.table_ref} (app_id, created_at)")
+                               f"ON {self.table_ref} (app_id, created_at)", timeout=_DDL_TIMEOUT)
             await conn.execute(f'CREATE INDEX IF NOT EXISTS "{t}_created_idx" '
-                               f"ON {self.table_ref} (created_at)")
+                               f"ON {self.table_ref} (created_at)", timeout=_DDL_TIMEOUT)
         u = urlparse(self.cfg.dsn)
         return f"{u.hostname}:{u.port or 5432} (PostgreSQL {conn.get_server_version().major})"
 

@@ -11,6 +11,7 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import LogdProcess, logctl, read_all_lines
@@ -233,6 +234,12 @@ def test_incomplete_frames_over_the_budget_close_the_biggest_holders(tmp_path: P
             p.stop(signal.SIGKILL)
 
 
+def listeners(out: Path) -> dict[str, Any]:
+    result = logctl("--socket", str(out / "control.sock"), "listeners", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def test_a_full_buffer_stops_every_connection_not_one_read_each(tmp_path: Path) -> None:
     # An analyzer pool nobody is connected to: its 1 MiB buffer fills and stays full.
     out = tmp_path / "out"
@@ -254,9 +261,15 @@ address = "127.0.0.1:0"
 buffer = {{ max_bytes = "1MiB", when_full = "block" }}
 """
     p = LogdProcess(config, tmp_path).start()
+    closing: list[socket.socket] = []
     try:
         chunk = frame(b"x" * 1000, 6) * 256  # 256 KiB per send
         senders = [connect(p) for _ in range(40)]
+        closing.extend(senders)
+        deadline = time.monotonic() + 10
+        while listeners(out)["emitters"]["connections"] < 40:  # all taken before data flows
+            assert time.monotonic() < deadline, "logd did not take 40 connections"
+            time.sleep(0.05)  # polling logd's counters: no event to await from outside
         unsent = [memoryview(chunk) for _ in senders]  # partial sends keep frames whole
         for s in senders:
             s.setblocking(False)
@@ -266,11 +279,55 @@ buffer = {{ max_bytes = "1MiB", when_full = "block" }}
                 with contextlib.suppress(BlockingIOError):
                     unsent[i] = unsent[i][s.send(unsent[i]):] or memoryview(chunk)
             time.sleep(0.01)  # offered steadily for 5 s: the bound is what is under test
-        result = logctl("--socket", str(out / "control.sock"), "listeners", "--json")
-        pool = json.loads(result.stdout)["analyzers"]
+        pool = listeners(out)["analyzers"]
         # Per-connection pausing let each of the 40 add a read (up to 10 MiB) past the bound.
         assert pool["peak_queued_bytes"] < 3 * 1024**2, pool["peak_queued_bytes"]
-        for s in senders:
+    finally:
+        for s in closing:  # also when an assertion failed: no socket left to a later test
             s.close()
+        p.stop(signal.SIGKILL)
+
+
+def test_a_reload_that_routes_elsewhere_lets_paused_connections_read(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    base = f"""
+[daemon]
+state_dir = "{out}/state"
+control_socket = "{out}/control.sock"
+shutdown_timeout = "1s"
+stats_interval = "0s"
+
+[listeners.emitters]
+type = "tcp"
+address = "127.0.0.1:0"
+
+[listeners.analyzers]
+type = "analyzer"
+address = "127.0.0.1:0"
+buffer = {{ max_bytes = "64KiB", when_full = "block" }}
+
+[outputs.files]
+type = "file"
+path = "{out}/emitters.log"
+flush_interval = "50ms"
+"""
+    p = LogdProcess(base + '\n[routes.all]\nto = ["analyzers"]\n', tmp_path).start()
+    try:
+        with connect(p) as s:
+            s.sendall(frame(b"y" * 1000, 6) * 200)  # fills the pool's buffer: paused
+            deadline = time.monotonic() + 10
+            while not listeners(out)["emitters"]["pauses"]:
+                assert time.monotonic() < deadline, "the listener never paused"
+                time.sleep(0.05)  # polling logd's counters: no event to await from outside
+            p.config_path.write_text(base + '\n[routes.all]\nto = ["files"]\n')
+            p.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+            p.wait_for(lambda e: e.get("msg") == "reloaded")
+            s.sendall(frame(b"good after reload", 6))
+            deadline = time.monotonic() + 20
+            while b"good after reload" not in ((out / "emitters.log").read_bytes()
+                                               if (out / "emitters.log").exists() else b""):
+                assert time.monotonic() < deadline, "the connection stayed paused"
+                time.sleep(0.05)  # the file is flushed every 50 ms: polled
     finally:
         p.stop(signal.SIGKILL)

@@ -295,9 +295,13 @@ async def test_a_damaged_header_while_running_skips_the_rest_of_the_segment(
     buf.release()
 
 
-def test_a_spool_refuses_another_output_types_records(tmp_path: Path) -> None:
+async def test_a_spool_refuses_another_output_types_records(tmp_path: Path) -> None:
+    empty = DiskBuffer(cfg(), "out")
+    empty.open(str(tmp_path), "postgres")
+    empty.release()
     buf = DiskBuffer(cfg(), "out")
-    buf.open(str(tmp_path), "clickhouse")
+    buf.open(str(tmp_path), "clickhouse")  # an empty spool takes the new type
+    buf.put(batch("a"))
     buf.release()
     other = DiskBuffer(cfg(), "out")
     with pytest.raises(SpoolError, match="holds records of a clickhouse output"):
