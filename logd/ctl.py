@@ -126,9 +126,26 @@ def render_outputs(outputs: dict[str, Any]) -> str:
         rows.append([name, _num(s.get("queued_records", 0)), _num(s.get("written", 0)),
                      _num(s.get("dropped", 0)), f"{s.get('dropped_pct', 0.0):.3f}%",
                      _num(s.get("errors", 0)), _num(s.get("retries", 0)),
-                     f"{s.get('avg_flush_ms', 0.0):.2f}ms", f"{s.get('max_flush_ms', 0.0):.2f}ms"])
+                     f"{s.get('avg_flush_ms', 0.0):.2f}ms", f"{s.get('max_flush_ms', 0.0):.2f}ms",
+                     _output_detail(s)])
     return _table(["OUTPUT", "QUEUED", "WRITTEN", "DROPPED", "DROP%", "ERRORS", "RETRIES",
-                   "AVG FLUSH", "MAX FLUSH"], rows)
+                   "AVG FLUSH", "MAX FLUSH", "DETAIL"], rows)
+
+
+def _output_detail(s: dict[str, Any]) -> str:
+    """What an operator looks for beyond the counters: disconnected, spooled, dead letters."""
+    parts = []
+    if s.get("connected") is False:
+        parts.append("DISCONNECTED")
+    if s.get("buffer") == "disk":
+        parts.append(f"spool {_bytes(s.get('spool_bytes', 0))}")
+        if s.get("corrupt"):
+            parts.append(f"corrupt={_num(s['corrupt'])}")
+    if s.get("dead_lettered"):
+        parts.append(f"dead_letter={_num(s['dead_lettered'])}")
+    if s.get("failed"):
+        parts.append(f"failed={_num(s['failed'])}")
+    return ", ".join(parts) or "-"
 
 
 def render_stats(stats: dict[str, Any]) -> str:

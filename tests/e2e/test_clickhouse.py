@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from clickhouse_server import ClickHouseError, ClickHouseServer
-from harness import REPO, LogdProcess
+from harness import REPO, LogdProcess, logctl
 from harness import post_records as post
 from test_tcp_file import frame
 
@@ -234,6 +234,10 @@ def test_a_stop_with_clickhouse_down_leaves_records_in_the_spool(
     cfg = config(out, clickhouse, buffer=DISK, shutdown_timeout="1s")
     first = LogdProcess(cfg, tmp_path).start()
     assert post(first, [{"message": f"m{i}"} for i in range(300)]) == {"accepted": 300}
+    shown = logctl("--socket", str(out / "control.sock"), "stats")
+    assert shown.returncode == 0
+    row = next(line for line in shown.stdout.splitlines() if line.startswith("clickhouse"))
+    assert "300" in row and "DISCONNECTED" in row and "spool" in row, row
     assert first.stop() == 0, "nothing is lost: the spool keeps it"
     kept = first.wait_for(lambda e: "stay in the spool" in e.get("msg", ""))
     assert kept["records"] == 300
