@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -78,6 +79,7 @@ class KafkaBroker:
         self._proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
+        """Stop the broker and remove its directory (its log with it)."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGCONT)
@@ -87,6 +89,7 @@ class KafkaBroker:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def consume(self, topic: str, expect: int, timeout: float = 30
                 ) -> list[tuple[int, bytes | None, bytes]]:
