@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from logd.record import Batch, severity_name
 
 KNOWN_FIELDS = frozenset({"app_id", "app", "level", "message", "source", "timestamp"})
 KNOWN_AND_METADATA = KNOWN_FIELDS | {"metadata"}
+_STR = {str}
 
 
 def record_time(ts: Any) -> float | None:
@@ -55,6 +57,37 @@ def text(v: Any) -> str:
     return v if isinstance(v, str) else orjson.dumps(v).decode()
 
 
+def texts(values: list[Any]) -> list[str]:
+    """text() of each value; the list itself when all are strings (the usual case)."""
+    if set(map(type, values)) <= _STR:
+        return values
+    return list(map(text, values))
+
+
+def app_of(obj: dict[str, Any], source: str) -> str:
+    app = obj.get("app_id")
+    if app is None:
+        app = obj.get("app", source)
+    return text(app)
+
+
+def apps_of(objs: list[dict[str, Any]], source: str) -> list[str]:
+    """app_of each record, column-wise when every record has a string app_id."""
+    apps = list(map(dict.get, objs, repeat("app_id")))
+    if None in apps or not set(map(type, apps)) <= _STR:
+        return [app_of(o, source) for o in objs]
+    return apps
+
+
+def utc_datetime(t: float, received: float) -> datetime:
+    """The aware UTC datetime of epoch seconds; the arrival time where no datetime can hold
+    it (milliseconds taken for seconds, say)."""
+    try:
+        return datetime.fromtimestamp(t, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return datetime.fromtimestamp(received, tz=UTC)
+
+
 def record_rows(batch: Batch, when: Callable[[Any, float], Any]
                 ) -> list[tuple[str, str, str, str, Any, str]]:
     """The batch as rows (app_id, level, message, source, when(timestamp, received),
@@ -71,11 +104,8 @@ def record_rows(batch: Batch, when: Callable[[Any, float], Any]
             rows.append((source, level, payloads[i].decode("utf-8", "replace"), source,
                          when(None, received), "{}"))
             continue
-        app = obj.get("app_id")
-        if app is None:
-            app = obj.get("app", source)
         src = obj.get("source")
-        rows.append((text(app), level, text(obj.get("message", "")),
+        rows.append((app_of(obj, source), level, text(obj.get("message", "")),
                      text(source if src is None else src), when(obj.get("timestamp"), received),
                      metadata_json(obj).decode()))
     return rows

@@ -163,3 +163,23 @@ def post_records(p: LogdProcess, records: list[dict[str, Any]],
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.status == 202
         return json.loads(r.read())
+
+
+def ingest_config(out: Path, shutdown_timeout: str = "60s") -> str:
+    """The [daemon] table and an HTTP and a TCP (frames) listener on port 0, state under
+    `out`: what the output tests put their [outputs.*] table after."""
+    return f"""
+[daemon]
+state_dir = "{out}/state"
+control_socket = "{out}/control.sock"
+stats_interval = "0s"
+shutdown_timeout = "{shutdown_timeout}"
+
+[listeners.http]
+type = "http"
+address = "127.0.0.1:0"
+
+[listeners.emitters]
+type = "tcp"
+address = "127.0.0.1:0"
+"""

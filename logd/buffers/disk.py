@@ -221,9 +221,8 @@ class DiskBuffer:
     def put(self, batch: Any) -> bool:
         batch.compact()
         kind, body = codec.encode(batch)
-        entry = ENTRY.pack(MAGIC, kind, 0, len(body), batch.count,
-                           zlib.crc32(body)) + body
-        size = len(entry)
+        head = ENTRY.pack(MAGIC, kind, 0, len(body), batch.count, zlib.crc32(body))
+        size = len(head) + len(body)
         if not self.block and self._cost + size > self.max_bytes:
             self.dropped_records += batch.count
             self.dropped_bytes += batch.nbytes
@@ -232,7 +231,7 @@ class DiskBuffer:
         try:
             if off and off + size > self.segment_bytes:
                 seq, off = self._next_segment()
-            _write_all(self._wfd, entry)
+            _write_all(self._wfd, head, body)
         except OSError as e:
             # Not on disk, so not taken: counted as dropped, and said.
             with contextlib.suppress(OSError):
@@ -498,11 +497,13 @@ class DiskBuffer:
                 "corrupt": self.corrupt_records, "spool_write_errors": self.write_errors}
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+def _write_all(fd: int, head: bytes, body: bytes) -> None:
+    """One writev of header and body (no copy to join them); the rest if it fell short."""
+    n = os.writev(fd, (head, body))
+    if n < len(head) + len(body):
+        rest = memoryview(head + body)[n:]
+        while rest:
+            rest = rest[os.write(fd, rest):]
 
 
 def _in_thread(fn: Any) -> None:

@@ -14,7 +14,6 @@ import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from logd.config import (
     to_size,
     to_str_list,
 )
+from logd.fields import record_time
 from logd.listeners.serve import open_web
 from logd.logsetup import RateLimitedLog
 from logd.record import Batch, severity_from_name
@@ -129,15 +129,7 @@ def _checked_severities(objs: list[Any], where: str, positions: list[int]) -> by
 
 
 def _check_timestamp(v: Any) -> bool:
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return True
-    if isinstance(v, str):
-        try:
-            datetime.fromisoformat(v.replace("Z", "+00:00"))
-            return True
-        except ValueError:
-            return False
-    return False
+    return record_time(v) is not None  # what the outputs will read it as
 
 
 class HttpListener(Component):

@@ -23,7 +23,14 @@ from typing import Any
 import orjson
 
 from logd.buffers import codec
-from logd.fields import KNOWN_AND_METADATA, metadata_json, record_rows, record_time
+from logd.fields import (
+    KNOWN_AND_METADATA,
+    apps_of,
+    metadata_json,
+    record_rows,
+    record_time,
+    texts,
+)
 from logd.record import Batch, severity_name
 
 COLUMNS = ("app_id", "level", "message", "source", "created_at", "metadata")
@@ -34,7 +41,6 @@ TYPES = ("String", "String", "String", "String", "DateTime", "String")
 _VARINT = [bytes([n]) if n < 0x80 else bytes([n & 0x7F | 0x80, n >> 7]) for n in range(1 << 14)]
 _LEVEL_VALUES = [_VARINT[len(severity_name(s))] + severity_name(s).encode() for s in range(256)]
 _MAX_DATETIME = 2**32 - 1
-_STR = {str}
 _NUMBERS = {int, float}
 _NONE = {type(None)}
 _DICT = {dict}
@@ -70,14 +76,6 @@ def encode_datetimes(seconds: Iterable[int]) -> bytes:
     if sys.byteorder == "big":
         col.byteswap()
     return col.tobytes()
-
-
-def _strings(values: list[Any]) -> list[str]:
-    """Values for a String column: str as is, other JSON values as their JSON text."""
-    if set(map(type, values)) <= _STR:
-        return values
-    dumps = orjson.dumps
-    return [v if isinstance(v, str) else dumps(v).decode() for v in values]
 
 
 def epoch_seconds(ts: Any, received: float) -> int:
@@ -141,19 +139,16 @@ class ColumnBatch:
         source = batch.source
         received = int(batch.received)
         get = dict.get
-        apps = list(map(get, objs, repeat("app_id")))
-        if None in apps:
-            apps = [a if a is not None else o.get("app", source) for a, o in zip(apps, objs,
-                                                                                 strict=True)]
+        apps = apps_of(objs, source)
         messages = list(map(get, objs, repeat("message"), repeat("")))
         sources = list(map(get, objs, repeat("source")))
         if None in sources:
             sources = [source if s is None else s for s in sources]
         columns = (
-            encode_strings(_strings(apps)),
+            encode_strings(apps),
             b"".join(map(_LEVEL_VALUES.__getitem__, batch.severity_bytes())),
-            encode_strings(_strings(messages)),
-            encode_strings(_strings(sources)),
+            encode_strings(texts(messages)),
+            encode_strings(texts(sources)),
             _created(list(map(get, objs, repeat("timestamp"))), received),
             encode_bytes(_metadata(objs)),
         )

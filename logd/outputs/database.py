@@ -134,7 +134,7 @@ class DatabaseOutput(Output):
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self.cfg.retry_max)
 
-    async def _reconnect_later(self) -> None:
+    async def _drop_connection(self) -> None:
         self._connected = False
         with contextlib.suppress(Exception):
             await self.disconnect()
@@ -190,7 +190,7 @@ class DatabaseOutput(Output):
                 log.error("insert failed; retrying", extra={
                     "output": self.name, "rows": block.count,
                     "error": f"{type(e).__name__}: {e}", "retry_in_s": round(delay, 2)})
-                await self._reconnect_later()
+                await self._drop_connection()
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self.cfg.retry_max)
 
@@ -247,9 +247,7 @@ class DatabaseOutput(Output):
         self._giving_up = True
 
     async def close(self) -> None:
-        self._connected = False
-        with contextlib.suppress(Exception):
-            await self.disconnect()
+        await self._drop_connection()
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()

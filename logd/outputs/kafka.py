@@ -20,7 +20,6 @@ import struct
 import zlib
 from array import array
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from itertools import repeat
 from typing import Any
 
@@ -37,14 +36,13 @@ from logd.config import (
     to_size,
     to_str_list,
 )
-from logd.fields import record_rows, record_time, text
+from logd.fields import app_of, apps_of, record_rows, record_time, utc_datetime
 from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
 from logd.record import Batch
 
 log = logging.getLogger("logd.kafka")
 
 _ACKS: dict[str, Any] = {"all": "all", "leader": 1, "none": 0}
-_STR = {str}
 _TOPIC_ALREADY_EXISTS = 36
 
 
@@ -113,31 +111,11 @@ def _json_time(ts: Any, received: float) -> float:
     return received if t is None else t
 
 
-def _iso(t: float, received: float) -> str:
-    try:
-        d = datetime.fromtimestamp(t, tz=UTC)
-    except (OverflowError, OSError, ValueError):  # beyond what a datetime holds
-        d = datetime.fromtimestamp(received, tz=UTC)
-    return d.isoformat().replace("+00:00", "Z")
-
-
 def _apps(batch: Batch) -> list[str]:
-    """Each record's app (see logd.fields), column-wise when every record is a JSON object."""
     fields = batch.fields()
-    source = batch.source
     if None in fields:
-        return [source if o is None else _app(o, source) for o in fields]
-    apps = list(map(dict.get, fields, repeat("app_id")))
-    if None in apps or not set(map(type, apps)) <= _STR:
-        apps = [_app(o, source) for o in fields]  # type: ignore[arg-type]
-    return apps
-
-
-def _app(obj: dict[str, Any], source: str) -> str:
-    app = obj.get("app_id")
-    if app is None:
-        app = obj.get("app", source)
-    return text(app)
+        return [batch.source if o is None else app_of(o, batch.source) for o in fields]
+    return apps_of(fields, batch.source)  # type: ignore[arg-type]
 
 
 class KafkaBatch:
@@ -172,7 +150,7 @@ class KafkaBatch:
         out: list[Message] = []
         for app, level, message, source, when, metadata in record_rows(batch, _json_time):
             value = orjson.dumps({
-                "time": _iso(when, received),
+                "time": utc_datetime(when, received).isoformat().replace("+00:00", "Z"),
                 "app_id": app, "level": level, "message": message, "source": source,
                 "metadata": orjson.Fragment(metadata)})
             out.append((app.encode() if key else None, value, received))

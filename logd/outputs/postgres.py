@@ -22,7 +22,7 @@ import contextlib
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -32,7 +32,7 @@ from logd.config import (
     to_bool,
     to_nonempty_str,
 )
-from logd.fields import record_rows, record_time
+from logd.fields import record_rows, record_time, utc_datetime
 from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
 
 log = logging.getLogger("logd.postgres")
@@ -73,10 +73,7 @@ class PostgresOutputConfig(DatabaseOutputConfig):
 
 def _when(ts: Any, received: float) -> datetime:
     t = record_time(ts)
-    try:
-        return datetime.fromtimestamp(received if t is None else t, tz=UTC)
-    except (OverflowError, OSError, ValueError):  # beyond what a datetime holds
-        return datetime.fromtimestamp(received, tz=UTC)
+    return utc_datetime(received if t is None else t, received)
 
 
 def _no_nul(s: str) -> str:

@@ -240,11 +240,9 @@ def listeners(out: Path) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
-def test_a_full_buffer_stops_every_connection_not_one_read_each(tmp_path: Path) -> None:
-    # An analyzer pool nobody is connected to: its 1 MiB buffer fills and stays full.
-    out = tmp_path / "out"
-    out.mkdir()
-    config = f"""
+def stalled_pool_config(out: Path, max_bytes: str) -> str:
+    """Emitters and an analyzer pool nobody connects to: its buffer fills and stays full."""
+    return f"""
 [daemon]
 state_dir = "{out}/state"
 control_socket = "{out}/control.sock"
@@ -258,8 +256,15 @@ address = "127.0.0.1:0"
 [listeners.analyzers]
 type = "analyzer"
 address = "127.0.0.1:0"
-buffer = {{ max_bytes = "1MiB", when_full = "block" }}
+buffer = {{ max_bytes = "{max_bytes}", when_full = "block" }}
 """
+
+
+def test_a_full_buffer_stops_every_connection_not_one_read_each(tmp_path: Path) -> None:
+    # An analyzer pool nobody is connected to: its 1 MiB buffer fills and stays full.
+    out = tmp_path / "out"
+    out.mkdir()
+    config = stalled_pool_config(out, "1MiB")
     p = LogdProcess(config, tmp_path).start()
     closing: list[socket.socket] = []
     try:
@@ -291,22 +296,7 @@ buffer = {{ max_bytes = "1MiB", when_full = "block" }}
 def test_a_reload_that_routes_elsewhere_lets_paused_connections_read(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    base = f"""
-[daemon]
-state_dir = "{out}/state"
-control_socket = "{out}/control.sock"
-shutdown_timeout = "1s"
-stats_interval = "0s"
-
-[listeners.emitters]
-type = "tcp"
-address = "127.0.0.1:0"
-
-[listeners.analyzers]
-type = "analyzer"
-address = "127.0.0.1:0"
-buffer = {{ max_bytes = "64KiB", when_full = "block" }}
-
+    base = stalled_pool_config(out, "64KiB") + f"""
 [outputs.files]
 type = "file"
 path = "{out}/emitters.log"

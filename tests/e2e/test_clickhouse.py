@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from clickhouse_server import ClickHouseError, ClickHouseServer
-from harness import REPO, LogdProcess, logctl
+from harness import REPO, LogdProcess, ingest_config, logctl
 from harness import post_records as post
 from test_tcp_file import frame
 
@@ -32,21 +32,7 @@ def clickhouse(tmp_path: Path) -> Iterator[ClickHouseServer]:
 def config(out: Path, ch: ClickHouseServer, batch_timeout: str = "200ms",
            buffer: str = '{ max_bytes = "256MiB", when_full = "block" }',
            shutdown_timeout: str = "60s") -> str:
-    return f"""
-[daemon]
-state_dir = "{out}/state"
-control_socket = "{out}/control.sock"
-stats_interval = "0s"
-shutdown_timeout = "{shutdown_timeout}"
-
-[listeners.http]
-type = "http"
-address = "127.0.0.1:0"
-
-[listeners.emitters]
-type = "tcp"
-address = "127.0.0.1:0"
-
+    return ingest_config(out, shutdown_timeout) + f"""
 [outputs.clickhouse]
 type = "clickhouse"
 url = "clickhouse://default@127.0.0.1:{ch.tcp_port}/logs_db"

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, LogdProcess
+from harness import REPO, LogdProcess, ingest_config
 from harness import post_records as post
 from kafka_broker import KafkaBroker
 from test_tcp_file import frame
@@ -33,21 +33,7 @@ def broker() -> Iterator[KafkaBroker]:
 
 
 def config(out: Path, b: KafkaBroker, extra: str = "") -> str:
-    return f"""
-[daemon]
-state_dir = "{out}/state"
-control_socket = "{out}/control.sock"
-stats_interval = "0s"
-shutdown_timeout = "60s"
-
-[listeners.http]
-type = "http"
-address = "127.0.0.1:0"
-
-[listeners.emitters]
-type = "tcp"
-address = "127.0.0.1:0"
-
+    return ingest_config(out) + f"""
 [outputs.kafka]
 type = "kafka"
 brokers = ["{b.bootstrap}"]

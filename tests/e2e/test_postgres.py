@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, LogdProcess
+from harness import REPO, LogdProcess, ingest_config
 from harness import post_records as post
 from postgres_server import PostgresServer
 from test_tcp_file import frame
@@ -32,21 +32,7 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 def config(out: Path, pg: PostgresServer, buffer: str = '{ max_bytes = "64MiB" }') -> str:
-    return f"""
-[daemon]
-state_dir = "{out}/state"
-control_socket = "{out}/control.sock"
-stats_interval = "0s"
-shutdown_timeout = "60s"
-
-[listeners.http]
-type = "http"
-address = "127.0.0.1:0"
-
-[listeners.emitters]
-type = "tcp"
-address = "127.0.0.1:0"
-
+    return ingest_config(out) + f"""
 [outputs.pg]
 type = "postgres"
 dsn = "{pg.dsn}"
