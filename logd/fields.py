@@ -1,11 +1,21 @@
-"""How a record maps to a database row: app_id, level, message, source, time, metadata.
+"""How a record is read: its app, level, severity, time, source, message and metadata.
 
-app_id is the record's `app_id` (else `app`, else the listener's name); level the canonical
-severity name; message the `message` field (or the whole payload when it is not a JSON
-object); source the `source` field (else, or when null, the listener); the time its
-`timestamp` (epoch seconds or RFC 3339; no zone means UTC) or else when it arrived; metadata
-its `metadata` object with any other fields beyond these added, as JSON. Values that are not
-strings are kept as their JSON text.
+Every listener, filter, path template and output reads a record through this module, so a
+record means the same thing everywhere (a route that matches `app == "web"` writes web.log
+and the database row says app_id = web).
+
+A record whose payload is a JSON object lends its fields:
+- app: `app_id`, else `app`, else the listener's name;
+- level: `level`, else `severity`, kept as sent ("fatal", "WARNING", 3); a record without
+  one has the canonical name of its severity ("info" unless the wire said otherwise);
+- severity (0 emerg .. 7 debug, for filters and comparisons only): a frame's severity byte;
+  else derived from the level (trace, debug, info, notice, warn/warning, error/err,
+  crit/critical/fatal, alert, emerg/panic, any case, or 0-7); else a syslog `<PRI>`; else info;
+- time: `timestamp` (epoch seconds or RFC 3339; no zone means UTC), else when it arrived;
+- source: `source`, else the listener's name;
+- message: `message` (or the whole payload when it is not a JSON object);
+- metadata: the `metadata` object with any fields beyond these added, as JSON.
+Values that are not strings are kept as their JSON text.
 """
 
 from __future__ import annotations
@@ -13,15 +23,78 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from logd.record import Batch, severity_name
+if TYPE_CHECKING:
+    from logd.record import Batch
+
+# syslog numbering: lower is more severe.
+SEVERITY_NAMES = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
+INFO = 6
+
+_LEVELS = {
+    "emerg": 0, "emergency": 0, "panic": 0,
+    "alert": 1,
+    "crit": 2, "critical": 2, "fatal": 2,
+    "err": 3, "error": 3,
+    "warn": 4, "warning": 4,
+    "notice": 5,
+    "info": 6, "information": 6, "informational": 6,
+    "debug": 7, "trace": 7,
+}
 
 KNOWN_FIELDS = frozenset({"app_id", "app", "level", "message", "source", "timestamp"})
 KNOWN_AND_METADATA = KNOWN_FIELDS | {"metadata"}
 _STR = {str}
+
+
+def severity_from_name(value: Any) -> int | None:
+    """Syslog severity from a level name (any case) or number 0-7; None if not one."""
+    if isinstance(value, str):
+        found = _LEVELS.get(value.lower())
+        if found is not None:
+            return found
+        if value.isdigit() and int(value) <= 7:
+            return int(value)
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 7:
+        return value
+    return None
+
+
+def severity_name(sev: int) -> str:
+    return SEVERITY_NAMES[sev] if 0 <= sev < 8 else f"level{sev}"
+
+
+def level_value(obj: dict[str, Any]) -> Any:
+    """The record's level as sent: `level`, else `severity`; None when it has neither."""
+    level = obj.get("level")
+    return obj.get("severity") if level is None else level
+
+
+def severity_of(obj: dict[str, Any]) -> int | None:
+    """The severity a JSON record's level names; None when it names none."""
+    return severity_from_name(level_value(obj))
+
+
+def level_text(obj: dict[str, Any] | None, sev: int) -> str:
+    """The level to store: as sent when the record has one, else its severity's name."""
+    if obj is not None:
+        level = level_value(obj)
+        if level is not None:
+            return text(level)
+    return severity_name(sev)
+
+
+def level_texts(fields: list[dict[str, Any] | None], sevs: bytes) -> list[str]:
+    """level_text of each record; column-wise when every record sent a string `level`."""
+    if None not in fields:
+        levels = list(map(dict.get, fields, repeat("level")))  # type: ignore[arg-type]
+        if set(map(type, levels)) <= _STR:
+            return levels
+    return [level_text(o, s) for o, s in zip(fields, sevs, strict=True)]
 
 
 def record_time(ts: Any) -> float | None:
@@ -64,19 +137,49 @@ def texts(values: list[Any]) -> list[str]:
     return list(map(text, values))
 
 
-def app_of(obj: dict[str, Any], source: str) -> str:
+def app_of(obj: dict[str, Any] | None, source: str) -> str:
+    """The record's app: `app_id`, else `app`, else the listener's name."""
+    if obj is None:
+        return source
     app = obj.get("app_id")
     if app is None:
-        app = obj.get("app", source)
+        app = obj.get("app")
+        if app is None:
+            return source
     return text(app)
 
 
-def apps_of(objs: list[dict[str, Any]], source: str) -> list[str]:
+def apps_of(objs: list[dict[str, Any] | None], source: str) -> list[str]:
     """app_of each record, column-wise when every record has a string app_id."""
-    apps = list(map(dict.get, objs, repeat("app_id")))
-    if None in apps or not set(map(type, apps)) <= _STR:
-        return [app_of(o, source) for o in objs]
-    return apps
+    if None not in objs:
+        apps = list(map(dict.get, objs, repeat("app_id")))  # type: ignore[arg-type]
+        if None not in apps and set(map(type, apps)) <= _STR:
+            return apps
+    return [app_of(o, source) for o in objs]
+
+
+def source_of(obj: dict[str, Any] | None, source: str) -> str:
+    """The record's source: its `source` field, else the listener's name."""
+    if obj is None:
+        return source
+    src = obj.get("source")
+    return source if src is None else text(src)
+
+
+def message_of(obj: dict[str, Any] | None, payload: bytes) -> str:
+    """The record's message: `message` of a JSON object, else the whole payload."""
+    if obj is None:
+        return payload.decode("utf-8", "replace")
+    return text(obj.get("message", ""))
+
+
+def time_of(obj: dict[str, Any] | None, received: float) -> float:
+    """The record's time: its `timestamp`, else when it arrived."""
+    if obj is not None:
+        t = record_time(obj.get("timestamp"))
+        if t is not None:
+            return t
+    return received
 
 
 def utc_datetime(t: float, received: float) -> datetime:
@@ -99,13 +202,12 @@ def record_rows(batch: Batch, when: Callable[[Any, float], Any]
     received = batch.received
     rows = []
     for i, obj in enumerate(fields):
-        level = severity_name(sevs[i])
         if obj is None:
-            rows.append((source, level, payloads[i].decode("utf-8", "replace"), source,
+            rows.append((source, severity_name(sevs[i]),
+                         payloads[i].decode("utf-8", "replace"), source,
                          when(None, received), "{}"))
             continue
-        src = obj.get("source")
-        rows.append((app_of(obj, source), level, text(obj.get("message", "")),
-                     text(source if src is None else src), when(obj.get("timestamp"), received),
+        rows.append((app_of(obj, source), level_text(obj, sevs[i]), message_of(obj, b""),
+                     source_of(obj, source), when(obj.get("timestamp"), received),
                      metadata_json(obj).decode()))
     return rows

@@ -2,7 +2,9 @@
 
     *                                   every record
     level >= warn                       severity comparisons (== != >= > <= <), by name or 0-7
-    app == "billing"    source != x     field comparisons (app, source, event, any JSON field)
+    app == "billing"    source != x     field comparisons (app, source, event, any JSON field;
+                                        app and source read as logd.fields says)
+    listener == http                    the listener the record came in on
     ERROR   "disk full"                 a bare or quoted word: the payload contains it
     a && b    a || b    !a    ( ... )   boolean logic
 
@@ -15,7 +17,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from logd.record import Batch, severity_from_name
+from logd.fields import app_of, severity_from_name, source_of
+from logd.record import Batch
 
 # A predicate sees one record: (batch, index) -> bool.
 Predicate = Callable[[Batch, int], bool]
@@ -152,17 +155,14 @@ def _comparison(name: str, op: str, operand: str, col: int) -> Predicate:
     if op not in ("==", "!="):
         raise FilterError(f"{name!r} compares with == or != only (column {col})")
     want_equal = op == "=="
-    if name == "source":
+    if name == "listener":
         return lambda r, i: (r.source == operand) == want_equal
+    if name in ("app", "source"):
+        read = app_of if name == "app" else source_of
+        return lambda r, i: (read(r.fields()[i], r.source) == operand) == want_equal
 
     def field_value(r: Batch, i: int) -> Any:
         obj = r.fields()[i]
-        if name == "app":
-            if obj is not None:
-                found = obj.get("app", obj.get("app_id"))
-                if found is not None:
-                    return str(found)
-            return r.source
         return None if obj is None else _as_text(obj.get(name))
 
     return lambda r, i: (field_value(r, i) == operand) == want_equal

@@ -12,40 +12,9 @@ from typing import Any
 
 import orjson
 
-# syslog numbering: lower is more severe.
-SEVERITY_NAMES = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
-INFO = 6
-
-_LEVELS = {
-    "emerg": 0, "emergency": 0, "panic": 0,
-    "alert": 1,
-    "crit": 2, "critical": 2, "fatal": 2,
-    "err": 3, "error": 3,
-    "warn": 4, "warning": 4,
-    "notice": 5,
-    "info": 6, "information": 6, "informational": 6,
-    "debug": 7, "trace": 7,
-}
+from logd.fields import INFO, severity_of
 
 _SYSLOG_PRI = re.compile(rb"<(\d{1,3})>")
-
-
-def severity_from_name(value: Any) -> int | None:
-    """Syslog severity from a level name (any case) or number 0-7; None if not one."""
-    if isinstance(value, str):
-        found = _LEVELS.get(value.lower())
-        if found is not None:
-            return found
-        if value.isdigit() and int(value) <= 7:
-            return int(value)
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 7:
-        return value
-    return None
-
-
-def severity_name(sev: int) -> str:
-    return SEVERITY_NAMES[sev] if 0 <= sev < 8 else f"level{sev}"
 
 
 class Batch:
@@ -177,7 +146,7 @@ class Batch:
                         fields = self.fields()
                     obj = fields[i]
                     if obj is not None:
-                        found = severity_from_name(obj.get("level", obj.get("severity")))
+                        found = severity_of(obj)
                         if found is not None:
                             sev = found
                 sevs.append(sev)

@@ -61,6 +61,13 @@ class Router:
                     "queued_records": o.buffer.queued_records}
                 for n, o in self.outputs.items()}
 
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """GET /health, wherever it is served: 200 "ok" when every destination can take
+        records, else 503 "degraded"; per destination, ready and queued records."""
+        outputs = self.readiness()
+        ok = all(o["ready"] for o in outputs.values())
+        return (200 if ok else 503), {"status": "ok" if ok else "degraded", "outputs": outputs}
+
     def dispatch(self, batch: Batch) -> list[Any]:
         """Hand a batch to its outputs; returns the buffers the caller must wait on (full)."""
         if self.taps:

@@ -12,8 +12,9 @@ import asyncio
 from collections import deque
 from typing import Any
 
+from logd.fields import severity_name
 from logd.filters import Filter
-from logd.record import Batch, severity_name
+from logd.record import Batch
 
 MAX_RECORDS = 10_000
 MAX_BYTES = 8 * 1024**2

@@ -87,3 +87,12 @@ def format_size(n: float) -> str:
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
         n /= 1024
     return f"{n}B"
+
+
+_URL_PASSWORD = re.compile(r"(//[^/@:]*:)[^/@]*@")
+_QUERY_PASSWORD = re.compile(r"((?:^|[?&])(?:password|sslpassword)=)[^&]*", re.I)
+
+
+def redact_url(text: str) -> str:
+    """A URL fit for a log line or an error message: its password replaced by ***."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))

@@ -38,8 +38,8 @@ class MetricsServer:
         return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
 
     async def _health(self, request: web.Request) -> web.Response:
-        outputs = {n: "ok" for n in self.daemon.outputs}
-        return web.json_response({"status": "ok", "outputs": outputs})
+        status, body = self.daemon.router.health()
+        return web.json_response(body, status=status)
 
     async def close(self) -> None:
         if self._runner is not None:

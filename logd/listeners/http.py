@@ -30,10 +30,10 @@ from logd.config import (
     to_size,
     to_str_list,
 )
-from logd.fields import record_time
+from logd.fields import INFO, record_time, severity_from_name
 from logd.listeners.serve import open_web
 from logd.logsetup import RateLimitedLog
-from logd.record import Batch, severity_from_name
+from logd.record import Batch
 
 if TYPE_CHECKING:
     from logd.router import Router
@@ -89,6 +89,8 @@ def _valid_severities(objs: list[Any]) -> bytes | None:
     levels = list(map(get, objs, repeat("level")))
     if not set(map(type, levels)) <= _LEVEL_TYPES:
         return None
+    if None in levels and any(map(dict.__contains__, objs, repeat("severity"))):
+        return None  # a `severity` stands in for a missing level: record by record
     try:
         sevs = bytes(map(_LEVELS.__getitem__, levels))
     except KeyError:
@@ -114,7 +116,14 @@ def _checked_severities(objs: list[Any], where: str, positions: list[int]) -> by
             raise BadRequest(422, "missing_message",
                              f"{where} {positions[i]}: a record needs a \"message\"")
         level = obj.get("level")
-        sev = levels.get(level) if type(level) in _LEVEL_TYPES else None
+        if level is None:
+            # No level: a `severity` field names it if it can (as on every listener), else
+            # the record is info; only a `level` the client set is held to the names.
+            sev = severity_from_name(obj.get("severity"))
+            sevs[i] = INFO if sev is None else sev
+            sev = sevs[i]
+        else:
+            sev = levels.get(level) if type(level) in _LEVEL_TYPES else None
         if sev is None and isinstance(level, str):
             sev = severity_from_name(level)
         if sev is None:
@@ -278,11 +287,8 @@ class HttpListener(Component):
         return payloads, objs, sevs
 
     async def _health(self, request: web.Request) -> web.Response:
-        outputs = self.router.readiness()
-        ok = all(o["ready"] for o in outputs.values())
-        return web.Response(status=200 if ok else 503,
-                            body=orjson.dumps({"status": "ok" if ok else "degraded",
-                                               "outputs": outputs}),
+        status, body = self.router.health()
+        return web.Response(status=status, body=orjson.dumps(body),
                             content_type="application/json")
 
     async def _metrics(self, request: web.Request) -> web.Response:

@@ -29,6 +29,7 @@ from logd.config import (
 from logd.outputs.clickhouse_columns import COLUMNS, ColumnBatch, join_columns
 from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
 from logd.record import Batch
+from logd.units import redact_url
 
 log = logging.getLogger("logd.clickhouse")
 
@@ -41,7 +42,8 @@ def _to_url(v: Any) -> str:
     text = to_nonempty_str(v)
     u = urlparse(text)
     if u.scheme != "clickhouse" or not u.hostname:
-        raise ValueError(f"expected clickhouse://user[:password]@host[:port]/database, got {v!r}")
+        raise ValueError("expected clickhouse://user[:password]@host[:port]/database, got "
+                         f"{redact_url(text)!r}")
     return text
 
 

@@ -26,12 +26,13 @@ from logd.buffers import codec
 from logd.fields import (
     KNOWN_AND_METADATA,
     apps_of,
+    level_texts,
     metadata_json,
     record_rows,
     record_time,
     texts,
 )
-from logd.record import Batch, severity_name
+from logd.record import Batch
 
 COLUMNS = ("app_id", "level", "message", "source", "created_at", "metadata")
 TYPES = ("String", "String", "String", "String", "DateTime", "String")
@@ -39,7 +40,6 @@ TYPES = ("String", "String", "String", "String", "DateTime", "String")
 # Varint prefixes of every length below 2**14 (one or two bytes); longer values are prefixed
 # one at a time.
 _VARINT = [bytes([n]) if n < 0x80 else bytes([n & 0x7F | 0x80, n >> 7]) for n in range(1 << 14)]
-_LEVEL_VALUES = [_VARINT[len(severity_name(s))] + severity_name(s).encode() for s in range(256)]
 _MAX_DATETIME = 2**32 - 1
 _NUMBERS = {int, float}
 _NONE = {type(None)}
@@ -146,7 +146,7 @@ class ColumnBatch:
             sources = [source if s is None else s for s in sources]
         columns = (
             encode_strings(apps),
-            b"".join(map(_LEVEL_VALUES.__getitem__, batch.severity_bytes())),
+            encode_strings(level_texts(fields, batch.severity_bytes())),
             encode_strings(texts(messages)),
             encode_strings(texts(sources)),
             _created(list(map(get, objs, repeat("timestamp"))), received),

@@ -32,11 +32,21 @@ from logd.config import (
     to_nonempty_str,
     to_size,
 )
+from logd.fields import (
+    app_of,
+    level_text,
+    message_of,
+    metadata_json,
+    severity_name,
+    source_of,
+    time_of,
+    utc_datetime,
+)
 from logd.logsetup import RateLimitedLog
 from logd.metrics import BATCH_RECORDS_BUCKETS, Histogram
 from logd.outputs.base import Output
 from logd.outputs.direct import DirectFile, DirectIO
-from logd.record import Batch, severity_name
+from logd.record import Batch
 
 log = logging.getLogger("logd.file")
 
@@ -222,12 +232,9 @@ class FileOutput(Output):
                                joined if single else None)
 
     def _path_for(self, batch: Batch, obj: dict[str, Any] | None, sev: int | None) -> str:
-        app = event = None
-        if obj is not None:
-            app = obj.get("app", obj.get("app_id"))
-            event = obj.get("event")
+        event = None if obj is None else obj.get("event")
         return self.cfg.path.format(
-            app=_safe(app) if app is not None else batch.source,
+            app=_safe(app_of(obj, batch.source)),
             event=_safe(event) if event is not None else "default",
             date=time.strftime("%Y-%m-%d", time.gmtime(batch.received)),
             severity=severity_name(sev) if sev is not None else "info",
@@ -273,24 +280,26 @@ class FileOutput(Output):
             await self._rotate(path)
 
     def _json_lines(self, batch: Batch, indices: list[int] | None) -> bytes:
+        """One JSON object per record, its fields read as logd.fields says."""
         sevs = batch.severity_bytes()
         fields = batch.fields()
         payloads = batch.payloads
         received = batch.received
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(received)) + \
-            f".{int(received % 1 * 1e6):06d}Z"
+        listener = batch.source
         dumps = orjson.dumps
         out = []
         for i in (range(len(payloads)) if indices is None else indices):
             obj = fields[i]
-            app = batch.source
+            record: dict[str, Any] = {
+                "ts": _rfc3339(time_of(obj, received), received),
+                "app": app_of(obj, listener), "level": level_text(obj, sevs[i]),
+                "severity": severity_name(sevs[i]), "source": source_of(obj, listener),
+                "listener": listener, "message": message_of(obj, payloads[i])}
             if obj is not None:
-                found = obj.get("app", obj.get("app_id"))
-                if found is not None:
-                    app = str(found)
-            out.append(dumps({"ts": ts, "severity": severity_name(sevs[i]), "app": app,
-                              "source": batch.source,
-                              "message": payloads[i].decode("utf-8", "replace")}))
+                metadata = metadata_json(obj)
+                if metadata != b"{}":
+                    record["metadata"] = orjson.Fragment(metadata)
+            out.append(dumps(record))
         out.append(b"")
         return b"\n".join(out)
 
@@ -415,6 +424,11 @@ class FileOutput(Output):
         except OSError as e:
             self._io.stats.errors += 1
             log.error("closing file failed", extra={"path": f.path, "error": str(e)})
+
+
+def _rfc3339(t: float, received: float) -> str:
+    when = utc_datetime(t, received)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _has_json_object(batch: Batch, joined: bytes | None) -> bool:

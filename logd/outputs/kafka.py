@@ -36,7 +36,7 @@ from logd.config import (
     to_size,
     to_str_list,
 )
-from logd.fields import app_of, apps_of, record_rows, record_time, utc_datetime
+from logd.fields import apps_of, record_rows, record_time, utc_datetime
 from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
 from logd.record import Batch
 
@@ -112,10 +112,7 @@ def _json_time(ts: Any, received: float) -> float:
 
 
 def _apps(batch: Batch) -> list[str]:
-    fields = batch.fields()
-    if None in fields:
-        return [batch.source if o is None else app_of(o, batch.source) for o in fields]
-    return apps_of(fields, batch.source)  # type: ignore[arg-type]
+    return apps_of(batch.fields(), batch.source)
 
 
 class KafkaBatch:

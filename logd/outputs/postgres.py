@@ -34,6 +34,7 @@ from logd.config import (
 )
 from logd.fields import record_rows, record_time, utc_datetime
 from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
+from logd.units import redact_url
 
 log = logging.getLogger("logd.postgres")
 
@@ -50,7 +51,7 @@ def _to_dsn(v: Any) -> str:
     u = urlparse(text)
     if u.scheme not in ("postgres", "postgresql") or not (u.hostname or u.query):
         raise ValueError("expected postgresql://user[:password]@host[:port]/database, got "
-                         f"{v!r}")
+                         f"{redact_url(text)!r}")
     return text
 
 

@@ -86,9 +86,9 @@ def test_posted_records_arrive_with_their_fields(logd: LogdProcess,
                "metadata FROM logs_db.logs ORDER BY app_id")
     assert [(r["app_id"], r["level"], r["message"], r["source"]) for r in got] == [
         ("api-gateway", "info", "plain", "http"),
-        ("auth-service", "warn", "slow login", "http"),
+        ("auth-service", "warning", "slow login", "http"),
         ("emitters", "error", "from tcp", "emitters"),
-        ("payment-service", "error", "card declined", "api"),
+        ("payment-service", "ERROR", "card declined", "api"),
     ]
     by_app = {r["app_id"]: r for r in got}
     assert by_app["payment-service"]["t"] == "2026-11-23 10:00:00"

@@ -95,7 +95,7 @@ def test_json_format_carries_the_mapped_fields(tmp_path: Path, broker: KafkaBrok
     [(_, key, value)] = broker.consume(broker.topic, 1)
     assert key is None
     assert json.loads(value) == {"time": "2026-11-23T10:00:00.500000Z", "app_id": "billing",
-                                 "level": "error", "message": "declined", "source": "http",
+                                 "level": "ERROR", "message": "declined", "source": "http",
                                  "metadata": {"order": 17}}
 
 

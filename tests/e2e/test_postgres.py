@@ -79,9 +79,9 @@ def test_records_arrive_with_their_fields(logd: LogdProcess, postgres: PostgresS
         "FROM logs ORDER BY app_id").splitlines()
     rows = [line.split("|") for line in got]
     assert [r[:4] for r in rows] == [
-        ["auth-service", "warn", "nul \ufffd inside", "http"],
+        ["auth-service", "warning", "nul \ufffd inside", "http"],
         ["emitters", "error", "from tcp", "emitters"],
-        ["payment-service", "error", "card declined", "api"],
+        ["payment-service", "ERROR", "card declined", "api"],
     ]
     assert rows[2][4] == "2026-11-23 10:00:00.250"
     assert rows[0][4] == "2026-11-23 09:40:00.000"

@@ -146,3 +146,14 @@ def test_kafka_retries_send_only_what_was_not_acknowledged() -> None:
     block.groups = {0: [(b"a", b"1", 0.0), (b"a", b"3", 0.0)], 1: [(b"b", b"2", 0.0)]}
     block.acked = {0: 1, 1: 1}
     assert block.unacknowledged() == [(b"a", b"3", 0.0)]
+
+
+def test_level_is_stored_as_sent_and_app_id_comes_first() -> None:
+    got = rows([
+        {"app": "web", "app_id": "billing", "level": "fatal", "message": "a"},
+        {"app_id": "billing", "level": "WARNING", "message": "b"},
+        {"app_id": "billing", "severity": "notice", "message": "c"},
+        {"app_id": "billing", "level": 3, "message": "d"},
+    ], bytes([2, 4, 5, 3]))
+    assert [(r[0], r[1]) for r in got] == [("billing", "fatal"), ("billing", "WARNING"),
+                                           ("billing", "notice"), ("billing", "3")]

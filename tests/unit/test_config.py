@@ -173,3 +173,19 @@ def test_bad_when_full_names_nested_key_path() -> None:
 def test_listener_and_output_may_not_share_a_name() -> None:
     problems = problems_of(LISTENER + OUTPUT.replace("files", "emitters"))
     assert "outputs.emitters" in problems
+
+
+def test_errors_about_database_urls_never_show_their_passwords() -> None:
+    got = problems_of(LISTENER + """
+[outputs.ch]
+type = "clickhouse"
+url = "http://default:hunter2@127.0.0.1:8123/logs"
+
+[outputs.pg]
+type = "postgres"
+dsn = "mysql://logd:hunter2@db/logd?password=hunter2"
+""")
+    assert "expected clickhouse://" in got["outputs.ch.url"]
+    assert "expected postgresql://" in got["outputs.pg.dsn"]
+    assert "hunter2" not in repr(got)
+    assert "default:***@127.0.0.1" in got["outputs.ch.url"]

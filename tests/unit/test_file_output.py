@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -107,23 +108,24 @@ async def test_hostile_app_value_stays_inside_the_directory(tmp_path: Path) -> N
     assert not (tmp_path / "a" / "etc").exists()
 
 
-async def test_json_format_lines_carry_ts_severity_app_source_message(tmp_path: Path) -> None:
+async def test_json_format_lines_carry_the_records_fields(tmp_path: Path) -> None:
     out = make_output(f"{tmp_path}/out.log", format='"json"')
-    payloads = [b'{"app": "billing", "level": "error", "msg": "declined"}', b"<12>warned",
-                b"plain \xff bytes"]
+    payloads = [b'{"app": "billing", "level": "ERROR", "message": "declined", "user": 7}',
+                b"<12>warned", b"plain \xff bytes"]
     b = batch(payloads, source="emitters")
     await run_output(out, [b])
     lines = (tmp_path / "out.log").read_bytes().splitlines()
     records = [orjson.loads(line) for line in lines]
     assert [r["severity"] for r in records] == ["error", "warn", "info"]
+    assert [r["level"] for r in records] == ["ERROR", "warn", "info"]
     assert [r["app"] for r in records] == ["billing", "emitters", "emitters"]
     assert {r["source"] for r in records} == {"emitters"}
-    assert [r["message"] for r in records] == [
-        '{"app": "billing", "level": "error", "msg": "declined"}', "<12>warned",
-        "plain \ufffd bytes"]
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(b.received))
-    assert {r["ts"] for r in records} == {stamp + f".{int(b.received % 1 * 1e6):06d}Z"}
-    assert all(set(r) == {"ts", "severity", "app", "source", "message"} for r in records)
+    assert [r["message"] for r in records] == ["declined", "<12>warned", "plain \ufffd bytes"]
+    assert [r.get("metadata") for r in records] == [{"user": 7}, None, None]
+    stamp = datetime.fromtimestamp(b.received, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert {r["ts"] for r in records} == {stamp}
+    assert [sorted(r) for r in records][1] == ["app", "level", "listener", "message",
+                                               "severity", "source", "ts"]
 
 
 def record_batches(count: int, per_batch: int, app: str | None = None) -> list[Batch]:

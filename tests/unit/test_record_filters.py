@@ -101,20 +101,24 @@ def test_level_at_least_warn_picks_severities_zero_to_four() -> None:
     assert compile_filter("level != error").select(LEVELS) == [0, 1, 2, 4, 5, 6, 7]
 
 
-def test_app_compares_json_app_then_app_id_then_source() -> None:
+def test_app_compares_json_app_id_then_app_then_source() -> None:
     batch = batch_of([b'{"app": "billing"}', b'{"app_id": "billing"}', b'{"app": "auth"}',
-                      b"plain", b'{"msg": "no app"}'], source="billing")
+                      b"plain", b'{"msg": "no app"}',
+                      b'{"app": "billing", "app_id": "web"}'], source="billing")
     assert compile_filter('app == "billing"').select(batch) == [0, 1, 3, 4]
-    assert compile_filter("app != billing").select(batch) == [2]
+    assert compile_filter("app != billing").select(batch) == [2, 5]
+    assert compile_filter("app == web").select(batch) == [5]
     other = batch_of([b"plain", b'{"app": "billing"}'], source="emitters")
     assert compile_filter('app == "billing"').select(other) == [1]
 
 
-def test_source_and_json_field_comparisons() -> None:
-    batch = batch_of([b'{"event": "login", "ok": true}', b'{"event": "logout"}', b"x"],
-                     source="lines")
+def test_source_listener_and_json_field_comparisons() -> None:
+    batch = batch_of([b'{"event": "login", "ok": true}', b'{"event": "logout"}', b"x",
+                      b'{"source": "api"}'], source="lines")
     assert compile_filter("source == lines").select(batch) == [0, 1, 2]
-    assert compile_filter("source != lines").select(batch) == []
+    assert compile_filter("source == api").select(batch) == [3]
+    assert compile_filter("listener == lines").select(batch) == [0, 1, 2, 3]
+    assert compile_filter("listener != lines").select(batch) == []
     assert compile_filter("event == login").select(batch) == [0]
     assert compile_filter("ok == true").select(batch) == [0]
 
