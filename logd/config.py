@@ -226,6 +226,26 @@ class BufferConfig(MemoryBufferConfig):
                                     "(0: never; the page cache still survives kill -9)")
 
 
+DISK_DEFAULT_BYTES = 1024**3
+MEMORY_DEFAULT_BYTES = 64 * 1024**2
+
+
+@dataclass(frozen=True)
+class DatabaseBufferConfig(BufferConfig):
+    """A database output's buffer: a disk spool unless the config says memory, so one dead
+    database holds its records on disk for a long while before it stalls anything."""
+
+    type: str = setting("disk", one_of("memory", "disk"),
+                        "disk: a spool that outlives restarts and kill -9; memory: RAM only")
+    max_bytes: int = setting(0, to_size(lo=4096),
+                             "bound on what waits (default: 1GiB on disk, 64MiB in memory)")
+
+    def __post_init__(self) -> None:
+        if not self.max_bytes:
+            object.__setattr__(self, "max_bytes", DISK_DEFAULT_BYTES if self.type == "disk"
+                               else MEMORY_DEFAULT_BYTES)
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     state_dir: str = setting("/var/lib/logd", to_nonempty_str, "spools and offsets")

@@ -135,8 +135,11 @@ def render_outputs(outputs: dict[str, Any]) -> str:
 def _output_detail(s: dict[str, Any]) -> str:
     """What an operator looks for beyond the counters: disconnected, spooled, dead letters."""
     parts = []
+    problem = s.get("problem")
     if s.get("connected") is False:
         parts.append("DISCONNECTED")
+    elif problem:
+        parts.append(f"DEGRADED: {problem}")
     if s.get("buffer") == "disk":
         parts.append(f"spool {_bytes(s.get('spool_bytes', 0))}")
         if s.get("corrupt"):
@@ -145,6 +148,8 @@ def _output_detail(s: dict[str, Any]) -> str:
         parts.append(f"dead_letter={_num(s['dead_lettered'])}")
     if s.get("failed"):
         parts.append(f"failed={_num(s['failed'])}")
+    if s.get("torn_repaired"):
+        parts.append(f"torn_repaired={_num(s['torn_repaired'])}")
     return ", ".join(parts) or "-"
 
 

@@ -455,7 +455,8 @@ class Daemon:
         return {
             "process": procstats.process_stats(),
             "daemon": {"config": self.cfg.source, "reloads": self.reloads,
-                       "started_at": self.started_at},
+                       "started_at": self.started_at,
+                       "library_errors": dict(logsetup.LIBRARY_ERRORS)},
             "listeners": {n: c.stats() for n, c in self.listeners.items()},
             "outputs": {n: c.stats() for n, c in self.outputs.items()},
             "router": {"unrouted": self.router.unrouted,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -32,12 +33,55 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+# What libraries reported as errors, by logger and kind (aiohttp's "Error handling request"
+# for a malformed request, say): counted here, logged as one line, rate-limited.
+LIBRARY_ERRORS: Counter[str] = Counter()
+_LIBRARIES = ("aiohttp", "aiokafka", "asynch", "asyncpg", "kafka")
+
+
+class OneLineFilter(logging.Filter):
+    """A library's error with a traceback becomes one counted line: what a hostile client
+    can trigger must not fill the log with tracebacks."""
+
+    def __init__(self, interval: float = 10.0, burst: int = 5) -> None:
+        super().__init__()
+        self.interval = interval
+        self.burst = burst
+        self._window: dict[str, list[float]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or record.name.split(".", 1)[0] not in _LIBRARIES:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        kind = type(exc).__name__ if exc is not None else "error"
+        key = f"{record.name}:{kind}"
+        LIBRARY_ERRORS[key] += 1
+        if exc is not None:
+            record.msg = f"{record.getMessage()}: {kind}: {exc}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        now = time.monotonic()
+        w = self._window.get(key)
+        if w is None or now - w[0] >= self.interval:
+            if w is not None and w[2]:
+                record.suppressed_since_last = int(w[2])
+            w = [now, 0, 0]
+            self._window[key] = w
+        if w[1] < self.burst:
+            w[1] += 1
+            return True
+        w[2] += 1
+        return False
+
+
 def setup(level: str = "info") -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(OneLineFilter())
     root.addHandler(handler)
     root.setLevel(level.upper())
 
@@ -52,6 +96,12 @@ class RateLimitedLog:
         self._window: dict[str, list[float]] = {}  # key -> [window start, lines, suppressed]
 
     def warning(self, key: str, msg: str, **fields: Any) -> None:
+        self.log(logging.WARNING, key, msg, **fields)
+
+    def error(self, key: str, msg: str, **fields: Any) -> None:
+        self.log(logging.ERROR, key, msg, **fields)
+
+    def log(self, level: int, key: str, msg: str, **fields: Any) -> None:
         now = time.monotonic()
         if len(self._window) > 1024:  # keys from input (paths, peers): bounded
             self._window = {k: w for k, w in self._window.items()
@@ -64,7 +114,7 @@ class RateLimitedLog:
             self._window[key] = w
         if w[1] < self.burst:
             w[1] += 1
-            self.logger.warning(msg, extra=fields)
+            self.logger.log(level, msg, extra=fields)
         else:
             w[2] += 1
 

@@ -105,6 +105,10 @@ def render_stats(stats: dict[str, Any]) -> str:
     e.add("logd_router_submit_errors_total", "counter",
           "Records an output failed to take (a bug; dropped for that output, logged).",
           stats["router"].get("submit_errors", 0))
+    for kind, n in sorted(stats["daemon"].get("library_errors", {}).items()):
+        e.add("logd_library_errors_total", "counter",
+              "Errors libraries reported (a malformed HTTP request, a broker refusing), by "
+              "logger and kind; each logged as one line.", n, {"kind": kind})
     for name, s in stats["listeners"].items():
         lab = {"listener": name}
         e.add("logd_listener_connections", "gauge", "Open connections.",
@@ -124,6 +128,9 @@ def render_stats(stats: dict[str, Any]) -> str:
                   {**lab, "reason": reason})
     for name, s in stats["outputs"].items():
         lab = {"output": name}
+        e.add("logd_output_up", "gauge",
+              "1 when the output can take and write records, 0 when it reports a problem "
+              "(disconnected, spool not writable).", 0 if s.get("problem") else 1, lab)
         e.add("logd_output_accepted_records_total", "counter",
               "Records taken into the output's buffer.", s.get("accepted", 0), lab)
         e.add("logd_output_dropped_records_total", "counter",
@@ -145,6 +152,10 @@ def render_stats(stats: dict[str, Any]) -> str:
               s.get("flushes", 0), lab)
         e.add("logd_output_rotations_total", "counter", "File rotations.",
               s.get("rotations", 0), lab)
+        if "torn_repaired" in s:
+            e.add("logd_output_torn_records_repaired_total", "counter",
+                  "Files found ending inside a record at open (a crash mid-write), cut back "
+                  "to their last complete record.", s["torn_repaired"], lab)
         e.add("logd_output_dead_lettered_records_total", "counter",
               "Records the destination refused as data, written to the dead-letter file.",
               s.get("dead_lettered", 0), lab)

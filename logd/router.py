@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from logd.config import RouteConfig
+from logd.delivery import Receipt
 from logd.filters import Filter, compile_filter
 from logd.outputs.base import Output
 from logd.record import Batch
@@ -25,17 +27,32 @@ GROUP_CHUNK = 64  # records per pick in a weighted group
 log = logging.getLogger("logd.router")
 
 
+@dataclass
+class Plan:
+    """Where one batch's records go (see Router.plan)."""
+
+    parts: list[tuple[Output, Batch]]
+    unrouted: int
+    generation: int
+
+    def blocking_full(self) -> list[Any]:
+        """The buffers of this plan that are full and make their producers wait."""
+        return [o.buffer for o, _ in self.parts if o.buffer.block and o.buffer.full]
+
+
 class Router:
     def __init__(self, routes: Mapping[str, RouteConfig], outputs: Mapping[str, Output]) -> None:
         self.unrouted = 0
         self.submit_errors = 0
         self.taps: list[Tap] = []  # logctl tail: copies of what passes, kept across reloads
+        self.generation = 0  # counts reconfigurations: a plan made before one is stale
         self.reconfigure(routes, outputs)
 
     def reconfigure(self, routes: Mapping[str, RouteConfig],
                     outputs: Mapping[str, Output]) -> None:
         """Swap in new routes and outputs; the next batch dispatched sees them (reload)."""
         self.outputs = dict(outputs)
+        self.generation += 1
         everywhere: list[Output] | None = None
         table: list[tuple[Filter, list[Output], StridePicker | None]] = []
         if not routes:
@@ -51,15 +68,18 @@ class Router:
                 table.append((compile_filter(route.match), dests, picker))
         self._everywhere, self._routes = everywhere, table
 
-    def full(self) -> bool:
-        """Whether a destination that blocks when full is full (HTTP answers 503 then)."""
-        return any(o.buffer.block and o.buffer.full for o in self.outputs.values())
-
     def readiness(self) -> dict[str, dict[str, Any]]:
         """Per destination: ready to take records, and how many wait (GET /health)."""
-        return {n: {"ready": o.ready() and not (o.buffer.block and o.buffer.full),
-                    "queued_records": o.buffer.queued_records}
-                for n, o in self.outputs.items()}
+        out = {}
+        for n, o in self.outputs.items():
+            problem = o.problem()
+            entry: dict[str, Any] = {
+                "ready": problem is None and not (o.buffer.block and o.buffer.full),
+                "queued_records": o.buffer.queued_records}
+            if problem is not None:
+                entry["problem"] = problem
+            out[n] = entry
+        return out
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """GET /health, wherever it is served: 200 "ok" when every destination can take
@@ -68,13 +88,18 @@ class Router:
         ok = all(o["ready"] for o in outputs.values())
         return (200 if ok else 503), {"status": "ok" if ok else "degraded", "outputs": outputs}
 
-    def dispatch(self, batch: Batch) -> list[Any]:
-        """Hand a batch to its outputs; returns the buffers the caller must wait on (full)."""
-        if self.taps:
-            for tap in self.taps:
-                tap.offer(batch)
+    def plan(self, batch: Batch, tap: bool = True) -> Plan:
+        """Where the records of a batch go: (destination, the part of the batch it gets).
+
+        Routes are evaluated here once; `submit` hands the parts over. A listener that waits
+        for room before handing a batch over (HTTP) asks only the destinations of its plan
+        (and plans again, with `tap=False`, if a reload came meanwhile).
+        """
+        if tap and self.taps:
+            for t in self.taps:
+                t.offer(batch)
         if self._everywhere is not None:
-            return [o.buffer for o in self._everywhere if self._submit(o, batch)]
+            return Plan([(o, batch) for o in self._everywhere], 0, self.generation)
         n = batch.count
         picked: dict[Output, set[int] | None] = {}  # None: the whole batch
         for flt, dests, picker in self._routes:
@@ -94,7 +119,7 @@ class Router:
                     have.update(indices)
                     picked[d] = have
         routed: set[int] = set()
-        blocked = []
+        parts: list[tuple[Output, Batch]] = []
         for out, sel in picked.items():
             if sel is None or len(sel) == n:
                 sub = batch
@@ -102,17 +127,33 @@ class Router:
             else:
                 routed |= sel
                 sub = batch.subset(sorted(sel))
-            if self._submit(out, sub):
+            parts.append((out, sub))
+        return Plan(parts, n - len(routed), self.generation)
+
+    def submit(self, plan: Plan, receipt: Receipt | None = None) -> list[Any]:
+        """Hand a plan's parts to their destinations; returns the buffers the caller must
+        wait on (full, under block). With a receipt, every destination reports on it."""
+        self.unrouted += plan.unrouted
+        if receipt is not None:
+            receipt.expect(sum(part.count for _, part in plan.parts))
+        blocked = []
+        for out, part in plan.parts:
+            if self._submit(out, part, receipt):
                 blocked.append(out.buffer)
-        self.unrouted += n - len(routed)
         return blocked
 
-    def _submit(self, out: Output, batch: Batch) -> bool:
+    def dispatch(self, batch: Batch, receipt: Receipt | None = None) -> list[Any]:
+        """Route and hand over a batch; returns the buffers the caller must wait on."""
+        return self.submit(self.plan(batch), receipt)
+
+    def _submit(self, out: Output, batch: Batch, receipt: Receipt | None) -> bool:
         """Hand a batch to one output; a bug in one output's intake must not keep the batch
         from the others (or kill the connection it came on): it is counted and logged."""
         try:
-            return out.submit(batch)
+            return out.submit(batch, receipt)
         except Exception:
+            if receipt is not None:
+                receipt.lose(batch.count)
             out.buffer.dropped_records += batch.count
             self.submit_errors += batch.count
             if self.submit_errors == batch.count or self.submit_errors % 100_000 < batch.count:

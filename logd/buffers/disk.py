@@ -31,6 +31,7 @@ from typing import Any
 
 from logd.buffers import codec
 from logd.config import BufferConfig
+from logd.delivery import Receipt
 
 log = logging.getLogger("logd.spool")
 
@@ -76,6 +77,9 @@ class DiskBuffer:
         self._done_early: dict[Position, DiskLease] = {}  # acks that came out of order
         self._memory: deque[tuple[Position, Position, Any, int, int]] = deque()
         self._memory_bytes = 0
+        # Receipts of batches in the spool, by where their entry ends: delivered once the
+        # acknowledged position passes it.
+        self._receipts: deque[tuple[Position, Receipt, int]] = deque()
         self._generation = 0
         self._cost = 0              # unacknowledged bytes in the spool
         self._unread_records = 0
@@ -218,7 +222,7 @@ class DiskBuffer:
     def full(self) -> bool:
         return self._cost >= self.max_bytes
 
-    def put(self, batch: Any) -> bool:
+    def put(self, batch: Any, receipt: Receipt | None = None) -> bool:
         batch.compact()
         kind, body = codec.encode(batch)
         head = ENTRY.pack(MAGIC, kind, 0, len(body), batch.count, zlib.crc32(body))
@@ -226,6 +230,8 @@ class DiskBuffer:
         if not self.block and self._cost + size > self.max_bytes:
             self.dropped_records += batch.count
             self.dropped_bytes += batch.nbytes
+            if receipt is not None:
+                receipt.drop(batch.count)
             return False
         seq, off = self._write
         try:
@@ -242,8 +248,13 @@ class DiskBuffer:
             log.error("cannot write to the spool; batch dropped", extra={
                 "output": self.owner, "path": self._path(seq), "error": e.strerror,
                 "records": batch.count})
+            if receipt is not None:
+                receipt.drop(batch.count)
             return False
         end = (seq, off + size)
+        if receipt is not None:
+            receipt.accepted(batch.count)
+            self._receipts.append((end, receipt, batch.count))
         self._write = end
         self._sizes[seq] = end[1]
         if self._memory_bytes + size <= self.cfg.memory_bytes:
@@ -428,6 +439,10 @@ class DiskBuffer:
             end = self._done_early.pop(end).end
         self._acked = end
         os.pwrite(self._ack_fd, ACK.pack(*end), 0)
+        receipts = self._receipts
+        while receipts and receipts[0][0] <= end:
+            _, receipt, n = receipts.popleft()
+            receipt.delivered(n)
         for seq in [s for s in self._sizes if s < end[0]]:
             del self._sizes[seq]
             with contextlib.suppress(FileNotFoundError):
@@ -491,6 +506,10 @@ class DiskBuffer:
             os.close(self._lock_fd)  # releases the flock
         self._wfd = self._ack_fd = self._lock_fd = -1
 
+    @property
+    def problem(self) -> str | None:
+        return None
+
     def stats(self) -> dict[str, Any]:
         return {"buffer": "disk", "spool_bytes": self._cost,
                 "spool_segments": len(self._sizes), "replayed": self.replayed_records,
@@ -533,7 +552,7 @@ class HandedOver:
     def ack(self, lease: DiskLease) -> None:
         self._spool.ack(lease)
 
-    def put(self, batch: Any) -> bool:
+    def put(self, batch: Any, receipt: Receipt | None = None) -> bool:
         raise RuntimeError("a handed-over spool takes no more batches")
 
     def close(self) -> None:

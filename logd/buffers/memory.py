@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from logd.config import MemoryBufferConfig
+from logd.delivery import Receipt
 from logd.record import Batch
 
 # Python keeps each payload as a bytes object in a list: about this much besides the bytes.
@@ -26,9 +27,17 @@ def batch_cost(batch: Batch) -> int:
 
 @dataclass
 class Lease:
-    batches: list[Batch]
+    batches: list[Any]
     cost: int
     records: int = field(default=0)
+    # One receipt (or None) per batch, when any batch of the lease has one.
+    receipts: list[Receipt | None] | None = None
+
+    def take_receipts(self) -> list[Receipt | None] | None:
+        """The receipts, for a writer that reports delivery itself later (after a flush, an
+        analyzer's ACK) rather than when it acks the lease."""
+        receipts, self.receipts = self.receipts, None
+        return receipts
 
 
 class MemoryBuffer:
@@ -43,6 +52,8 @@ class MemoryBuffer:
         # Hysteresis: paused producers resume at 3/4 so they do not flap around the bound.
         self.resume_below = cfg.max_bytes * 3 // 4
         self._queue: deque[Batch] = deque()
+        self._receipts: deque[Receipt | None] = deque()  # beside _queue, batch by batch
+        self._with_receipts = 0  # queued batches that have one
         self._cost = 0          # queued + leased, in bytes
         self._queued_records = 0
         self._leased_records = 0
@@ -61,7 +72,7 @@ class MemoryBuffer:
     def full(self) -> bool:
         return self._cost >= self.max_bytes
 
-    def put(self, batch: Batch) -> bool:
+    def put(self, batch: Any, receipt: Receipt | None = None) -> bool:
         """Queue a batch. Returns True when the caller should pause until `wait_writable`.
 
         Under drop_newest a batch that does not fit is dropped whole and counted; under block
@@ -72,8 +83,14 @@ class MemoryBuffer:
         if not self.block and self._cost + cost > self.max_bytes:
             self.dropped_records += batch.count
             self.dropped_bytes += batch.nbytes
+            if receipt is not None:
+                receipt.drop(batch.count)
             return False
         self._queue.append(batch)
+        self._receipts.append(receipt)
+        if receipt is not None:
+            self._with_receipts += 1
+            receipt.accepted(batch.count)
         self._cost += cost
         self._queued_records += batch.count
         self.accepted_records += batch.count
@@ -130,17 +147,28 @@ class MemoryBuffer:
         cost = 0
         records = 0
         q = self._queue
+        rq = self._receipts
+        receipts: list[Receipt | None] | None = [] if self._with_receipts else None
         while q and (not batches or cost + batch_cost(q[0]) <= max_cost):
             b = q.popleft()
+            r = rq.popleft()
+            if receipts is not None:
+                receipts.append(r)
+                self._with_receipts -= r is not None
             batches.append(b)
             cost += batch_cost(b)
             records += b.count
         self._queued_records -= records
         self._leased_records += records
-        return Lease(batches, cost, records)
+        return Lease(batches, cost, records, receipts)
 
     def ack(self, lease: Lease) -> None:
-        """The writer is done with a lease: its memory no longer counts."""
+        """The writer is done with a lease: its memory no longer counts, and its records are
+        delivered (unless the writer took the receipts to report that itself)."""
+        if lease.receipts is not None:
+            for b, r in zip(lease.batches, lease.take_receipts() or (), strict=True):
+                if r is not None:
+                    r.delivered(b.count)
         self._cost -= lease.cost
         self._leased_records -= lease.records
         if self._cost <= self.resume_below:
@@ -160,6 +188,11 @@ class MemoryBuffer:
 
     def release(self) -> None:
         """Nothing to let go of."""
+
+    @property
+    def problem(self) -> str | None:
+        """A memory buffer has no failure of its own to report."""
+        return None
 
     def stats(self) -> dict[str, Any]:
         return {"buffer": "memory"}

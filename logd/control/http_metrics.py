@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from logd.listeners.serve import open_web
+from logd.listeners.web import GuardedServer
 from logd.metrics import render_stats
 
 if TYPE_CHECKING:
@@ -22,15 +22,15 @@ class MetricsServer:
     def __init__(self, daemon: Daemon, address: tuple[str, int]) -> None:
         self.daemon = daemon
         self.address = address
-        self._runner: web.AppRunner | None = None
+        self.server = GuardedServer("metrics", "daemon.metrics_address",
+                                    max_connections=256)
         self.bound: tuple[str, int] | None = None
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self.server.middleware])
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health)
-        self._runner, self.bound = await open_web(app, self.address,
-                                                  "daemon.metrics_address")
+        self.bound = await self.server.start(app, self.address)
         log.info("metrics listening", extra={"host": self.bound[0], "port": self.bound[1]})
 
     async def _metrics(self, request: web.Request) -> web.Response:
@@ -42,6 +42,4 @@ class MetricsServer:
         return web.json_response(body, status=status)
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.server.close()

@@ -34,6 +34,7 @@ from logd.config import (
     to_duration,
     to_int,
 )
+from logd.delivery import Receipt
 from logd.listeners.serve import open_server
 from logd.logsetup import RateLimitedLog
 from logd.outputs.base import Output
@@ -75,7 +76,7 @@ class _Analyzer(asyncio.Protocol):
         self.weight: float | None = None
         self.next_seq = 1
         self.acked = 0
-        # Unacked chunks in order: [first seq, payloads, severities].
+        # Unacked chunks in order: [first seq, payloads, severities, receipt or None].
         self.inflight: deque[list[Any]] = deque()
         self.last_progress = time.monotonic()
         self.sent = 0
@@ -135,7 +136,7 @@ class AnalyzerPool(Output):
         self.picker = StridePicker()
         self.analyzers: dict[str, _Analyzer] = {}
         self._ids = itertools.count(1)
-        self._redeliver: deque[tuple[list[bytes], bytes]] = deque()
+        self._redeliver: deque[tuple[list[bytes], bytes, Receipt | None]] = deque()
         self._ready = asyncio.Event()
         self._lease_sent = 0  # records of the lease being sent that are already out
         self.server: asyncio.AbstractServer | None = None
@@ -181,11 +182,14 @@ class AnalyzerPool(Output):
                 continue
             lease = await self.buffer.get(max_cost, timeout=0.5)
             if lease is not None:
+                # Delivered when the analyzers ACK, not when the lease is done.
+                receipts = lease.take_receipts()
                 try:
-                    for batch in lease.batches:
+                    for i, batch in enumerate(lease.batches):
                         # What a lost analyzer held goes out before more new records.
                         await self._send_redeliveries()
-                        await self._send(batch.payloads, batch.severity_bytes())
+                        await self._send(batch.payloads, batch.severity_bytes(),
+                                         receipts[i] if receipts is not None else None)
                         self._lease_sent += batch.count
                         # Let ACKs in between batches, so windows drain as they fill.
                         await asyncio.sleep(0)
@@ -205,12 +209,13 @@ class AnalyzerPool(Output):
 
     async def _send_redeliveries(self) -> None:
         while self._redeliver:
-            payloads, sevs = self._redeliver.popleft()
-            await self._send(payloads, sevs, redelivery=True)
+            payloads, sevs, receipt = self._redeliver.popleft()
+            await self._send(payloads, sevs, receipt, redelivery=True)
             if self._draining and self._nobody_to_send_to():
                 return
 
-    async def _send(self, payloads: list[bytes], sevs: bytes, redelivery: bool = False) -> None:
+    async def _send(self, payloads: list[bytes], sevs: bytes, receipt: Receipt | None = None,
+                    redelivery: bool = False) -> None:
         """Hand records out chunk by chunk to the analyzers that are due.
 
         Whatever is not handed out when this returns early (a drain with nobody left) or is
@@ -247,7 +252,7 @@ class AnalyzerPool(Output):
                 if a.in_flight == 0:
                     a.last_progress = time.monotonic()  # the ACK clock starts with a send
                 a.transport.write(encode_frames(chunk, chunk_sevs))
-                a.inflight.append([a.next_seq, chunk, chunk_sevs])
+                a.inflight.append([a.next_seq, chunk, chunk_sevs, receipt])
                 a.next_seq += c
                 a.sent += c
                 if redelivery:
@@ -257,7 +262,7 @@ class AnalyzerPool(Output):
                 pos += c
         finally:
             if pos < n:
-                self._redeliver.appendleft((payloads[pos:], sevs[pos:]))
+                self._redeliver.appendleft((payloads[pos:], sevs[pos:], receipt))
 
     async def drain(self, deadline: float) -> None:
         self._draining = True
@@ -276,7 +281,7 @@ class AnalyzerPool(Output):
         """Taken but not ACKed: buffered (less what of the current lease went out), waiting
         for redelivery, and in flight."""
         return (self.buffer.queued_records - self._lease_sent
-                + sum(len(p) for p, _ in self._redeliver)
+                + sum(len(p) for p, _, _ in self._redeliver)
                 + sum(a.in_flight for a in self.analyzers.values()))
 
     # -- connection events --
@@ -333,14 +338,18 @@ class AnalyzerPool(Output):
         self.acked_total += done
         q = a.inflight
         while q:
-            first, chunk, sevs = q[0]
+            first, chunk, sevs, receipt = q[0]
             last = first + len(chunk) - 1
             if last <= seq:
                 q.popleft()
+                if receipt is not None:
+                    receipt.delivered(len(chunk))
                 continue
             if first <= seq:
                 cut = seq - first + 1
-                q[0] = [seq + 1, chunk[cut:], sevs[cut:]]
+                q[0] = [seq + 1, chunk[cut:], sevs[cut:], receipt]
+                if receipt is not None:
+                    receipt.delivered(cut)
             break
         self._ready.set()
 
@@ -361,8 +370,8 @@ class AnalyzerPool(Output):
             self.picker.remove(a.id)
         self.analyzers.pop(a.id, None)
         unacked = 0
-        for _, chunk, sevs in a.inflight:
-            self._redeliver.append((chunk, sevs))
+        for _, chunk, sevs, receipt in a.inflight:
+            self._redeliver.append((chunk, sevs, receipt))
             unacked += len(chunk)
         a.inflight.clear()
         if unacked:
@@ -414,7 +423,7 @@ class AnalyzerPool(Output):
             "acked": self.acked_total,
             "in_flight": sum(a.in_flight for a in self.analyzers.values()),
             "redelivered": self.redelivered,
-            "redelivery_queued": sum(len(p) for p, _ in self._redeliver),
+            "redelivery_queued": sum(len(p) for p, _, _ in self._redeliver),
             "dropped_analyzers": self.dropped_analyzers,
             "bytes": 0,
             "pauses": 0,

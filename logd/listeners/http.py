@@ -8,6 +8,7 @@ index (array) or line (NDJSON) of the first bad record.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from logd.budget import ByteBudget
 from logd.component import Component
 from logd.config import (
     component_name,
@@ -27,11 +29,13 @@ from logd.config import (
     setting,
     to_address,
     to_duration,
+    to_int,
     to_size,
     to_str_list,
 )
+from logd.delivery import Receipt
 from logd.fields import INFO, record_time, severity_from_name
-from logd.listeners.serve import open_web
+from logd.listeners.web import GuardedServer
 from logd.logsetup import RateLimitedLog
 from logd.record import Batch
 
@@ -64,7 +68,27 @@ class HttpListenerConfig:
                                   "largest body, before and after gzip (413 beyond)")
     tokens: tuple[str, ...] = setting((), to_str_list,
                                       "bearer tokens; when set, requests need one (401)")
-    retry_after: float = setting(1.0, to_duration, "Retry-After of a 503 when buffers are full")
+    acknowledge: str = setting("accepted", one_of("accepted", "delivered"),
+                               "when to answer 202: accepted (every destination's buffer "
+                               "holds the batch) or delivered (every destination wrote it)")
+    full_wait: float = setting(30.0, to_duration,
+                               "how long a request waits for room in a full buffer it is "
+                               "routed to (when_full = block) before 503")
+    delivery_timeout: float = setting(60.0, to_duration,
+                                      "acknowledge = delivered: how long a request waits for "
+                                      "delivery before 503")
+    retry_after: float = setting(1.0, to_duration, "Retry-After of a 503")
+    max_inflight_bytes: int = setting(32 * 1024**2, to_size(lo=1024),
+                                      "request bodies read and parsed at once; more wait "
+                                      "(up to full_wait, then 503)")
+    header_timeout: float = setting(10.0, to_duration,
+                                    "a request's headers (and a TLS handshake) must arrive "
+                                    "within this; slower connections are closed")
+    body_timeout: float = setting(60.0, to_duration,
+                                  "a request's body must arrive within this (408 beyond)")
+    keepalive_timeout: float = setting(75.0, to_duration,
+                                       "idle keep-alive connections close after this")
+    max_connections: int = setting(10000, to_int(1), "connections beyond it are refused")
     name: str = component_name()
 
 
@@ -141,6 +165,7 @@ def _check_timestamp(v: Any) -> bool:
     return record_time(v) is not None  # what the outputs will read it as
 
 
+
 class HttpListener(Component):
     kind = "listener"
 
@@ -149,62 +174,147 @@ class HttpListener(Component):
         self.cfg = cfg
         self.router = router
         self.stats_provider: Any = None  # the daemon's stats(), for GET /metrics
-        self._runner: web.AppRunner | None = None
+        self.server = GuardedServer(cfg.name, f"listeners.{cfg.name}",
+                                    header_timeout=cfg.header_timeout,
+                                    keepalive_timeout=cfg.keepalive_timeout,
+                                    max_connections=cfg.max_connections)
         self.bound: tuple[str, int] | None = None
         self._tokens = [t.encode() for t in cfg.tokens]
+        self.budget = ByteBudget(cfg.max_inflight_bytes)
         self.requests = 0
         self.records = 0
         self.bytes_in = 0
         self.refused_busy = 0
+        self.waited_full = 0
         self.errors: Counter[str] = Counter()
         self.ratelog = RateLimitedLog(log)
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=self.cfg.max_body_bytes)
+        app = web.Application(client_max_size=self.cfg.max_body_bytes,
+                              middlewares=[self.server.middleware])
         app.router.add_post("/v1/logs", self._ingest)
         app.router.add_post("/api/logs", self._ingest)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
-        self._runner, self.bound = await open_web(app, self.cfg.address,
-                                                  f"listeners.{self.name}")
+        self.bound = await self.server.start(app, self.cfg.address)
         log.info("listening", extra={"listener": self.name, "type": "http",
                                      "host": self.bound[0], "port": self.bound[1]})
 
     async def drain(self, deadline: float) -> None:
-        # Requests in progress finish (aiohttp waits for them on cleanup); nothing new starts.
-        await self.close()
+        # Requests in progress finish, within the deadline; nothing new starts.
+        await self.server.drain(deadline)
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.server.close()
 
     # -- handlers --
 
     async def _ingest(self, request: web.Request) -> web.Response:
         self.requests += 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.full_wait
         try:
-            self._authorize(request)
-            body = await self._body(request)
-            payloads, objs, sevs = self._parse(body, request.content_type)
+            # The parsed batch lives in _take only: waiting below holds no parsed objects.
+            taken = await self._take(request, deadline)
         except BadRequest as e:
             self.errors[e.error] += 1
             self.ratelog.warning(e.error, f"request refused: {e}", listener=self.name,
                                  peer=request.remote, status=e.status)
-            return _error(e.status, e.error, str(e))
-        if self.router.full():
-            # Nothing half-accepted: refuse the whole batch until the buffers have room.
-            self.refused_busy += 1
-            return _error(503, "busy", "output buffers are full; retry later",
-                          **{"Retry-After": f"{max(1, round(self.cfg.retry_after))}"})
+            response = _error(e.status, e.error, str(e))
+            if e.status == 408:
+                response.force_close()
+            return response
+        if isinstance(taken, web.Response):
+            return taken
+        receipt = taken
+        if self.cfg.acknowledge == "delivered":
+            done = await receipt.wait_delivered(self.cfg.delivery_timeout)
+            what = "delivered"
+        else:
+            done = await receipt.wait_accepted(deadline - loop.time())
+            what = "accepted"
+        if not done:
+            # Not refused either: the records may still arrive; a client that retries may
+            # send them twice (at least once).
+            return self._busy("timeout", f"the batch was not {what} in time; retry later")
+        if receipt.lost:
+            return _error(500, "internal", f"{receipt.lost} records could not be handed to "
+                          "an output (see logd's log); retry later")
+        answer: dict[str, Any] = {"accepted": receipt.records}
+        if receipt.dropped:
+            answer["dropped"] = receipt.dropped
+        return web.Response(status=202, body=orjson.dumps(answer),
+                            content_type="application/json")
+
+    async def _take(self, request: web.Request, deadline: float
+                    ) -> BatchReceipt | web.Response:
+        """Read, parse and hand over the body: the batch's receipt, or the answer when it
+        could not be taken (busy). Raises BadRequest for a request that is wrong."""
+        loop = asyncio.get_running_loop()
+        self._authorize(request)
+        # Room to read and parse the body first: what is parsed at once is bounded.
+        taken = await self.budget.take(self._expected_size(request), deadline - loop.time())
+        if not taken:
+            return self._busy("busy", "too many request bodies being read at once; retry later")
+        try:
+            body = await self._body(request)
+            if len(body) > taken:  # it inflated beyond the estimate: room for the rest too
+                more = await self.budget.take(len(body) - taken, deadline - loop.time())
+                if not more:
+                    return self._busy("busy", "too many request bodies being read at once; "
+                                      "retry later")
+                taken += more
+            payloads, objs, sevs = self._parse(body, request.content_type)
+            receipt = await self._hand_over(objs, sevs, payloads, len(body), deadline)
+        finally:
+            self.budget.give(taken)
+        if receipt is None:
+            return self._busy("busy", "output buffers are full; retry later")
+        return receipt
+
+    async def _hand_over(self, objs: list[Any], sevs: bytes, payloads: list[bytes] | None,
+                         nbytes: int, deadline: float) -> BatchReceipt | None:
+        """Route the batch and hand it to its destinations once each that blocks when full
+        has room (waiting up to `deadline`); None when one stayed full."""
+        loop = asyncio.get_running_loop()
         # Buffers the batch waits in make its payloads and drop the parsed objects (see
         # Batch.compact); an output that encodes the objects on arrival needs no payloads.
-        batch = Batch.from_objects(objs, sevs, self.name, time.time(), len(body),
-                                   payloads)
+        batch = Batch.from_objects(objs, sevs, self.name, time.time(), nbytes, payloads)
+        plan = self.router.plan(batch)
+        waited = False
+        while full := plan.blocking_full():
+            # Nothing half-accepted: the whole batch waits until every destination that must
+            # take it has room, like a TCP connection that stops reading.
+            waited = True
+            for buffer in full:
+                try:
+                    await asyncio.wait_for(buffer.wait_writable(),
+                                           max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    return None
+            if plan.generation != self.router.generation:  # a reload came meanwhile
+                plan = self.router.plan(batch, tap=False)
+        if waited:
+            self.waited_full += 1
+        receipt = BatchReceipt(batch.count)
         self.records += batch.count
-        self.router.dispatch(batch)
-        return web.Response(status=202, body=orjson.dumps({"accepted": batch.count}),
-                            content_type="application/json")
+        self.router.submit(plan, receipt)
+        return receipt
+
+    def _busy(self, error: str, message: str) -> web.Response:
+        self.refused_busy += 1
+        self.errors[error] += 1
+        return _error(503, error, message,
+                      **{"Retry-After": f"{max(1, round(self.cfg.retry_after))}"})
+
+    def _expected_size(self, request: web.Request) -> int:
+        """What reading and parsing this body will hold: its length, or the most a body may
+        be when the length is unknown or it is compressed."""
+        length = request.content_length
+        if length is None or request.headers.get("Content-Encoding", "identity").lower() \
+                not in ("", "identity"):
+            return self.cfg.max_body_bytes
+        return length
 
     def _authorize(self, request: web.Request) -> None:
         if not self._tokens:
@@ -219,7 +329,10 @@ class HttpListener(Component):
 
     async def _body(self, request: web.Request) -> bytes:
         try:
-            raw = await request.read()
+            raw = await asyncio.wait_for(request.read(), self.cfg.body_timeout)
+        except TimeoutError:
+            raise BadRequest(408, "body_timeout", "the body did not arrive within "
+                             f"body_timeout ({self.cfg.body_timeout:g}s)") from None
         except web.HTTPRequestEntityTooLarge:
             raise BadRequest(413, "too_large", f"body over max_body_bytes "
                              f"({self.cfg.max_body_bytes})") from None
@@ -300,6 +413,20 @@ class HttpListener(Component):
                             headers={"Content-Type": CONTENT_TYPE})
 
     def stats(self) -> dict[str, Any]:
-        return {"type": "http", "connections": 0, "accepted": self.requests,
+        errors = dict(self.errors)
+        errors.update(self.server.errors)
+        return {"type": "http", "connections": len(self.server.connections),
+                "accepted": self.requests, "accepted_connections": self.server.accepted,
                 "records": self.records, "bytes": self.bytes_in, "pauses": self.refused_busy,
-                "errors": dict(self.errors)}
+                "waited_full": self.waited_full, "inflight_bytes": self.budget.used,
+                "errors": errors}
+
+
+class BatchReceipt(Receipt):
+    """A receipt that remembers how many records its batch had."""
+
+    __slots__ = ("records",)
+
+    def __init__(self, records: int) -> None:
+        super().__init__()
+        self.records = records

@@ -27,23 +27,3 @@ async def open_server(name: str, address: tuple[str, int],
     log.info("listening", extra={"listener": name, **log_fields, "host": sockname[0],
                                  "port": sockname[1]})
     return server, (sockname[0], sockname[1])
-
-
-async def open_web(app: Any, address: tuple[str, int], key: str
-                   ) -> tuple[Any, tuple[str, int]]:
-    """Serve an aiohttp app on `address`: (runner, bound address). `key` names the config key
-    in the error when the port cannot be had."""
-    from aiohttp import web
-
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    host, port = address
-    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=4096)
-    try:
-        await site.start()
-    except OSError as e:
-        await runner.cleanup()
-        raise StartError(f"{key}: cannot listen on {host}:{port}: {e.strerror or e}") from None
-    sockets = getattr(site._server, "sockets", None) or []
-    sockname = sockets[0].getsockname() if sockets else (host, port)
-    return runner, (sockname[0], sockname[1])

@@ -8,6 +8,7 @@ from typing import Any
 from logd.buffers import SpoolError, make_buffer
 from logd.component import Component, StartError
 from logd.config import BufferConfig, MemoryBufferConfig
+from logd.delivery import Receipt
 from logd.record import Batch
 
 
@@ -32,13 +33,23 @@ class Output(Component):
         except (SpoolError, OSError) as e:
             raise StartError(f"output {self.name}: {e}") from None
 
-    def submit(self, batch: Batch) -> bool:
-        """Called by the router for each batch; True when the caller should pause reading."""
-        return self.buffer.put(batch)
+    def submit(self, batch: Batch, receipt: Receipt | None = None) -> bool:
+        """Called by the router for each batch; True when the caller should pause reading.
+        With a receipt, the buffer reports the records accepted (or dropped) on it and the
+        writer reports them delivered."""
+        return self.buffer.put(batch, receipt)
 
     def ready(self) -> bool:
         """Whether the output can write now (a database output: connected)."""
         return True
+
+    def problem(self) -> str | None:
+        """What keeps the output from taking or writing records, for /health and logctl
+        stats (None: nothing)."""
+        problem = self.buffer.problem
+        if problem is None and not self.ready():
+            return "not connected"
+        return problem
 
     def pending_records(self) -> int:
         """Records taken, not yet written, and not in a spool: what a stop would lose."""
@@ -59,4 +70,5 @@ class Output(Component):
             "dropped": b.dropped_records,
             "dropped_pct": 100.0 * b.dropped_records / total if total else 0.0,
             **b.stats(),
+            "problem": self.problem(),
         }

@@ -27,6 +27,7 @@ import orjson
 
 from logd.config import (
     BufferConfig,
+    DatabaseBufferConfig,
     component_name,
     nested,
     setting,
@@ -52,7 +53,7 @@ class DatabaseOutputConfig:
     dead_letter: str = setting("", lambda v: v if v == "" else to_nonempty_str(v),
                                "file for records the server refuses, with the reason "
                                "(default: STATE_DIR/NAME.dead-letter.ndjson)")
-    buffer: BufferConfig = nested(BufferConfig, BufferConfig)  # noqa: RUF009
+    buffer: BufferConfig = nested(DatabaseBufferConfig, DatabaseBufferConfig)  # noqa: RUF009
     name: str = component_name()
 
 

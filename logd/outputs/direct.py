@@ -50,6 +50,8 @@ class WriteStats:
 
     flushes: int = 0
     swaps: int = 0
+    torn_records: int = 0   # files found ending mid-record at open (cut back)
+    torn_bytes: int = 0
     errors: int = 0
     retries: int = 0
     flush_s_total: float = 0.0
@@ -130,11 +132,15 @@ class DirectIO:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _open(path: str, direct: bool, mode: int) -> tuple[int, int, bool, int, bytes, int]:
-    """Open for appending: (fd, tail fd, direct?, size, bytes of the last partial block, block).
+def _open(path: str, direct: bool, mode: int
+          ) -> tuple[int, int, bool, int, bytes, int, int]:
+    """Open for appending: (fd, tail fd, direct?, size, bytes of the last partial block, block,
+    bytes of a torn last record cut off).
 
     The tail descriptor is a second, buffered one for unaligned tails (the same fd when the
-    first is buffered too).
+    first is buffered too). A file that does not end with LF ends in a record torn by a crash
+    (a whole aligned buffer reached the disk, the rest of its last record did not): it is cut
+    back to its last LF, or the next record would be glued onto the torn one.
     """
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
@@ -153,13 +159,37 @@ def _open(path: str, direct: bool, mode: int) -> tuple[int, int, bool, int, byte
         fd = os.open(path, flags, mode)
     tail_fd = os.open(path, flags, mode) if used_direct else fd
     size = os.fstat(fd).st_size
+    cut = 0
+    if size:
+        keep = _end_of_last_record(path, size)
+        if keep < size:
+            os.ftruncate(tail_fd, keep)
+            cut, size = size - keep, keep
     tail_len = size % block
     tail = b""
     if tail_len:
         with open(path, "rb") as f:
             f.seek(size - tail_len)
             tail = f.read(tail_len)
-    return fd, tail_fd, used_direct, size, tail, block
+    return fd, tail_fd, used_direct, size, tail, block, cut
+
+
+def _end_of_last_record(path: str, size: int) -> int:
+    """The length of the file up to and including its last LF (0 if it has none)."""
+    chunk = 64 * 1024
+    with open(path, "rb") as f:
+        end = size
+        while end > 0:
+            start = max(0, end - chunk)
+            f.seek(start)
+            data = f.read(end - start)
+            if end == size and data.endswith(b"\n"):
+                return size
+            lf = data.rfind(b"\n")
+            if lf >= 0:
+                return start + lf + 1
+            end = start
+    return 0
 
 
 def _write_job(fd: int, chunks: list[tuple[mmap.mmap, int]], offset: int, path: str,
@@ -276,8 +306,13 @@ class DirectFile:
         self._close_when_idle = False
 
     async def open(self) -> None:
-        fd, tail_fd, direct, size, tail, block = await self.io.call(
+        fd, tail_fd, direct, size, tail, block, cut = await self.io.call(
             _open, self.path, self.io.direct, self.io.file_mode)
+        if cut:
+            self.io.stats.torn_records += 1
+            self.io.stats.torn_bytes += cut
+            log.warning("file ended inside a record (a crash mid-write); cut back to its last "
+                        "complete record", extra={"path": self.path, "bytes": cut})
         self.fd, self._tail_fd, self.direct, self.size, self.block = \
             fd, tail_fd, direct, size, block
         if self.io.direct and not direct:

@@ -32,6 +32,7 @@ from logd.config import (
     to_nonempty_str,
     to_size,
 )
+from logd.delivery import Receipt, deliver
 from logd.fields import (
     app_of,
     level_text,
@@ -124,6 +125,7 @@ class FileOutput(Output):
         self._files: OrderedDict[str, DirectFile] = OrderedDict()
         self._draining = False
         self._last_flush = time.monotonic()
+        self._unflushed: list[tuple[Receipt, int]] = []  # written, delivered at the next flush
         self.records = 0
         self.bytes = 0
         self.rotations = 0
@@ -154,13 +156,23 @@ class FileOutput(Output):
             wait = max(0.0, self._last_flush + interval - time.monotonic())
             lease = await self.buffer.get(max_cost, timeout=wait)
             if lease is not None:
+                receipts = lease.take_receipts()
                 try:
-                    for batch in lease.batches:
-                        await self._write_one(batch)
+                    for i, batch in enumerate(lease.batches):
+                        failed = await self._write_one(batch)
+                        receipt = receipts[i] if receipts is not None else None
+                        if receipt is not None:
+                            # Delivered once flushed into the file; what failed is lost now.
+                            if failed:
+                                receipt.lose(failed)
+                            if batch.count > failed:
+                                self._unflushed.append((receipt, batch.count - failed))
                 finally:
                     self.buffer.ack(lease)
             now = time.monotonic()
-            if now - self._last_flush >= interval:
+            # Someone waits to hear these records are written: flush as soon as there is a
+            # pause, rather than at the next interval.
+            if now - self._last_flush >= interval or (self._unflushed and self.buffer.empty()):
                 await self._flush_all(now)
             if self._draining and self.buffer.empty():
                 await self._flush_all(time.monotonic())
@@ -183,26 +195,27 @@ class FileOutput(Output):
 
     # -- writing --
 
-    async def _write_one(self, batch: Batch) -> None:
-        """Write a batch; one that cannot be written for a reason other than I/O (those are
-        retried below) is counted and logged, and the rest of the stream goes on."""
+    async def _write_one(self, batch: Batch) -> int:
+        """Write a batch; returns how many of its records failed. One that cannot be written
+        for a reason other than I/O (those are retried below) is counted and logged, and the
+        rest of the stream goes on."""
         try:
-            await self._write_batch(batch)
+            return await self._write_batch(batch)
         except (asyncio.CancelledError, OSError):
             raise
         except Exception:
             self.failed_records += batch.count
             log.exception("batch could not be written; records counted as failed",
                           extra={"output": self.name, "records": batch.count})
+            return batch.count
 
-    async def _write_batch(self, batch: Batch) -> None:
+    async def _write_batch(self, batch: Batch) -> int:
         raw_format = self.cfg.format == "raw"
         joined = batch.raw
         if joined is None and raw_format:
             joined = b"\n".join(batch.payloads)
         if not self._per_record:
-            await self._append(self._path_for(batch, None, None), batch, None, joined)
-            return
+            return await self._append(self._path_for(batch, None, None), batch, None, joined)
         sevs = None
         if self._uses_severity:
             sevs = batch.severity_bytes()
@@ -212,9 +225,8 @@ class FileOutput(Output):
         # Fields come from JSON payloads only; a batch without one maps to a single path,
         # found with one C-level scan instead of a look at every record.
         if uniform and not _has_json_object(batch, joined):
-            await self._append(self._path_for(batch, None, sevs[0] if sevs else None),
-                               batch, None, joined)
-            return
+            return await self._append(self._path_for(batch, None, sevs[0] if sevs else None),
+                                      batch, None, joined)
         groups: dict[str, list[int]] = {}
         fields = batch.fields()
         if sevs is None:
@@ -227,9 +239,11 @@ class FileOutput(Output):
             else:
                 group.append(i)
         single = len(groups) == 1
+        failed = 0
         for path, indices in groups.items():
-            await self._append(path, batch, None if single else indices,
-                               joined if single else None)
+            failed += await self._append(path, batch, None if single else indices,
+                                         joined if single else None)
+        return failed
 
     def _path_for(self, batch: Batch, obj: dict[str, Any] | None, sev: int | None) -> str:
         event = None if obj is None else obj.get("event")
@@ -242,8 +256,9 @@ class FileOutput(Output):
         )
 
     async def _append(self, path: str, batch: Batch, indices: list[int] | None,
-                      joined: bytes | None = None) -> None:
-        """Append the records at `indices` (all of the batch when None) to the file at path.
+                      joined: bytes | None = None) -> int:
+        """Append the records at `indices` (all of the batch when None) to the file at path;
+        returns how many records failed.
 
         `joined` is the batch's payloads already joined with LF, when the caller has it. A
         path that cannot be written fails its records (counted, logged) and nothing else.
@@ -256,7 +271,7 @@ class FileOutput(Output):
             self.ratelog.warning(path, "cannot write to this path; its records fail (tried "
                                  f"again after {UNWRITABLE_RETRY_S:g}s)", output=self.name,
                                  path=path, error=e.error, records=n)
-            return
+            return n
         if self.cfg.format == "json":
             data = self._json_lines(batch, indices)
             pieces: tuple[bytes, ...] = (data,)
@@ -278,6 +293,7 @@ class FileOutput(Output):
         self.bytes += n
         if self.cfg.rotate_bytes and f.size >= self.cfg.rotate_bytes:
             await self._rotate(path)
+        return 0
 
     def _json_lines(self, batch: Batch, indices: list[int] | None) -> bytes:
         """One JSON object per record, its fields read as logd.fields says."""
@@ -315,6 +331,7 @@ class FileOutput(Output):
             "retries": st.retries,
             "rotations": self.rotations,
             "failed": self.failed_records,
+            "torn_repaired": st.torn_records,
             "open_files": len(self._files),
             "avg_flush_ms": 1000 * st.flush_s_total / st.flushes if st.flushes else 0.0,
             "max_flush_ms": 1000 * st.flush_s_max,
@@ -390,6 +407,8 @@ class FileOutput(Output):
 
     async def _flush_all(self, now: float) -> None:
         self._last_flush = now
+        # What was appended before this flush is in its file once it ends.
+        flushed, self._unflushed = self._unflushed, []
         interval = self.cfg.rotate_interval
         wall = time.time()
         for path, f in list(self._files.items()):
@@ -402,6 +421,7 @@ class FileOutput(Output):
                 # An fdatasync failure: the data is written; the next flush tries again.
                 self._io.stats.errors += 1
                 log.error("flush failed", extra={"path": path, "error": str(e)})
+        deliver(flushed)
 
     async def _rotate(self, path: str) -> None:
         f = self._files[path]

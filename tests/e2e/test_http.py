@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import signal
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -150,11 +151,13 @@ def test_tokens(start) -> None:
     assert post(p, body, headers={"Authorization": "Bearer other"})[0] == 202
 
 
-def test_full_buffers_answer_503_with_retry_after(start) -> None:
-    p = start(destination="pool")
+def test_full_buffers_hold_the_request_then_answer_503_with_retry_after(start) -> None:
+    p = start(destination="pool", extra_listener='full_wait = "700ms"')
     big = json.dumps([{"message": "x" * 100}] * 100).encode()
     assert post(p, big)[0] == 202  # taken whole; now the 4 KiB buffer is over its bound
+    began = time.monotonic()
     status, headers, body = post(p, big)
+    assert time.monotonic() - began >= 0.7, "answered before full_wait"
     assert status == 503 and body["error"] == "busy"
     assert int(headers["Retry-After"]) >= 1
     health_status, health = get(p, "/health")

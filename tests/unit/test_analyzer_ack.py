@@ -15,7 +15,7 @@ def analyzer_at(acked: int, sent: int) -> tuple[AnalyzerPool, _Analyzer]:
     a.acked = acked
     a.next_seq = sent + 1
     n = sent - acked
-    a.inflight = deque([[acked + 1, [b"m"] * n, bytes(n)]])
+    a.inflight = deque([[acked + 1, [b"m"] * n, bytes(n), None]])
     pool.analyzers[a.id] = a
     return pool, a
 
@@ -40,3 +40,19 @@ def test_an_ack_beyond_what_was_sent_closes_the_analyzer() -> None:
     pool, a = analyzer_at(acked=2**32 - 10, sent=2**32 + 90)
     pool._ack(a, 91)
     assert pool.errors["ack_beyond_sent"] == 1 and a.closed
+
+
+def test_acks_deliver_on_the_receipt_record_by_record() -> None:
+    from logd.delivery import Receipt
+    pool, a = analyzer_at(acked=0, sent=0)
+    receipt = Receipt()
+    receipt.expect(10)
+    receipt.accepted(10)
+    a.inflight = deque([[1, [b"m"] * 6, bytes(6), receipt], [7, [b"m"] * 4, bytes(4), receipt]])
+    a.next_seq = 11
+    pool._ack(a, 3)
+    assert receipt.undelivered == 7
+    pool._ack(a, 8)
+    assert receipt.undelivered == 2 and not receipt.is_delivered
+    pool._ack(a, 10)
+    assert receipt.is_delivered

@@ -104,7 +104,8 @@ async def test_reopen_appends_after_existing_bytes(tmp_path: Path, io: DirectIO)
     for round_ in range(5):
         f = await open_file(path, io)
         assert f.size == len(expected)
-        pieces = random_pieces(rng, rng.randint(1, 3 * BUFFER))
+        # Records end with LF: a file that does not is cut back at open (a torn record).
+        pieces = [*random_pieces(rng, rng.randint(1, 3 * BUFFER)), b"\n"]
         await f.append(pieces)
         expected += b"".join(pieces)
         if round_ % 2:
@@ -147,3 +148,22 @@ async def test_close_is_idempotent(tmp_path: Path, io: DirectIO) -> None:
     await f.close()
     assert f.fd == -1
     assert path.read_bytes() == b"abc"
+
+
+@pytest.mark.parametrize(("left", "kept"), [
+    (b"one\ntwo\nthr", b"one\ntwo\n"),                      # torn mid-record
+    (b"x" * 8192 + b"\n" + b"y" * 70000, b"x" * 8192 + b"\n"),  # LF far behind the end
+    (b"no newline at all", b""),                            # one torn record only
+    (b"whole\n", b"whole\n"),                               # nothing torn
+])
+async def test_a_torn_last_record_is_cut_back_before_appending(tmp_path: Path, io: DirectIO,
+                                                               left: bytes,
+                                                               kept: bytes) -> None:
+    path = tmp_path / "out.log"
+    path.write_bytes(left)
+    f = await open_file(path, io)
+    await f.append([b"next\n"])
+    await f.close()
+    assert path.read_bytes() == kept + b"next\n"
+    torn = left != kept
+    assert (io.stats.torn_records, io.stats.torn_bytes) == (int(torn), len(left) - len(kept))

@@ -1,0 +1,109 @@
+"""Completion tracking: what became of the records of one batch, destination by destination.
+
+A listener that must answer for its records (HTTP's 202, a Kafka input's offset commit)
+hands the router a batch with a `Receipt`. The router says how many records go where
+(`expect`); each destination then reports, record counts at a time:
+
+- `accepted`: its buffer holds them as its type promises (a memory buffer: queued; a disk
+  spool: written to the spool);
+- `delivered`: its writer is done with them for good (a file output wrote and flushed them, a
+  database acknowledged the insert/COPY/produce or its dead-letter file took them, an
+  analyzer ACKed them);
+- `dropped`: a `drop_newest` buffer had no room (counted there too);
+- `lost`: something failed that will not be retried (an output's intake raised).
+
+Each of the last two also counts as accepted and delivered: nothing more will happen to those
+records. Batches without a receipt (TCP, where backpressure is the socket) cost nothing here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+
+class Receipt:
+    __slots__ = ("_accepted", "_delivered", "dropped", "expected", "lost", "unaccepted",
+                 "undelivered")
+
+    def __init__(self) -> None:
+        self.expected = 0
+        self.unaccepted = 0
+        self.undelivered = 0
+        self.dropped = 0
+        self.lost = 0
+        self._accepted: asyncio.Event | None = None
+        self._delivered: asyncio.Event | None = None
+
+    def expect(self, n: int) -> None:
+        """`n` more records were routed to a destination."""
+        self.expected += n
+        self.unaccepted += n
+        self.undelivered += n
+
+    def accepted(self, n: int) -> None:
+        self.unaccepted -= n
+        if self.unaccepted <= 0 and self._accepted is not None:
+            self._accepted.set()
+
+    def delivered(self, n: int) -> None:
+        """Done with for good; callers report `accepted` for the same records first."""
+        self.undelivered -= n
+        if self.undelivered <= 0 and self._delivered is not None:
+            self._delivered.set()
+
+    def drop(self, n: int) -> None:
+        self.dropped += n
+        self.accepted(n)
+        self.delivered(n)
+
+    def lose(self, n: int) -> None:
+        self.lost += n
+        self.accepted(n)
+        self.delivered(n)
+
+    @property
+    def is_accepted(self) -> bool:
+        return self.unaccepted <= 0
+
+    @property
+    def is_delivered(self) -> bool:
+        return self.undelivered <= 0
+
+    async def wait_accepted(self, timeout: float) -> bool:
+        """Whether every destination accepted the records within `timeout` seconds."""
+        if self.unaccepted <= 0:
+            return True
+        if self._accepted is None:
+            self._accepted = asyncio.Event()
+        return await _wait(self._accepted, timeout)
+
+    async def wait_delivered(self, timeout: float) -> bool:
+        """Whether every destination delivered the records within `timeout` seconds."""
+        if self.undelivered <= 0:
+            return True
+        if self._delivered is None:
+            self._delivered = asyncio.Event()
+        return await _wait(self._delivered, timeout)
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), max(0.0, timeout))
+    except TimeoutError:
+        return event.is_set()
+    return True
+
+
+Receipts = list[tuple[Receipt, int]]  # (receipt, records) pairs of a lease
+
+
+def deliver(receipts: Iterable[tuple[Receipt, int]]) -> None:
+    """Report records delivered (a writer finished them)."""
+    for receipt, n in receipts:
+        receipt.delivered(n)
+
+
+def lose(receipts: Iterable[tuple[Receipt, int]]) -> None:
+    for receipt, n in receipts:
+        receipt.lose(n)
