@@ -105,7 +105,9 @@ def test_metrics_endpoint_parses_with_prometheus_client(running: LogdProcess) ->
     assert samples[("logd_output_batch_records_count", (("output", "files"),))] >= 1
     assert samples[("process_resident_memory_bytes", ())] > 0
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
-        assert json.loads(r.read()) == {"status": "ok", "outputs": {"files": "ok"}}
+        # The same answer as the HTTP listener's /health (one function serves both).
+        assert json.loads(r.read()) == {"status": "ok", "outputs": {
+            "files": {"ready": True, "queued_records": 0}}}
 
 
 def test_logctl_without_a_daemon_says_so_in_one_line(tmp_path: Path) -> None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from logd.config import BufferConfig, ConfigError, MemoryBufferConfig, loads
+from logd.config import (
+    BufferConfig,
+    ConfigError,
+    DatabaseBufferConfig,
+    MemoryBufferConfig,
+    loads,
+)
 
 LISTENER = """
 [listeners.emitters]
@@ -160,8 +166,20 @@ type = "clickhouse"
 buffer = { type = "disk", max_bytes = "10GiB", path = "/var/spool/ch", fsync_interval = "0s" }
 """
     buffer = loads(ch).outputs["ch"].buffer
-    assert buffer == BufferConfig(type="disk", max_bytes=10 * 1024**3, path="/var/spool/ch",
-                                  fsync_interval=0.0)
+    assert buffer == DatabaseBufferConfig(type="disk", max_bytes=10 * 1024**3,
+                                          path="/var/spool/ch", fsync_interval=0.0)
+
+
+def test_database_outputs_spool_on_disk_unless_told_otherwise() -> None:
+    def buffer_of(table: str) -> BufferConfig:
+        return loads(LISTENER + f"[outputs.pg]\ntype = \"postgres\"\n{table}").outputs["pg"].buffer
+
+    assert (buffer_of("").type, buffer_of("").max_bytes) == ("disk", 1024**3)
+    memory = buffer_of('buffer = { type = "memory" }')
+    assert (memory.type, memory.max_bytes) == ("memory", 64 * 1024**2)
+    sized = buffer_of('buffer = { max_bytes = "5GiB", when_full = "drop_newest" }')
+    assert (sized.type, sized.max_bytes, sized.when_full) == ("disk", 5 * 1024**3,
+                                                              "drop_newest")
 
 
 def test_bad_when_full_names_nested_key_path() -> None:
