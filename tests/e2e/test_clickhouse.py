@@ -261,3 +261,21 @@ def test_reload_hands_the_spool_to_the_changed_output(
         "SELECT count(), uniqExact(metadata) FROM logs_db.logs").split()
     assert int(distinct) == sent, "every accepted record is in ClickHouse"
     assert int(total) >= sent
+
+
+def test_acknowledge_delivered_answers_after_the_insert(tmp_path: Path,
+                                                        clickhouse: ClickHouseServer) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = config(out, clickhouse, batch_timeout="2s").replace(
+        '[listeners.http]\ntype = "http"\n',
+        '[listeners.http]\ntype = "http"\nacknowledge = "delivered"\n')
+    p = LogdProcess(cfg, tmp_path).start()
+    try:
+        for round_ in range(3):
+            batch = [{"app_id": "acked", "message": f"{round_}-{i}"} for i in range(100)]
+            assert post(p, batch) == {"accepted": 100}
+            # The answer came after ClickHouse acknowledged the insert: the rows are there.
+            assert count(clickhouse) == 100 * (round_ + 1)
+    finally:
+        assert p.stop() == 0

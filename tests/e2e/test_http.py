@@ -177,3 +177,40 @@ def test_health_and_metrics(start) -> None:
     assert status == 200
     names = {f.name for f in text_string_to_metric_families(text.decode())}
     assert "logd_listener_records" in names or "logd_listener_records_total" in names
+
+
+def test_acknowledge_delivered_answers_once_every_destination_wrote_the_batch(
+        tmp_path: Path) -> None:
+    """acknowledge = "delivered": the 202 waits for the file output's flush and for an
+    analyzer's ACK; it never comes before, and the file holds the records when it does."""
+    import threading
+
+    from analyzer_client import TestAnalyzer
+
+    out = tmp_path / "out"
+    out.mkdir()
+    config = http_config(out, extra_listener='acknowledge = "delivered"').replace(
+        'flush_interval = "50ms"', 'flush_interval = "30s"') + """
+[listeners.pool]
+type = "analyzer"
+address = "127.0.0.1:0"
+"""
+    p = LogdProcess(config, tmp_path).start()
+    try:
+        answers: list[Any] = []
+        body = json.dumps([{"message": f"m{i}", "app": "acked"} for i in range(50)]).encode()
+        t = threading.Thread(target=lambda: answers.append(post(p, body)))
+        t.start()
+        t.join(1.5)
+        assert not answers, "answered before an analyzer had the records"
+        analyzer = TestAnalyzer(p.port("pool"), 1.0)
+        try:
+            t.join(10)
+            assert answers and answers[0][0] == 202 and answers[0][2] == {"accepted": 50}
+            assert analyzer.acked == 50
+            # Flushed before the answer, though flush_interval is 30 s.
+            assert len((out / "acked.log").read_bytes().splitlines()) == 50
+        finally:
+            analyzer.close()
+    finally:
+        assert p.stop() == 0
