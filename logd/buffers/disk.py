@@ -39,6 +39,9 @@ ENTRY = struct.Struct("<HBBIII")
 MAGIC = 0x474C  # "LG"
 ACK = struct.Struct("<QQ")
 Position = tuple[int, int]  # (segment, offset)
+# Payload bytes an output puts in one entry at most (a larger batch is put in slices): what one
+# damaged entry can lose.
+ENTRY_BYTES = 64 * 1024
 
 
 class SpoolError(Exception):
@@ -57,6 +60,7 @@ class DiskLease:
 
 class DiskBuffer:
     persistent = True
+    entry_bytes = ENTRY_BYTES
 
     def __init__(self, cfg: BufferConfig, owner: str) -> None:
         self.owner = owner

@@ -327,9 +327,8 @@ class KafkaOutput(DatabaseOutput):
                 groups[partitions[(start + i) % n]] = run
         return groups
 
-    def submit(self, batch: Batch) -> bool:
-        return self.buffer.put(KafkaBatch.of_batch(batch, self.cfg.key == "app",
-                                                   self.cfg.format))
+    def encode(self, batch: Batch) -> KafkaBatch:
+        return KafkaBatch.of_batch(batch, self.cfg.key == "app", self.cfg.format)
 
     def combine(self, batches: list[Any]) -> MessageBlock:
         if len(batches) == 1:

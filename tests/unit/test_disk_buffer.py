@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from logd.buffers import codec
-from logd.buffers.disk import ENTRY, DiskBuffer, SpoolError
+from logd.buffers.disk import ENTRY, ENTRY_BYTES, DiskBuffer, SpoolError
 from logd.config import BufferConfig
 from logd.outputs.clickhouse_columns import ColumnBatch
 from logd.record import Batch
@@ -309,3 +309,34 @@ async def test_a_spool_refuses_another_output_types_records(tmp_path: Path) -> N
     same = DiskBuffer(cfg(), "out")
     same.open(str(tmp_path), "clickhouse")  # and the lock was let go
     same.release()
+
+
+async def test_an_output_puts_a_large_batch_in_slices_only_into_a_spool(tmp_path: Path) -> None:
+    from logd.outputs.clickhouse import ClickHouseOutput, ClickHouseOutputConfig
+    from logd.outputs.postgres import PostgresOutput, PostgresOutputConfig
+
+    objs = [{"message": f"m{i}" + "x" * 200, "app_id": "a"} for i in range(1000)]
+    puts: list[Any] = []
+
+    def counting(out: Any) -> None:
+        put = out.buffer.put
+        out.buffer.put = lambda b: puts.append(b) or put(b)
+
+    ch = ClickHouseOutput(ClickHouseOutputConfig(name="ch", buffer=cfg()))
+    ch.open_buffer(str(tmp_path))
+    counting(ch)
+    ch.submit(Batch.from_objects(objs, bytes([6]) * 1000, "http", 1.0, 230_000))
+    assert len(puts) >= 3 and all(isinstance(p, ColumnBatch) for p in puts)
+    assert all(p.nbytes < 2 * ENTRY_BYTES for p in puts)
+    got = []
+    while not ch.buffer.empty():
+        lease = await ch.buffer.get(1 << 30, timeout=1)
+        got.extend(row for b in lease.batches for row in b.rows())
+        ch.buffer.ack(lease)
+    assert [r[2] for r in got] == [o["message"] for o in objs]
+    ch.buffer.release()
+    puts.clear()
+    pg = PostgresOutput(PostgresOutputConfig(name="pg"))  # a memory buffer: one put
+    counting(pg)
+    pg.submit(Batch.from_objects(objs, bytes([6]) * 1000, "http", 1.0, 230_000))
+    assert len(puts) == 1 and puts[0].count == 1000
