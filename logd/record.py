@@ -191,7 +191,8 @@ class Batch:
                 if nl < 0:  # one line longer than target
                     nl = raw.find(b"\n", pos + target)
                 nxt = end if nl < 0 else nl + 1
-                rec += raw.count(b"\n", pos, nxt)
+                # The one per-byte pass the form needs: lines are counted, not split.
+                rec = n if nxt == end else rec + raw.count(b"\n", pos, nxt)
                 cuts.append((rec, nxt))
                 pos = nxt
             return [self._cut(a, b, lo, hi, 0, None, None)
