@@ -8,6 +8,7 @@ At start everything past that position is replayed. Batches put while `memory_by
 wait are also kept in RAM, so a writer that keeps up never reads the disk back.
 
     DIR/lock                   flock: one process per spool
+    DIR/type                   the output type the records are for
     DIR/ack                    ACK: segment, offset, records acknowledged, crc32
     DIR/0000000000000001.seg   a META entry, then entries: ENTRY header, body
 
@@ -39,6 +40,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import struct
 import zlib
 from collections import deque
@@ -78,6 +80,7 @@ Position = tuple[int, int]  # (segment, offset)
 # damaged entry can lose.
 ENTRY_BYTES = 64 * 1024
 _SCAN_CHUNK = 1 << 20
+_KIND = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 # kind, body length, records, records before (None in an old segment), crc32 of the body
 Header = tuple[int, int, int, int | None, int]
@@ -241,8 +244,9 @@ class DiskBuffer:
             self._lock_fd = -1
             raise SpoolError(f"spool {directory} is in use by another process") from None
         try:
+            held = self._read_kind(kind)
             self._recover()
-            self._check_kind(kind)
+            self._check_kind(kind, held)
         except OSError as e:
             self.release()
             raise SpoolError(f"spool {directory}: {e.strerror or e}") from None
@@ -250,22 +254,35 @@ class DiskBuffer:
             self.release()
             raise
 
-    def _check_kind(self, kind: str) -> None:
+    def _read_kind(self, kind: str) -> str:
+        """The output type the spool holds records for ("" if none yet)."""
         if not kind:
-            return
+            return ""
         path = os.path.join(self.directory, "type")
         try:
-            with open(path) as f:
-                held = f.read().strip()
+            with open(path, "rb") as f:
+                raw = f.read(256)
         except FileNotFoundError:
-            held = ""
-        if held == kind:
+            return ""
+        try:
+            held = raw.decode().strip()
+        except UnicodeDecodeError:
+            held = None
+        if held is None or (held and not _KIND.match(held)):
+            raise SpoolError(f"spool {self.directory}: the type file {path} holds {raw[:40]!r}, "
+                             "not an output type: write the output type "
+                             f"({kind}) into it, or move the spool away")
+        return held
+
+    def _check_kind(self, kind: str, held: str) -> None:
+        if not kind or held == kind:
             return
         if held and self._unread_records:
             raise SpoolError(f"spool {self.directory} holds records of a {held} output, not "
                              f"{kind}: let a {held} output send them, or give this one "
                              "another buffer path")
         # Empty, new, or a type file a crash left unwritten: this output's from now on.
+        path = os.path.join(self.directory, "type")
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.write(kind + "\n")

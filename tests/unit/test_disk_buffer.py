@@ -473,6 +473,29 @@ async def test_missing_segments_are_logged_and_counted_with_their_records(
     again.release()
 
 
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00\x9c\x80garbage\n", b"click house!\n",
+                                     b"x" * 300])
+def test_a_garbage_type_file_is_a_clear_start_error(tmp_path: Path, content: bytes) -> None:
+    from logd.component import StartError
+    from logd.outputs.clickhouse import ClickHouseOutput, ClickHouseOutputConfig
+
+    spool = tmp_path / "spool" / "ch"
+    spool.mkdir(parents=True)
+    (spool / "type").write_bytes(content)
+    buf = DiskBuffer(cfg(), "ch")
+    with pytest.raises(SpoolError) as caught:
+        buf.open(str(spool), "clickhouse")
+    text = str(caught.value)
+    assert str(spool / "type") in text and repr(content[:40]) in text
+    assert "write the output type (clickhouse) into it, or move the spool away" in text
+    out = ClickHouseOutput(ClickHouseOutputConfig(name="ch", buffer=cfg()))
+    with pytest.raises(StartError, match=r"^output ch: spool .*type"):
+        out.open_buffer(str(tmp_path))  # and the lock was let go
+    (spool / "type").write_text("clickhouse\n")  # the fix the message gives
+    out.open_buffer(str(tmp_path))
+    out.buffer.release()
+
+
 async def test_a_damaged_header_mid_segment_loses_only_that_entry_at_open(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     buf = opened(tmp_path, memory_bytes=0)
