@@ -28,6 +28,18 @@ lost without being said:
 Segments written before these counts existed (16-byte headers, no meta entry) are still
 read; a new segment is started after them.
 
+A write that fails (ENOSPC, EIO, EDQUOT ...): under `when_full = "drop_newest"` the batch is
+dropped and counted. Under `"block"` it is held in memory, in order, and so is every batch
+put while anything is held; meanwhile the buffer counts as full, so listeners pause and HTTP
+answers 503. A writer that has read everything on disk takes the held batches from memory
+(acknowledging them moves nothing on disk), so a healthy output keeps flowing while the
+disk is full. A retry (every RETRY_S, and after each ack) writes them to the spool in order
+once it can: first those a writer took and has not acknowledged (from then on their span
+in the spool is part of its lease, so a rewind reads them back in order), then the rest; a
+segment all acknowledged is let go first when the disk is full. Memory stays bounded:
+producers are paused while anything is held, so the held queue grows only by the reads
+already in flight when they paused. `problem` says what is wrong until a write works.
+
 `max_bytes` bounds what the spool holds unacknowledged; `when_full` applies beyond it.
 Delivery is at least once: a batch a writer sent but had not acknowledged when the process
 died is sent again after the restart.
@@ -37,11 +49,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import re
 import struct
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -79,6 +93,7 @@ Position = tuple[int, int]  # (segment, offset)
 # Payload bytes an output puts in one entry at most (a larger batch is put in slices): what one
 # damaged entry can lose.
 ENTRY_BYTES = 64 * 1024
+RETRY_S = 0.5  # how often held batches are tried again while the spool cannot be written
 _SCAN_CHUNK = 1 << 20
 _KIND = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
@@ -87,7 +102,8 @@ Header = tuple[int, int, int, int | None, int]
 
 
 class SpoolError(Exception):
-    """The spool directory cannot be used (not writable, or another process holds it)."""
+    """The spool directory cannot be used (not writable, another process holds it, or its
+    type file is not one logd wrote)."""
 
 
 @dataclass
@@ -99,6 +115,10 @@ class DiskLease:
     end: Position
     generation: int = field(default=0)
     end_total: int | None = None  # records put into the spool before `end`
+    # Handed out from memory (see _lease_held): its entries not yet in the spool, and the
+    # span of those written there since.
+    held: list[Any] | None = None
+    spooled: DiskLease | None = None
 
 
 @dataclass
@@ -208,6 +228,19 @@ class DiskBuffer:
         self._cost = 0              # unacknowledged bytes in the spool
         self._unread_records = 0
         self._leased_records = 0
+        # Batches the spool could not take (kind, body, batch), in order, and those of them
+        # the writer took from memory and has not acknowledged.
+        self._held: deque[tuple[int, bytes, Any]] = deque()
+        self._held_out: dict[int, DiskLease] = {}
+        self._held_records = 0
+        self._out_records = 0
+        self._held_bytes = 0
+        self._failure: OSError | None = None  # the last write failed so
+        self._failure_since = 0.0
+        self._failure_dropped = 0
+        self._from_memory = 0       # batches held, then written, during this failure
+        self._ack_failure: OSError | None = None
+        self._retry_handle: asyncio.TimerHandle | None = None
         self._data = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -525,24 +558,33 @@ class DiskBuffer:
 
     @property
     def full(self) -> bool:
-        return self._cost >= self.max_bytes
+        return self._cost >= self.max_bytes or bool(self._held)
 
     def put(self, batch: Any) -> bool:
         batch.compact()
         kind, body = codec.encode(batch)
+        if self._held or self._held_out:
+            # Behind what is held, in order: it is written (or sent) first.
+            if not self.block:
+                self._drop(batch)
+                return False
+            self._hold(kind, body, batch)
+            return True
         if not self.block and self._cost + ENTRY.size + len(body) > self.max_bytes:
             self._drop(batch)
             return False
         try:
             start, end, before = self._append(kind, body, batch.count)
         except OSError as e:
-            # Not on disk, so not taken: counted as dropped, and said.
-            self.write_errors += 1
-            self._drop(batch)
-            log.error("cannot write to the spool; batch dropped", extra={
-                "output": self.owner, "path": self._path(self._write[0]),
-                "error": e.strerror, "records": batch.count})
-            return False
+            self._write_failed(e)
+            if not self.block:
+                self._failure_dropped += batch.count
+                self._drop(batch)
+                return False
+            self._hold(kind, body, batch)
+            return True
+        if self._failure is not None:
+            self._writing_works()
         self.accepted_records += batch.count
         self._spooled(start, end, batch, before)
         if self._cost >= self.max_bytes and self.block:
@@ -558,7 +600,10 @@ class DiskBuffer:
         """Write one entry (after the segment's meta entry if it is the first); raises
         OSError with nothing of it left in the segment."""
         seq, off = self._write
-        if self._cut_next or (off and off + ENTRY.size + len(body) > self.segment_bytes):
+        if self._cut_next or (off and (off + ENTRY.size + len(body) > self.segment_bytes or (
+                self._failure is not None and self._acked == self._write))):
+            # The last case: the disk is full, and what fills the current segment is all
+            # acknowledged; a new one lets it go.
             seq, off = self._next_segment()
         before = self._written_total
         head = _entry_head(kind, len(body), count, before, zlib.crc32(body))
@@ -594,7 +639,7 @@ class DiskBuffer:
             self._memory_bytes += size
         self._cost += size
         self._unread_records += count
-        self.peak_cost = max(self.peak_cost, self._cost)
+        self.peak_cost = max(self.peak_cost, self._cost + self._held_bytes)
         self._data.set()
 
     def _next_segment(self) -> Position:
@@ -605,6 +650,14 @@ class DiskBuffer:
         self._starts[seq] = self._written_total
         self._write = (seq, 0)
         self._cut_next = False
+        if self._acked == self._read == (old_seq, self._sizes[old_seq]):
+            # All of the old one is acknowledged: it goes now, not at the next ack (closed
+            # first: on a full disk its space is what the next entry needs).
+            self._acked = self._read = self._write
+            if self._write_ack(self._acked, self._acked_total):
+                os.close(old_fd)
+                self._forget_before(seq)
+                return self._write
         sync = self.cfg.fsync_interval > 0
 
         def finish() -> None:
@@ -637,23 +690,142 @@ class DiskBuffer:
     async def wait_writable(self) -> None:
         await self._writable.wait()
 
+    # -- when the spool cannot be written --
+
+    def _hold(self, kind: int, body: bytes, batch: Any) -> None:
+        self._held.append((kind, body, batch))
+        self._held_records += batch.count
+        self._held_bytes += ENTRY.size + len(body)
+        self.accepted_records += batch.count
+        self.peak_cost = max(self.peak_cost, self._cost + self._held_bytes)
+        self._writable.clear()
+        self._data.set()
+        self._schedule_retry()
+
+    def _write_failed(self, e: OSError) -> None:
+        self.write_errors += 1
+        fields = {"output": self.owner, "path": self._path(self._write[0]),
+                  "error": e.strerror or str(e), "errno": _errno_name(e),
+                  "held_batches": self._held_batches()}
+        if self._failure is None:
+            self._failure_since = time.monotonic()
+            self._failure_dropped = 0
+            self._from_memory = 0
+            log.error("cannot write the spool" + ("; batches held in memory until it can"
+                                                  if self.block else "; batches dropped"),
+                      extra=fields)
+        else:
+            self.ratelog.error("spool_write", "still cannot write the spool", **fields)
+        self._failure = e
+
+    def _writing_works(self) -> None:
+        log.info("writing the spool works again", extra={
+            "output": self.owner, "path": self.directory,
+            "written_from_memory": self._from_memory, "dropped_records": self._failure_dropped,
+            "failed_for_s": round(time.monotonic() - self._failure_since, 1)})
+        self._failure = None
+
+    def _schedule_retry(self) -> None:
+        if self._retry_handle is not None:
+            return
+        with contextlib.suppress(RuntimeError):  # no loop: release writes them
+            self._retry_handle = asyncio.get_running_loop().call_later(RETRY_S, self._retry)
+
+    def _retry(self) -> None:
+        self._retry_handle = None
+        self._write_held()
+        if self._held or self._held_out:
+            self._schedule_retry()
+
+    def _write_held(self) -> None:
+        """Held batches into the spool, in order, until one fails: first those the writer
+        took from memory (so that a rewind reads them back before the rest), then the
+        others."""
+        wrote = False
+        try:
+            for lease in list(self._held_out.values()):
+                while lease.held:
+                    self._spool_taken(lease)
+                    wrote = True
+                del self._held_out[id(lease)]
+            while self._held:
+                kind, body, batch = self._held[0]
+                start, end, before = self._append(kind, body, batch.count)
+                self._held.popleft()
+                self._held_records -= batch.count
+                self._held_bytes -= ENTRY.size + len(body)
+                self._from_memory += 1
+                wrote = True
+                self._spooled(start, end, batch, before)
+        except OSError as e:
+            self._write_failed(e)
+        if wrote and self._failure is not None:
+            self._writing_works()
+        self._update_writable()
+
+    def _spool_taken(self, lease: DiskLease) -> None:
+        """Write the next entry of a lease handed out from memory; it is part of the lease's
+        span in the spool from then on (read, not acknowledged)."""
+        assert lease.held
+        kind, body, batch = lease.held[0]
+        at = self._read
+        start, end, before = self._append(kind, body, batch.count)
+        del lease.held[0]
+        size = end[1] - start[1]
+        count = batch.count
+        lease.records -= count
+        lease.cost -= ENTRY.size + len(body)
+        self._out_records -= count
+        self._held_bytes -= ENTRY.size + len(body)
+        self._from_memory += 1
+        span = lease.spooled
+        if span is None:
+            span = lease.spooled = DiskLease([], 0, 0, at, end, self._generation)
+        span.end, span.end_total = end, before + count
+        span.cost += size
+        span.records += count
+        self._cost += size
+        self._leased_records += count
+        self._read, self._read_total = end, before + count
+        self.peak_cost = max(self.peak_cost, self._cost + self._held_bytes)
+
+    def _held_batches(self) -> int:
+        return len(self._held) + sum(len(lease.held or ()) for lease in self._held_out.values())
+
+    @property
+    def problem(self) -> str | None:
+        """What keeps the spool from keeping its promises now, for /health and logctl."""
+        e = self._failure
+        if e is not None:
+            text = f"cannot write the spool: {e.strerror or e} ({_errno_name(e)})"
+            if self.block:
+                held = self._held_batches()
+                return text + f"; {held} batch{'' if held == 1 else 'es'} held in memory"
+            return text + f"; {self._failure_dropped} records dropped"
+        e = self._ack_failure
+        if e is not None:
+            return (f"cannot write the spool's ack file: {e.strerror or e} ({_errno_name(e)}); "
+                    "records may be sent twice after a restart")
+        return None
+
     # -- consumer side --
 
     @property
     def queued_records(self) -> int:
-        return self._unread_records + self._leased_records
+        return (self._unread_records + self._leased_records + self._held_records
+                + self._out_records)
 
     @property
     def volatile_records(self) -> int:
-        """Records a stop would lose: none, they are in the spool."""
-        return 0
+        """Records a stop would lose: those held in memory (the spool has the rest)."""
+        return self._held_records + self._out_records
 
     @property
     def queued_bytes(self) -> int:
-        return self._cost
+        return self._cost + self._held_bytes
 
     def empty(self) -> bool:
-        return self._read == self._write
+        return self._read == self._write and not self._held
 
     async def get(self, max_cost: int, timeout: float | None) -> DiskLease | None:
         if self.empty():
@@ -666,6 +838,8 @@ class DiskBuffer:
                 return None
             if self.empty():
                 return None
+        if self._read == self._write:
+            return self._lease_held(max_cost)  # after everything on disk
         start = self._read
         batches: list[Any] = []
         cost = records = 0
@@ -702,6 +876,24 @@ class DiskBuffer:
         if not batches:  # nothing readable: done with at once
             self.ack(lease)
             return None
+        return lease
+
+    def _lease_held(self, max_cost: int) -> DiskLease:
+        """Held batches straight from memory, for a writer that has read the whole spool."""
+        taken: list[tuple[int, bytes, Any]] = []
+        cost = records = 0
+        held = self._held
+        while held and (not taken or cost < max_cost):
+            entry = held.popleft()
+            taken.append(entry)
+            cost += ENTRY.size + len(entry[1])
+            records += entry[2].count
+        self._held_records -= records
+        self._out_records += records
+        lease = DiskLease([e[2] for e in taken], cost, records, self._read, self._read,
+                          self._generation, held=taken)
+        self._held_out[id(lease)] = lease
+        self._update_writable()
         return lease
 
     def _forget_oldest_in_memory(self) -> None:
@@ -791,6 +983,16 @@ class DiskBuffer:
     def ack(self, lease: DiskLease) -> None:
         if lease.generation != self._generation:
             return  # a lease from before a rewind: read again since
+        if lease.held is not None:
+            # Taken from memory: the position moves only over what of it reached the spool.
+            self._held_out.pop(id(lease), None)
+            self._out_records -= lease.records
+            self._held_bytes -= lease.cost
+            lease.held = []
+            if lease.spooled is not None:
+                self.ack(lease.spooled)
+            self._update_writable()
+            return
         self._leased_records -= lease.records
         self._cost -= lease.cost
         if lease.start != self._acked:
@@ -803,7 +1005,9 @@ class DiskBuffer:
         self._acked, self._acked_total = end, total
         if self._write_ack(end, total):
             self._forget_before(end[0])
-        if self._cost <= self.resume_below:
+        if self._held or self._held_out:
+            self._write_held()  # space may have been freed
+        if not self._held and self._cost <= self.resume_below:
             self._writable.set()
 
     def _forget_before(self, seq: int) -> None:
@@ -825,8 +1029,10 @@ class DiskBuffer:
             self.ratelog.error("ack_write", "cannot write the spool's ack file; records may "
                                "be sent twice after a restart", output=self.owner,
                                path=os.path.join(self.directory, "ack"),
-                               error=e.strerror or str(e))
+                               error=e.strerror or str(e), errno=_errno_name(e))
+            self._ack_failure = e
             return False
+        self._ack_failure = None
         return True
 
     def rewind(self) -> None:
@@ -842,6 +1048,13 @@ class DiskBuffer:
         self._cost = self._spooled_bytes(self._acked)
         self._read = self._acked
         self._read_total = self._acked_total
+        if self._held_out:
+            # Taken from memory and not acknowledged: first among the held again.
+            taken = [e for lease in self._held_out.values() for e in lease.held or ()]
+            self._held.extendleft(reversed(taken))
+            self._held_records += self._out_records
+            self._out_records = 0
+            self._held_out.clear()
         if not self.empty():
             self._data.set()
         self._update_writable()
@@ -856,7 +1069,7 @@ class DiskBuffer:
         self._update_writable()
 
     def _update_writable(self) -> None:
-        if self.block and self._cost >= self.max_bytes:
+        if self._held or (self.block and self._cost >= self.max_bytes):
             self._writable.clear()
         elif self._cost <= self.resume_below or not self.block:
             self._writable.set()
@@ -872,10 +1085,27 @@ class DiskBuffer:
         self._data.set()
 
     def release(self) -> None:
-        """Sync and let go of the spool's files (the process stops, or the output is gone)."""
+        """Sync and let go of the spool's files (the process stops, or the output is gone).
+        Batches still held in memory are tried once more, so the next start sends them."""
         if self._sync_handle is not None:
             self._sync_handle.cancel()
             self._sync_handle = None
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+            self._retry_handle = None
+        if (self._held or self._held_out) and self._wfd >= 0:
+            self.rewind()  # what the writer took from memory goes first
+            batches = len(self._held)
+            self._write_held()
+            if self._held:
+                log.error("cannot write batches held in memory to the spool at stop; their "
+                          "records are lost", extra={
+                              "output": self.owner, "path": self.directory,
+                              "records": self._held_records, "batches": len(self._held)})
+            else:
+                log.info("batches held in memory written to the spool at stop; they are sent "
+                         "after the next start", extra={"output": self.owner,
+                                                        "batches": batches})
         for fd in (self._wfd, self._ack_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -890,8 +1120,9 @@ class DiskBuffer:
         return {"buffer": "disk", "spool_bytes": self._cost,
                 "spool_segments": len(self._sizes), "replayed": self.replayed_records,
                 "corrupt": self.corrupt_records, "spool_write_errors": self.write_errors,
+                "held_records": self._held_records + self._out_records,
                 "ack_damaged": self.ack_damaged, "lost_records": self.lost_records,
-                "missing_segments": self.missing_segments}
+                "missing_segments": self.missing_segments, "problem": self.problem}
 
 
 def _read_ack(raw: bytes) -> tuple[int, int, int | None, str | None]:
@@ -914,6 +1145,10 @@ def _between(before: int | None, after: int | None) -> int | None:
     if before is None or after is None or after < before:
         return None
     return after - before
+
+
+def _errno_name(e: OSError) -> str:
+    return errno.errorcode.get(e.errno or 0, str(e.errno))
 
 
 def _write_all(fd: int, *parts: bytes) -> None:

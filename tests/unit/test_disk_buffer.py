@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
 import os
 import random
@@ -281,13 +283,18 @@ def test_a_spool_that_fails_to_open_lets_go_of_its_lock(tmp_path: Path) -> None:
     opened(tmp_path).release()  # not "in use by another process"
 
 
-async def test_a_segment_that_cannot_be_made_drops_the_batch_and_counts_it(
+async def test_a_segment_that_cannot_be_made_holds_the_batch_until_it_can(
         tmp_path: Path) -> None:
     buf = opened(tmp_path, max_bytes=8 * 1024**2)  # 1 MiB segments
     buf.put(Batch([b"x" * 900_000], None, "e", 0.0, 900_000))
     (tmp_path / "0000000000000002.seg").mkdir()  # the next segment's name is taken
-    assert buf.put(Batch([b"y" * 900_000], None, "e", 0.0, 900_000)) is False
-    assert (buf.dropped_records, buf.write_errors, buf.queued_records) == (1, 1, 1)
+    assert buf.put(Batch([b"y" * 900_000], None, "e", 0.0, 900_000)) is True
+    assert (buf.dropped_records, buf.write_errors, buf.queued_records) == (0, 1, 2)
+    assert buf.volatile_records == 1 and buf.problem is not None
+    (tmp_path / "0000000000000002.seg").rmdir()
+    await asyncio.wait_for(buf.wait_writable(), 5)  # the retry wrote it
+    assert buf.volatile_records == 0 and buf.problem is None
+    assert (tmp_path / "0000000000000002.seg").stat().st_size > 900_000
     buf.release()
 
 
@@ -584,3 +591,325 @@ async def test_an_old_format_spool_with_damage_keeps_what_holds_up(tmp_path: Pat
     assert buf.queued_records == 0
     buf.release()
 
+
+# -- when the spool cannot be written --
+
+class FullDisk:
+    """The spool's write seam, failing with ENOSPC while `full`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.full = False
+        self.failed = 0
+        real = disk._write_all
+
+        def write_all(fd: int, *parts: bytes) -> None:
+            if self.full:
+                self.failed += 1
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real(fd, *parts)
+        monkeypatch.setattr(disk, "_write_all", write_all)
+
+
+async def test_a_write_failure_holds_batches_in_order_and_blocks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="logd.spool")
+    fs = FullDisk(monkeypatch)
+    buf = opened(tmp_path)
+    assert buf.put(batch("a")) is False
+    fs.full = True
+    assert buf.put(batch("b")) is True  # held, and the caller pauses
+    assert buf.full and not buf._writable.is_set()
+    assert buf.put(batch("c")) is True  # behind b, without trying the disk
+    assert fs.failed == 1
+    stats = buf.stats()
+    assert (stats["held_records"], stats["spool_write_errors"], buf.dropped_records) == (6, 1, 0)
+    assert buf.queued_records == 9 and buf.volatile_records == 6
+    assert buf.problem == ("cannot write the spool: No space left on device (ENOSPC); "
+                           "2 batches held in memory")
+    assert stats["problem"] == buf.problem
+    (said,) = logged(caplog, "cannot write the spool")
+    assert said.levelno == logging.ERROR and said.errno == "ENOSPC"
+    assert said.path == str(segments(tmp_path)[0])
+    ack_before = (tmp_path / "ack").read_bytes()
+    # A healthy writer keeps flowing: what is on disk, then what is held, from memory.
+    assert await drain(buf) == [f"{t}-{i}".encode() for t in "abc" for i in range(3)]
+    assert buf.empty() and buf.queued_records == 0 and buf.volatile_records == 0
+    assert (tmp_path / "ack").read_bytes() != ack_before  # "a" was acknowledged on disk...
+    acked = (tmp_path / "ack").read_bytes()
+    fs.full = False
+    assert buf.put(batch("d")) is False  # writing works again
+    assert buf.problem is None and not buf.full
+    (back,) = logged(caplog, "writing the spool works again")
+    assert back.levelno == logging.INFO
+    assert await drain(buf, ack=False) == [b"d-0", b"d-1", b"d-2"]
+    buf.release()
+    # ... and b and c, sent from memory, did not move it: d comes next after a restart.
+    assert (tmp_path / "ack").read_bytes() == acked
+    again = opened(tmp_path)
+    assert await drain(again) == [b"d-0", b"d-1", b"d-2"]
+    again.release()
+
+
+async def test_held_batches_are_written_once_space_returns_and_nothing_is_lost(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="logd.spool")
+    fs = FullDisk(monkeypatch)
+    buf = opened(tmp_path)
+    buf.put(batch("a"))
+    fs.full = True
+    for t in "bcd":
+        assert buf.put(batch(t)) is True
+    lease = await buf.get(1 << 20, timeout=1)  # "a", from disk
+    assert lease is not None and lease.records == 3 and buf.full
+    fs.full = False
+    buf.ack(lease)  # an ack that frees space: the held batches are written at once
+    assert buf._writable.is_set() and not buf.full
+    assert buf.volatile_records == 0 and buf.problem is None and buf.queued_records == 9
+    (back,) = logged(caplog, "writing the spool works again")
+    assert back.written_from_memory == 3
+    buf.release()
+    again = opened(tmp_path)
+    assert await drain(again) == [f"{t}-{i}".encode() for t in "bcd" for i in range(3)]
+    again.release()
+
+
+async def test_a_retry_writes_held_batches_without_an_ack(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fs = FullDisk(monkeypatch)
+    buf = opened(tmp_path)
+    fs.full = True
+    assert buf.put(batch("a")) is True
+    assert buf.put(batch("b")) is True
+    fs.full = False
+    await asyncio.wait_for(buf.wait_writable(), 5)  # the retry timer wrote them
+    assert fs.failed == 1 and buf.volatile_records == 0 and buf.problem is None
+    buf.release()
+    again = opened(tmp_path)
+    assert await drain(again) == [f"{t}-{i}".encode() for t in "ab" for i in range(3)]
+    again.release()
+
+
+async def test_drop_newest_drops_and_counts_on_a_write_failure_with_few_log_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="logd.spool")
+    fs = FullDisk(monkeypatch)
+    buf = opened(tmp_path, when_full="drop_newest")
+    fs.full = True
+    for i in range(50):
+        assert buf.put(batch(f"x{i}")) is False  # never held, never pausing
+    stats = buf.stats()
+    assert (buf.dropped_records, stats["spool_write_errors"], stats["held_records"]) == \
+        (150, 50, 0)
+    assert buf.volatile_records == 0 and not buf.full and buf.queued_records == 0
+    assert buf.problem == ("cannot write the spool: No space left on device (ENOSPC); "
+                           "150 records dropped")
+    assert len(logged(caplog, "cannot write the spool;")) == 1  # when it started
+    assert 1 <= len(logged(caplog, "still cannot write the spool")) <= 5  # while it lasts
+    fs.full = False
+    assert buf.put(batch("y")) is False
+    assert buf.problem is None and len(logged(caplog, "works again")) == 1
+    assert await drain(buf) == [b"y-0", b"y-1", b"y-2"]
+    buf.release()
+
+
+async def test_release_writes_what_is_held_and_what_the_writer_took_from_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fs = FullDisk(monkeypatch)
+    buf = opened(tmp_path)
+    fs.full = True
+    for t in "abc":
+        buf.put(batch(t))
+    taken = await buf.get(1, timeout=1)  # "a" from memory, never acknowledged
+    assert taken is not None and taken.held is not None and buf.volatile_records == 9
+    fs.full = False
+    buf.release()  # the stop: written to the spool, in order
+    again = opened(tmp_path)
+    assert await drain(again) == [f"{t}-{i}".encode() for t in "abc" for i in range(3)]
+    again.release()
+
+
+async def test_rewind_hands_out_again_what_was_taken_from_memory_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fs = FullDisk(monkeypatch)
+    buf = opened(tmp_path)
+    buf.put(batch("a"))
+    fs.full = True
+    for t in "bc":
+        buf.put(batch(t))
+    on_disk = await buf.get(1, timeout=1)
+    from_memory = await buf.get(1, timeout=1)
+    assert on_disk is not None and from_memory is not None and from_memory.held is not None
+    fs.full = False
+    buf.rewind()  # a new writer: what the old one held comes again, in order
+    buf.ack(from_memory)  # the old writer's late ack: ignored
+    assert buf.queued_records == 9
+    assert await drain(buf) == [f"{t}-{i}".encode() for t in "abc" for i in range(3)]
+    assert buf.queued_records == 0 and buf.volatile_records == 0
+    buf.release()
+
+
+async def test_batches_a_writer_took_from_memory_reach_the_spool_once_it_can_be_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The writer took b and c from memory, then its server went down: it holds them for a
+    # long time. Space comes back: they are written (behind what was on disk, in order), and
+    # new batches go to the spool again instead of waiting behind them in memory.
+    fs = FullDisk(monkeypatch)
+    buf = opened(tmp_path, memory_bytes=0)
+    buf.put(batch("a"))
+    assert await buf.get(1, timeout=1) is not None  # "a", from disk, not acknowledged
+    fs.full = True
+    for t in "bc":
+        buf.put(batch(t))
+    taken = await buf.get(1 << 20, timeout=1)
+    assert taken is not None and taken.held is not None and len(taken.batches) == 2
+    assert buf.put(batch("d")) is True  # held behind them
+    fs.full = False
+    await asyncio.wait_for(buf.wait_writable(), 5)
+    assert buf.volatile_records == 0 and buf.problem is None
+    assert buf.put(batch("e")) is False  # straight into the spool
+    buf.rewind()  # the writer restarts: everything comes back in order, from the spool
+    assert buf.queued_records == 15
+    assert await drain(buf) == [f"{t}-{i}".encode() for t in "abcde" for i in range(3)]
+    buf.release()
+    # The same, with the writer finishing instead: its acks cover what reached the spool.
+    fs.full = True
+    buf = opened(tmp_path / "2", memory_bytes=0)
+    for t in "ab":
+        buf.put(batch(t))
+    taken = await buf.get(1 << 20, timeout=1)
+    assert taken is not None and taken.held is not None
+    fs.full = False
+    await asyncio.wait_for(buf.wait_writable(), 5)
+    buf.put(batch("c"))
+    buf.ack(taken)
+    assert buf.queued_records == 3
+    assert await drain(buf, ack=False) == [b"c-0", b"c-1", b"c-2"]
+    buf.release()
+    again = opened(tmp_path / "2")
+    assert again.queued_records == 3  # a and b were acknowledged, c was not
+    again.release()
+
+
+_FULL_DISK_DRIVER = """
+import asyncio, json, os, subprocess, sys
+sys.path.insert(0, {repo!r})
+from logd.buffers.disk import DiskBuffer
+from logd.config import BufferConfig
+from logd.record import Batch
+
+mnt = {mnt!r}
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], check=True)
+cfg = BufferConfig(type="disk", max_bytes=64 * 1024**2, memory_bytes=0, fsync_interval=0.0)
+
+
+def make(n):
+    return Batch([b"r%d-%d-" % (n, i) + b"x" * 1000 for i in range(20)], None, "e", 0.0,
+                 20_000)
+
+
+def records(lease):
+    return [p[:p.rindex(b"-")].decode() for b in lease.batches for p in b.payloads]
+
+
+async def fill(buf, put):
+    # Until the filesystem refuses (10 MiB would be past it); then two more reads that were
+    # in flight.
+    for _ in range(500):
+        if buf.put(make(len(put))):
+            break
+        put.append(len(put))
+    else:
+        sys.exit("the spool never paused its producers: batches were dropped")
+    put.append(len(put))
+    for _ in range(2):
+        assert buf.put(make(len(put))) is True
+        put.append(len(put))
+
+
+async def main():
+    out = {{}}
+    # 1. Something else fills the disk; the output cannot send (its server is down).
+    with open(os.path.join(mnt, "filler"), "wb") as f:
+        f.write(b"f" * 400_000)
+    buf = DiskBuffer(cfg, "out")
+    buf.open(os.path.join(mnt, "one"))
+    put = []
+    await fill(buf, put)
+    out["problem"] = buf.problem
+    out["full"] = buf.full
+    out["held"] = buf.stats()["held_records"]
+    os.unlink(os.path.join(mnt, "filler"))  # space comes back
+    await asyncio.wait_for(buf.wait_writable(), 5)
+    out["problem_after"] = buf.problem
+    out["held_after"] = buf.stats()["held_records"]
+    buf.release()
+    again = DiskBuffer(cfg, "out")
+    again.open(os.path.join(mnt, "one"))
+    got = []
+    while not again.empty():
+        lease = await again.get(1 << 30, timeout=1)
+        got.extend(records(lease))
+        again.ack(lease)
+    again.release()
+    out["one_lost"] = sorted(set(f"r{{n}}-{{i}}" for n in put for i in range(20)) - set(got))
+    out["one_in_order"] = got == [f"r{{n}}-{{i}}" for n in put for i in range(20)]
+    subprocess.run(["rm", "-rf", os.path.join(mnt, "one")], check=True)
+    # 2. The spool fills the disk itself; the output keeps up: it drains the spool, then
+    # what is held from memory, and the spool frees its own space.
+    buf = DiskBuffer(cfg, "out")
+    buf.open(os.path.join(mnt, "two"))
+    put = []
+    await fill(buf, put)
+    out["two_held"] = buf.stats()["held_records"]
+    got = []
+    while not buf.empty():
+        lease = await buf.get(1 << 30, timeout=1)
+        got.extend(records(lease))
+        buf.ack(lease)
+    put.append(len(put))
+    out["two_put_after"] = buf.put(make(put[-1]))  # into the spool again
+    out["two_problem_after"] = buf.problem
+    lease = await buf.get(1 << 30, timeout=1)
+    got.extend(records(lease))
+    buf.ack(lease)
+    out["two_in_order"] = got == [f"r{{n}}-{{i}}" for n in put for i in range(20)]
+    out["two_segments"] = len([n for n in os.listdir(os.path.join(mnt, "two"))
+                               if n.endswith(".seg")])
+    buf.release()
+    print(json.dumps(out))
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_full_filesystem_holds_batches_and_loses_nothing(tmp_path: Path) -> None:
+    """A real tmpfs of 1 MiB, mounted in a private mount namespace (nothing outlives it)."""
+    import shutil
+    import subprocess
+    import sys
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare(1) is needed to mount a small filesystem privately")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    repo = str(Path(__file__).resolve().parents[2])
+    (tmp_path / "driver.py").write_text(_FULL_DISK_DRIVER.format(repo=repo, mnt=str(mnt)))
+    unshare = ["unshare", "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        unshare.insert(1, "--map-root-user")
+    proc = subprocess.run([*unshare, sys.executable, str(tmp_path / "driver.py")],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    import json
+    result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    assert result["problem"].startswith("cannot write the spool: No space left on device "
+                                        "(ENOSPC); ")
+    assert result["full"] and result["held"] >= 60
+    assert (result["problem_after"], result["held_after"]) == (None, 0)
+    assert result["one_lost"] == [] and result["one_in_order"]
+    assert result["two_held"] >= 60
+    assert result["two_put_after"] is False and result["two_problem_after"] is None
+    assert result["two_in_order"] and result["two_segments"] == 1
