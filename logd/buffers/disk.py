@@ -768,8 +768,8 @@ class DiskBuffer:
         span in the spool from then on (read, not acknowledged)."""
         assert lease.held
         kind, body, batch = lease.held[0]
-        at = self._read
         start, end, before = self._append(kind, body, batch.count)
+        at = self._read  # after: a new segment may have moved it past an old one let go
         del lease.held[0]
         size = end[1] - start[1]
         count = batch.count
@@ -1098,6 +1098,8 @@ class DiskBuffer:
             batches = len(self._held)
             self._write_held()
             if self._held:
+                self.dropped_records += self._held_records
+                self.dropped_bytes += sum(entry[2].nbytes for entry in self._held)
                 log.error("cannot write batches held in memory to the spool at stop; their "
                           "records are lost", extra={
                               "output": self.owner, "path": self.directory,

@@ -726,9 +726,16 @@ async def test_release_writes_what_is_held_and_what_the_writer_took_from_memory(
     assert taken is not None and taken.held is not None and buf.volatile_records == 9
     fs.full = False
     buf.release()  # the stop: written to the spool, in order
+    assert buf.dropped_records == 0
     again = opened(tmp_path)
     assert await drain(again) == [f"{t}-{i}".encode() for t in "abc" for i in range(3)]
-    again.release()
+    fs.full = True
+    again.put(batch("d"))
+    again.release()  # still full: lost, and said
+    assert again.dropped_records == 3
+    last = opened(tmp_path)
+    assert last.queued_records == 0
+    last.release()
 
 
 async def test_rewind_hands_out_again_what_was_taken_from_memory_first(
@@ -913,3 +920,25 @@ def test_a_full_filesystem_holds_batches_and_loses_nothing(tmp_path: Path) -> No
     assert result["two_held"] >= 60
     assert result["two_put_after"] is False and result["two_problem_after"] is None
     assert result["two_in_order"] and result["two_segments"] == 1
+
+
+async def test_on_a_full_disk_a_segment_all_sent_is_let_go_to_make_room(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fs = FullDisk(monkeypatch)
+    buf = opened(tmp_path)
+    buf.put(batch("a"))
+    assert await drain(buf) == [b"a-0", b"a-1", b"a-2"]  # all of segment 1 acknowledged
+    fs.full = True
+    assert buf.put(batch("b")) is True
+    taken = await buf.get(1 << 20, timeout=1)  # from memory; the writer is slow to ack
+    assert taken is not None and taken.held is not None
+    fs.full = False
+    assert buf.put(batch("c")) is True  # behind b, until the retry writes both
+    await asyncio.wait_for(buf.wait_writable(), 5)
+    assert [s.name for s in segments(tmp_path)] == ["0000000000000002.seg"]
+    buf.ack(taken)  # covers b's copy in the new segment
+    assert await drain(buf) == [b"c-0", b"c-1", b"c-2"]
+    buf.release()
+    again = opened(tmp_path)
+    assert again.queued_records == 0  # nothing sent twice
+    again.release()
