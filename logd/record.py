@@ -176,8 +176,10 @@ class Batch:
 
     def pieces(self, target: int) -> list[Batch]:
         """The batch cut into slices of about `target` payload bytes each (a record larger
-        than that is a slice of its own): the work is per slice, not per record, except one
-        C-level pass over payload lengths where the batch is a payload list."""
+        than that is a slice of its own). Python work is per slice, not per record; one
+        C-level pass over the data is needed where the form hides record boundaries: the
+        payload lengths of a payload list, the line count of each slice of a lines block.
+        Parsed objects alone are cut by their share of the estimated size, with no pass."""
         n = self.count
         if self.nbytes <= target or n <= 1:
             return [self]
