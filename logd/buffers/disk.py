@@ -484,7 +484,7 @@ class DiskBuffer:
         again). A torn tail of the newest segment (a crash mid-write) is cut off; anything
         else is kept for the reader to skip and count."""
         path = self._path(seq)
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDWR if newest else os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
             legacy = _legacy_segment(fd)
