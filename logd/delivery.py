@@ -6,6 +6,8 @@ hands the router a batch with a `Receipt`. The router says how many records go w
 
 - `accepted`: its buffer holds them as its type promises (a memory buffer: queued; a disk
   spool: written to the spool);
+- `secured`: a crash of logd can no longer lose them (a disk spool: written to it; a memory
+  buffer: once delivered) -- what a Kafka input waits for before it commits an offset;
 - `delivered`: its writer is done with them for good (a file output wrote and flushed them, a
   database acknowledged the insert/COPY/produce or its dead-letter file took them, an
   analyzer ACKed them);
@@ -23,22 +25,25 @@ from collections.abc import Iterable
 
 
 class Receipt:
-    __slots__ = ("_accepted", "_delivered", "dropped", "expected", "lost", "unaccepted",
-                 "undelivered")
+    __slots__ = ("_accepted", "_delivered", "_secured", "dropped", "expected", "lost",
+                 "unaccepted", "undelivered", "unsecured")
 
     def __init__(self) -> None:
         self.expected = 0
         self.unaccepted = 0
+        self.unsecured = 0
         self.undelivered = 0
         self.dropped = 0
         self.lost = 0
         self._accepted: asyncio.Event | None = None
+        self._secured: asyncio.Event | None = None
         self._delivered: asyncio.Event | None = None
 
     def expect(self, n: int) -> None:
         """`n` more records were routed to a destination."""
         self.expected += n
         self.unaccepted += n
+        self.unsecured += n
         self.undelivered += n
 
     def accepted(self, n: int) -> None:
@@ -46,25 +51,40 @@ class Receipt:
         if self.unaccepted <= 0 and self._accepted is not None:
             self._accepted.set()
 
+    def secured(self, n: int) -> None:
+        self.unsecured -= n
+        if self.unsecured <= 0 and self._secured is not None:
+            self._secured.set()
+
     def delivered(self, n: int) -> None:
-        """Done with for good; callers report `accepted` for the same records first."""
+        """Done with for good; callers report `accepted` (and `secured`) for the same
+        records first."""
         self.undelivered -= n
         if self.undelivered <= 0 and self._delivered is not None:
             self._delivered.set()
 
+    def written(self, n: int) -> None:
+        """A writer of a volatile buffer is done with them: secured and delivered at once."""
+        self.secured(n)
+        self.delivered(n)
+
     def drop(self, n: int) -> None:
         self.dropped += n
         self.accepted(n)
-        self.delivered(n)
+        self.written(n)
 
     def lose(self, n: int) -> None:
         self.lost += n
         self.accepted(n)
-        self.delivered(n)
+        self.written(n)
 
     @property
     def is_accepted(self) -> bool:
         return self.unaccepted <= 0
+
+    @property
+    def is_secured(self) -> bool:
+        return self.unsecured <= 0
 
     @property
     def is_delivered(self) -> bool:
@@ -77,6 +97,14 @@ class Receipt:
         if self._accepted is None:
             self._accepted = asyncio.Event()
         return await _wait(self._accepted, timeout)
+
+    async def wait_secured(self, timeout: float) -> bool:
+        """Whether every destination secured the records within `timeout` seconds."""
+        if self.unsecured <= 0:
+            return True
+        if self._secured is None:
+            self._secured = asyncio.Event()
+        return await _wait(self._secured, timeout)
 
     async def wait_delivered(self, timeout: float) -> bool:
         """Whether every destination delivered the records within `timeout` seconds."""
@@ -99,9 +127,9 @@ Receipts = list[tuple[Receipt, int]]  # (receipt, records) pairs of a lease
 
 
 def deliver(receipts: Iterable[tuple[Receipt, int]]) -> None:
-    """Report records delivered (a writer finished them)."""
+    """Report records written by the writer of a volatile buffer: secured and delivered."""
     for receipt, n in receipts:
-        receipt.delivered(n)
+        receipt.written(n)
 
 
 def lose(receipts: Iterable[tuple[Receipt, int]]) -> None:

@@ -8,6 +8,8 @@ once per batch, only when a route, a path template or a JSON output format asks 
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+from itertools import accumulate, islice, pairwise
 from typing import Any
 
 import orjson
@@ -15,6 +17,7 @@ import orjson
 from logd.fields import INFO, severity_of
 
 _SYSLOG_PRI = re.compile(rb"<(\d{1,3})>")
+_LF = re.compile(b"\n")
 
 
 class Batch:
@@ -152,6 +155,107 @@ class Batch:
                 sevs.append(sev)
             self.severities = bytes(sevs)
         return self.severities
+
+    def slice(self, start: int, stop: int) -> Batch:
+        """Records start..stop (indices as for a list slice) as a batch of their own, in the
+        forms this one has: the lines block cut (no split into payloads), payloads, parsed
+        fields (not serialized), severities, and the frames they are read from if not yet
+        read."""
+        start, stop, _ = slice(start, stop).indices(self.count)
+        stop = max(start, stop)
+        if start == 0 and stop == self.count:
+            return self
+        lo = hi = 0
+        if self.raw is not None:
+            lo, hi = self._line_offset(start), self._line_offset(stop)
+        sizes = None
+        if self._payloads is not None:
+            sizes = [0, *accumulate(map(len, self._payloads[start:stop]))]
+        return self._cut(start, stop, lo, hi, 0, sizes[-1] if sizes is not None else None,
+                         self._frame_offset(start, stop, sizes) if sizes else None)
+
+    def pieces(self, target: int) -> list[Batch]:
+        """The batch cut into slices of about `target` payload bytes each (a record larger
+        than that is a slice of its own). Python work is per slice, not per record; one
+        C-level pass over the data is needed where the form hides record boundaries: the
+        payload lengths of a payload list, the line count of each slice of a lines block.
+        Parsed objects alone are cut by their share of the estimated size, with no pass."""
+        n = self.count
+        if self.nbytes <= target or n <= 1:
+            return [self]
+        if self.raw is not None:
+            raw = self.raw
+            end = len(raw)
+            cuts = [(0, 0)]
+            pos = rec = 0
+            while pos < end:
+                nl = raw.rfind(b"\n", pos, pos + target)
+                if nl < 0:  # one line longer than target
+                    nl = raw.find(b"\n", pos + target)
+                nxt = end if nl < 0 else nl + 1
+                # The one per-byte pass the form needs: lines are counted, not split.
+                rec = n if nxt == end else rec + raw.count(b"\n", pos, nxt)
+                cuts.append((rec, nxt))
+                pos = nxt
+            return [self._cut(a, b, lo, hi, 0, None, None)
+                    for (a, lo), (b, hi) in pairwise(cuts)]
+        if self._payloads is not None:
+            ends = list(accumulate(map(len, self._payloads)))
+            out = []
+            start = 0
+            while start < n:
+                before = ends[start - 1] if start else 0
+                stop = max(start + 1, bisect_right(ends, before + target, start))
+                size = ends[stop - 1] - before
+                frames = None
+                if self._frames is not None and self.severities is None:
+                    chunk, first, _ = self._frames
+                    frames = (chunk, first + 5 * start + before,
+                              first + 5 * stop + ends[stop - 1])
+                out.append(self._cut(start, stop, 0, 0, 0, size, frames))
+                start = stop
+            return out
+        # Parsed objects only (HTTP): their size is the request's, spread evenly.
+        step = max(1, target * n // max(1, self.nbytes))
+        return [self._cut(i, min(n, i + step), 0, 0, self.nbytes * (min(n, i + step) - i) // n,
+                          None, None) for i in range(0, n, step)]
+
+    def _cut(self, start: int, stop: int, lo: int, hi: int, estimate: int,
+             size: int | None, frames: tuple[bytes, int, int] | None) -> Batch:
+        payloads = self._payloads[start:stop] if self._payloads is not None else None
+        raw = self.raw[lo:hi] if self.raw is not None else None
+        if raw is not None:
+            nbytes = len(raw) - (stop - start)
+        elif size is not None:
+            nbytes = size
+        else:
+            nbytes = estimate or self.nbytes * (stop - start) // max(1, self.count)
+        sevs = self.severities[start:stop] if self.severities is not None else None
+        part = Batch(payloads, sevs, self.source, self.received, nbytes, raw=raw,
+                     count=stop - start, frames=frames if sevs is None else None)
+        if self._fields is not None:
+            part._fields = self._fields[start:stop]
+        return part
+
+    def _line_offset(self, k: int) -> int:
+        """Where line k starts in the lines block."""
+        if k <= 0:
+            return 0
+        if k >= self.count:
+            return len(self.raw)  # type: ignore[arg-type]
+        m = next(islice(_LF.finditer(self.raw), k - 1, k))  # type: ignore[arg-type]
+        return m.end()
+
+    def _frame_offset(self, start: int, stop: int, sizes: list[int]
+                      ) -> tuple[bytes, int, int] | None:
+        """The frames of records start..stop, while their severities are still unread;
+        `sizes` are the cumulative payload lengths from `start`."""
+        if self._frames is None or self.severities is not None:
+            return None
+        chunk, first, _ = self._frames
+        before = sum(map(len, self._payloads[:start]))  # type: ignore[index]
+        lo = first + 5 * start + before
+        return chunk, lo, lo + 5 * (stop - start) + sizes[-1]
 
     def subset(self, indices: list[int]) -> Batch:
         """A batch of the records at `indices` (for routes that pick some records)."""

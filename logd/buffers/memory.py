@@ -168,7 +168,7 @@ class MemoryBuffer:
         if lease.receipts is not None:
             for b, r in zip(lease.batches, lease.take_receipts() or (), strict=True):
                 if r is not None:
-                    r.delivered(b.count)
+                    r.written(b.count)
         self._cost -= lease.cost
         self._leased_records -= lease.records
         if self._cost <= self.resume_below:

@@ -343,13 +343,13 @@ class AnalyzerPool(Output):
             if last <= seq:
                 q.popleft()
                 if receipt is not None:
-                    receipt.delivered(len(chunk))
+                    receipt.written(len(chunk))
                 continue
             if first <= seq:
                 cut = seq - first + 1
                 q[0] = [seq + 1, chunk[cut:], sevs[cut:], receipt]
                 if receipt is not None:
-                    receipt.delivered(cut)
+                    receipt.written(cut)
             break
         self._ready.set()
 

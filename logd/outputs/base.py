@@ -33,11 +33,26 @@ class Output(Component):
         except (SpoolError, OSError) as e:
             raise StartError(f"output {self.name}: {e}") from None
 
+    def encode(self, batch: Batch) -> Any:
+        """What the buffer keeps of a batch: the batch itself, or the output's own form of it
+        (made on arrival, while an HTTP batch's parsed objects are at hand)."""
+        return batch
+
     def submit(self, batch: Batch, receipt: Receipt | None = None) -> bool:
         """Called by the router for each batch; True when the caller should pause reading.
         With a receipt, the buffer reports the records accepted (or dropped) on it and the
-        writer reports them delivered."""
-        return self.buffer.put(batch, receipt)
+        writer reports them delivered.
+
+        A disk spool gets a large batch as slices of about `entry_bytes`, each an entry of its
+        own, so a damaged entry loses only its slice. A memory buffer gets the batch whole."""
+        buffer = self.buffer
+        if buffer.persistent and batch.nbytes > buffer.entry_bytes:
+            pause = False
+            for piece in batch.pieces(buffer.entry_bytes):
+                if buffer.put(self.encode(piece), receipt):
+                    pause = True
+            return pause
+        return buffer.put(self.encode(batch), receipt)
 
     def ready(self) -> bool:
         """Whether the output can write now (a database output: connected)."""

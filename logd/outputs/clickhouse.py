@@ -26,7 +26,6 @@ from logd.config import (
     to_bool,
     to_nonempty_str,
 )
-from logd.delivery import Receipt
 from logd.outputs.clickhouse_columns import COLUMNS, ColumnBatch, join_columns
 from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
 from logd.record import Batch
@@ -78,10 +77,9 @@ class ClickHouseOutput(DatabaseOutput):
         self._conn: Any = None
         self._send: Any = None  # clickhouse_native.insert, once started
 
-    def submit(self, batch: Batch, receipt: Receipt | None = None) -> bool:
-        # Encoded now, while an HTTP batch's parsed objects are at hand: the buffer then holds
-        # compact columns, and inserting is one join per column.
-        return self.buffer.put(ColumnBatch.of_batch(batch), receipt)
+    def encode(self, batch: Batch) -> ColumnBatch:
+        # The buffer holds compact columns, and inserting is one join per column.
+        return ColumnBatch.of_batch(batch)
 
     async def start(self) -> None:
         # asynch is imported here, not with the config: checking a config needs no driver.

@@ -36,7 +36,6 @@ from logd.config import (
     to_size,
     to_str_list,
 )
-from logd.delivery import Receipt
 from logd.fields import apps_of, record_rows, record_time, utc_datetime
 from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
 from logd.record import Batch
@@ -328,9 +327,8 @@ class KafkaOutput(DatabaseOutput):
                 groups[partitions[(start + i) % n]] = run
         return groups
 
-    def submit(self, batch: Batch, receipt: Receipt | None = None) -> bool:
-        return self.buffer.put(KafkaBatch.of_batch(batch, self.cfg.key == "app",
-                                                   self.cfg.format), receipt)
+    def encode(self, batch: Batch) -> KafkaBatch:
+        return KafkaBatch.of_batch(batch, self.cfg.key == "app", self.cfg.format)
 
     def combine(self, batches: list[Any]) -> MessageBlock:
         if len(batches) == 1:

@@ -279,3 +279,85 @@ def test_acknowledge_delivered_answers_after_the_insert(tmp_path: Path,
             assert count(clickhouse) == 100 * (round_ + 1)
     finally:
         assert p.stop() == 0
+
+
+_FULL_SPOOL_DRIVER = """
+import json, subprocess, sys, urllib.error, urllib.request
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+sys.path.insert(0, {e2e!r})
+from harness import LogdProcess, logctl
+
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", {mnt!r}], check=True)
+logd = LogdProcess({config!r}, Path({work!r})).start()
+accepted = refused = 0
+for b in range(400):
+    body = json.dumps([{{"app_id": "a", "message": f"m{{b}}-{{i}}-" + "x" * 60}}
+                      for i in range(500)]).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{{logd.port('http')}}/api/logs",
+                                 data=body, method="POST",
+                                 headers={{"Content-Type": "application/json"}})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            accepted += json.loads(r.read())["accepted"]
+    except urllib.error.HTTPError as e:
+        assert e.code == 503, e.code
+        refused += 1
+        if refused == 3:
+            break
+shown = logctl("--socket", {sock!r}, "stats", "--json")
+out = json.loads(shown.stdout)["outputs"]["clickhouse"]
+print(json.dumps({{"accepted": accepted, "refused": refused, "problem": out["problem"],
+                  "held": out["held_records"]}}), flush=True)
+sys.stdin.readline()  # ClickHouse is up
+code = logd.stop()
+print(json.dumps({{"code": code,
+                  "started": [e.get("errno") for e in logd.entries("cannot write the spool;")],
+                  "again": len(logd.entries("writing the spool works again")),
+                  "lost": len(logd.entries("shutdown deadline passed"))}}), flush=True)
+"""
+
+
+def test_a_full_spool_disk_answers_503_and_loses_nothing(
+        tmp_path: Path, clickhouse: ClickHouseServer) -> None:
+    """The spool on a 1 MiB tmpfs (a private mount namespace), ClickHouse down: once the
+    disk is full HTTP says 503 instead of accepting what it would drop; every record that
+    was accepted reaches ClickHouse once it is back."""
+    import os
+    clickhouse.stop()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = config(out, clickhouse, buffer=f'{{ type = "disk", path = "{mnt}/spool", '
+                 'max_bytes = "64MiB", when_full = "block" }')
+    (tmp_path / "driver.py").write_text(_FULL_SPOOL_DRIVER.format(
+        tests=str(REPO / "tests"), e2e=str(Path(__file__).parent), mnt=str(mnt), config=cfg,
+        work=str(work), sock=str(out / "control.sock")))
+    unshare = ["unshare", "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        unshare.insert(1, "--map-root-user")
+    driver = subprocess.Popen([*unshare, sys.executable, str(tmp_path / "driver.py")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        assert driver.stdout is not None and driver.stdin is not None
+        line = driver.stdout.readline()
+        assert line, driver.communicate(timeout=30)[1].decode()
+        full = json.loads(line)
+        assert full["refused"] == 3 and full["accepted"] > 0
+        assert full["problem"].startswith("cannot write the spool: No space left on device")
+        assert full["held"] > 0
+        clickhouse.start()
+        stdout, stderr = driver.communicate(b"go\n", timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 0, stderr.decode()
+    done = json.loads(stdout.decode().strip().splitlines()[-1])
+    assert done == {"code": 0, "started": ["ENOSPC"], "again": 1, "lost": 0}
+    assert clickhouse.query("SELECT count(), uniqExact(message) FROM logs_db.logs").split() \
+        == [str(full["accepted"])] * 2

@@ -201,3 +201,54 @@ def test_compact_makes_payloads_and_drops_parsed_objects() -> None:
                                payloads=[b'{ "message": "a" }'])
     given.compact()
     assert given.payloads == [b'{ "message": "a" }'] and given.nbytes == 18
+
+
+# -- slices --
+
+def _framed(payloads: list[bytes], sevs: list[int]) -> Batch:
+    chunk = b"head" + b"".join((len(p) + 1).to_bytes(4, "big") + bytes([s]) + p
+                               for s, p in zip(sevs, payloads, strict=True)) + b"rest"
+    return Batch(list(payloads), None, "s", 1.0, sum(map(len, payloads)),
+                 frames=(chunk, 4, len(chunk) - 4))
+
+
+def test_slice_keeps_each_form_of_the_batch() -> None:
+    payloads = [f"record {i}".encode() * (i % 7) for i in range(50)]
+    sevs = [i % 8 for i in range(50)]
+    block = b"".join(p + b"\n" for p in payloads)
+    lines = Batch.from_lines(block, 50, "l", 2.0)
+    part = lines.slice(10, 20)
+    assert part._payloads is None and part.raw == b"".join(p + b"\n" for p in payloads[10:20])
+    assert (part.count, part.nbytes, part.source, part.received) == \
+        (10, sum(map(len, payloads[10:20])), "l", 2.0)
+    framed = _framed(payloads, sevs)
+    part = framed.slice(3, 9)
+    assert part.severities is None and part._frames is not None  # still read lazily
+    assert part.payloads == payloads[3:9] and part.severity_bytes() == bytes(sevs[3:9])
+    objs = [{"message": f"m{i}"} for i in range(50)]
+    parsed = Batch.from_objects(objs, bytes(sevs), "http", 3.0, 1000)
+    part = parsed.slice(40, 50)
+    assert part._payloads is None, "parsed objects are not serialized to slice them"
+    assert part.fields() == objs[40:50] and part.severity_bytes() == bytes(sevs[40:50])
+    assert part.nbytes == 200  # its share of the estimate
+    assert lines.slice(0, 50) is lines and lines.slice(-2, None).payloads == payloads[48:]
+    assert lines.slice(5, 5).count == 0
+
+
+def test_pieces_cut_by_payload_bytes_and_keep_every_record_in_order() -> None:
+    payloads = [bytes([97 + i % 26]) * (i * 37 % 300) for i in range(1000)]
+    sevs = [i % 8 for i in range(1000)]
+    block = b"".join(p + b"\n" for p in payloads)
+    for batch in (Batch(list(payloads), bytes(sevs), "s", 1.0, sum(map(len, payloads))),
+                  _framed(payloads, sevs), Batch.from_lines(block, 1000, "l", 1.0)):
+        parts = batch.pieces(4096)
+        assert len(parts) > 30
+        assert [p for part in parts for p in part.payloads] == payloads
+        assert sum(part.nbytes for part in parts) == batch.nbytes
+        assert all(part.nbytes <= 4096 for part in parts)
+        if batch.raw is None:
+            assert b"".join(part.severity_bytes() for part in parts) == bytes(sevs)
+    big = Batch([b"x" * 10_000, b"y", b"z" * 9000], None, "s", 1.0, 19_001)
+    assert [p.payloads for p in big.pieces(4096)] == [[b"x" * 10_000], [b"y"], [b"z" * 9000]]
+    small = Batch([b"a"], None, "s", 1.0, 1)
+    assert small.pieces(4096) == [small]
