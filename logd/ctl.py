@@ -142,8 +142,9 @@ def _output_detail(s: dict[str, Any]) -> str:
         parts.append(f"DEGRADED: {problem}")
     if s.get("buffer") == "disk":
         parts.append(f"spool {_bytes(s.get('spool_bytes', 0))}")
-        if s.get("corrupt"):
-            parts.append(f"corrupt={_num(s['corrupt'])}")
+        for key in ("corrupt", "held_records", "refused", "lost_records", "ack_damaged"):
+            if s.get(key):
+                parts.append(f"{key}={_num(s[key])}")
     if s.get("dead_lettered"):
         parts.append(f"dead_letter={_num(s['dead_lettered'])}")
     if s.get("failed"):

@@ -432,6 +432,7 @@ class Daemon:
                     if task in still:
                         out.give_up()
                         await _cancel(task)  # what it was sending returns to its counts
+                        out.buffer.keep_held()  # a spool takes what it held in memory
                         left = out.pending_records()
                         lost += left
                         if left:

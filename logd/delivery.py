@@ -12,6 +12,8 @@ hands the router a batch with a `Receipt`. The router says how many records go w
   database acknowledged the insert/COPY/produce or its dead-letter file took them, an
   analyzer ACKed them);
 - `dropped`: a `drop_newest` buffer had no room (counted there too);
+- `refused`: the destination could not take them now and did not keep them (a disk spool
+  that cannot be written), for a caller that said it can answer "retry later" (HTTP);
 - `lost`: something failed that will not be retried (an output's intake raised).
 
 Each of the last two also counts as accepted and delivered: nothing more will happen to those
@@ -26,9 +28,13 @@ from collections.abc import Iterable
 
 class Receipt:
     __slots__ = ("_accepted", "_delivered", "_secured", "dropped", "expected", "lost",
-                 "unaccepted", "undelivered", "unsecured")
+                 "refusable", "refused", "unaccepted", "undelivered", "unsecured")
 
-    def __init__(self) -> None:
+    def __init__(self, refusable: bool = False) -> None:
+        # Whether the caller can take a refusal (answer "retry later") rather than have a
+        # destination hold on to what it cannot store.
+        self.refusable = refusable
+        self.refused = 0
         self.expected = 0
         self.unaccepted = 0
         self.unsecured = 0
@@ -70,6 +76,11 @@ class Receipt:
 
     def drop(self, n: int) -> None:
         self.dropped += n
+        self.accepted(n)
+        self.written(n)
+
+    def refuse(self, n: int) -> None:
+        self.refused += n
         self.accepted(n)
         self.written(n)
 

@@ -168,8 +168,21 @@ def render_stats(stats: dict[str, Any]) -> str:
             e.add("logd_output_spool_corrupt_records_total", "counter",
                   "Records in damaged spool entries, skipped.", s.get("corrupt", 0), lab)
             e.add("logd_output_spool_write_errors_total", "counter",
-                  "Batches the spool could not write (dropped, counted as dropped).",
-                  s.get("spool_write_errors", 0), lab)
+                  "Writes to the spool that failed (ENOSPC, EIO ...): the batch was held in "
+                  "memory (block), refused to a client that retries (HTTP), or dropped "
+                  "(drop_newest).", s.get("spool_write_errors", 0), lab)
+            e.add("logd_output_spool_held_records", "gauge",
+                  "Records held in memory because the spool cannot be written.",
+                  s.get("held_records", 0), lab)
+            e.add("logd_output_spool_refused_records_total", "counter",
+                  "Records refused to HTTP clients because the spool could not be written.",
+                  s.get("refused", 0), lab)
+            e.add("logd_output_spool_ack_damaged_total", "counter",
+                  "Times the spool's ack file could not be believed at start (replayed from "
+                  "the oldest segment).", s.get("ack_damaged", 0), lab)
+            e.add("logd_output_spool_lost_records_total", "counter",
+                  "Records in spool segments found missing at start.",
+                  s.get("lost_records", 0), lab)
         if "flush_seconds" in s:
             e.histogram("logd_output_flush_seconds",
                         "Time from handing a buffer to the disk until it was written.",

@@ -260,6 +260,7 @@ class DiskBuffer:
         self.replayed_records = 0
         self.corrupt_records = 0
         self.write_errors = 0
+        self.refused_records = 0  # not kept on a write failure: their callers said "retry"
         self.ack_damaged = 0
         self.lost_records = 0
         self.missing_segments = 0
@@ -579,6 +580,9 @@ class DiskBuffer:
             if not self.block:
                 self._drop(batch)
                 return False
+            if receipt is not None and receipt.refusable:
+                self._refuse(batch)
+                return False
             self._hold(kind, body, batch)
             return True
         if not self.block and self._cost + ENTRY.size + len(body) > self.max_bytes:
@@ -591,6 +595,9 @@ class DiskBuffer:
             if not self.block:
                 self._failure_dropped += batch.count
                 self._drop(batch)
+                return False
+            if receipt is not None and receipt.refusable:
+                self._refuse(batch)
                 return False
             self._hold(kind, body, batch)
             return True
@@ -609,6 +616,14 @@ class DiskBuffer:
         receipt = self._receipt_of.pop(id(batch), None)
         if receipt is not None:
             receipt.drop(batch.count)
+
+    def _refuse(self, batch: Any) -> None:
+        """Not kept: its caller answers "retry later" (HTTP's 503) rather than have it held
+        in memory."""
+        self.refused_records += batch.count
+        self._schedule_retry()  # to see when writing works again
+        receipt = self._receipt_of.pop(id(batch))
+        receipt.refuse(batch.count)
 
     def _in_spool(self, batch: Any, end: Position) -> None:
         """A batch reached the spool, ending at `end`: its receipt (if any) hears it is
@@ -766,9 +781,31 @@ class DiskBuffer:
 
     def _retry(self) -> None:
         self._retry_handle = None
-        self._write_held()
         if self._held or self._held_out:
+            self._write_held()
+        elif self._failure is not None and self._room_again():
+            # Nothing held (what failed was refused): the space is back, so say so now
+            # rather than at the next batch (/health would show it degraded meanwhile).
+            self._writing_works()
+            self._update_writable()
+        if self._held or self._held_out or self._failure is not None:
             self._schedule_retry()
+
+    def _room_again(self) -> bool:
+        """Whether the spool's filesystem has room again after ENOSPC/EDQUOT (other
+        failures clear only when a write works)."""
+        e = self._failure
+        if e is None or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return False
+        try:
+            if self._acked == self._write and self._write[1]:
+                # All of the current segment is acknowledged: a new one lets it go, and its
+                # space is what the next write needs.
+                self._next_segment()
+            st = os.statvfs(self.directory)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize >= 4 * (ENTRY_BYTES + ENTRY.size)
 
     def _write_held(self) -> None:
         """Held batches into the spool, in order, until one fails: first those the writer
@@ -1123,6 +1160,31 @@ class DiskBuffer:
         self._writable.set()
         self._data.set()
 
+    def keep_held(self) -> None:
+        """At a stop: batches held in memory go to the spool if it can take them now, so
+        the next start sends them (what cannot be written is lost, counted and logged)."""
+        if not (self._held or self._held_out) or self._wfd < 0:
+            return
+        self.rewind()  # what the writer took from memory goes first
+        batches = len(self._held)
+        self._write_held()
+        if self._held:
+            self.dropped_records += self._held_records
+            self.dropped_bytes += sum(entry[2].nbytes for entry in self._held)
+            for _, _, batch in self._held:
+                receipt = self._receipt_of.pop(id(batch), None)
+                if receipt is not None:
+                    receipt.lose(batch.count)
+            log.error("cannot write batches held in memory to the spool at stop; their "
+                      "records are lost", extra={
+                          "output": self.owner, "path": self.directory,
+                          "records": self._held_records, "batches": len(self._held)})
+        else:
+            log.info("batches held in memory written to the spool at stop; they are sent "
+                     "after the next start", extra={"output": self.owner,
+                                                    "batches": batches})
+
+
     def release(self) -> None:
         """Sync and let go of the spool's files (the process stops, or the output is gone).
         Batches still held in memory are tried once more, so the next start sends them."""
@@ -1132,25 +1194,7 @@ class DiskBuffer:
         if self._retry_handle is not None:
             self._retry_handle.cancel()
             self._retry_handle = None
-        if (self._held or self._held_out) and self._wfd >= 0:
-            self.rewind()  # what the writer took from memory goes first
-            batches = len(self._held)
-            self._write_held()
-            if self._held:
-                self.dropped_records += self._held_records
-                self.dropped_bytes += sum(entry[2].nbytes for entry in self._held)
-                for _, _, batch in self._held:
-                    receipt = self._receipt_of.pop(id(batch), None)
-                    if receipt is not None:
-                        receipt.lose(batch.count)
-                log.error("cannot write batches held in memory to the spool at stop; their "
-                          "records are lost", extra={
-                              "output": self.owner, "path": self.directory,
-                              "records": self._held_records, "batches": len(self._held)})
-            else:
-                log.info("batches held in memory written to the spool at stop; they are sent "
-                         "after the next start", extra={"output": self.owner,
-                                                        "batches": batches})
+        self.keep_held()
         for fd in (self._wfd, self._ack_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -1165,6 +1209,7 @@ class DiskBuffer:
         return {"buffer": "disk", "spool_bytes": self._cost,
                 "spool_segments": len(self._sizes), "replayed": self.replayed_records,
                 "corrupt": self.corrupt_records, "spool_write_errors": self.write_errors,
+                "refused": self.refused_records,
                 "held_records": self._held_records + self._out_records,
                 "ack_damaged": self.ack_damaged, "lost_records": self.lost_records,
                 "missing_segments": self.missing_segments, "problem": self.problem}

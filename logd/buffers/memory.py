@@ -186,6 +186,9 @@ class MemoryBuffer:
     def rewind(self) -> None:
         """Nothing to read again: what a writer drops from memory is gone."""
 
+    def keep_held(self) -> None:
+        """Nothing to keep: what waits here is lost at a stop (counted by the daemon)."""
+
     def release(self) -> None:
         """Nothing to let go of."""
 

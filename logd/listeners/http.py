@@ -237,6 +237,11 @@ class HttpListener(Component):
             # Not refused either: the records may still arrive; a client that retries may
             # send them twice (at least once).
             return self._busy("timeout", f"the batch was not {what} in time; retry later")
+        if receipt.refused:
+            # A destination could not store the batch (its spool cannot be written) and
+            # kept nothing of it; those that took it may get it twice when it is retried.
+            return self._busy("busy", "a destination cannot store records now (see /health); "
+                              "retry later")
         if receipt.lost:
             return _error(500, "internal", f"{receipt.lost} records could not be handed to "
                           "an output (see logd's log); retry later")
@@ -428,5 +433,5 @@ class BatchReceipt(Receipt):
     __slots__ = ("records",)
 
     def __init__(self, records: int) -> None:
-        super().__init__()
+        super().__init__(refusable=True)  # a client can be told to retry
         self.records = records

@@ -1006,3 +1006,27 @@ async def test_receipts_of_dropped_batches_say_so(tmp_path: Path,
     assert r.is_delivered and r.dropped == 3
     fs.full = False
     buf.release()
+
+
+async def test_a_refusable_batch_is_refused_not_held_and_the_problem_clears_with_room(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from logd.delivery import Receipt
+    fs = FullDisk(monkeypatch)
+    buf = opened(tmp_path)
+    fs.full = True
+    r = Receipt(refusable=True)
+    r.expect(3)
+    assert buf.put(batch("a"), r) is False  # refused: nothing to pause for
+    assert r.refused == 3 and r.is_delivered
+    assert buf.stats()["refused"] == 3 and buf.stats()["held_records"] == 0
+    assert buf.problem is not None and buf.queued_records == 0
+    fs.full = False
+    # Nothing is held, so no write says the disk has room again: the retry looks at it.
+    for _ in range(100):
+        if buf.problem is None:
+            break
+        await asyncio.sleep(0.05)  # the retry timer runs every RETRY_S: polled, bounded
+    assert buf.problem is None
+    buf.release()
