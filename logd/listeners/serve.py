@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from ssl import SSLContext
 from typing import Any
 
 from logd.component import StartError
@@ -13,32 +14,39 @@ log = logging.getLogger("logd.listen")
 
 
 async def open_server(name: str, address: tuple[str, int],
-                      factory: Callable[[], asyncio.BaseProtocol],
+                      factory: Callable[[], asyncio.BaseProtocol], *,
+                      ssl: SSLContext | None = None, ssl_handshake_timeout: float | None = None,
                       **log_fields: Any) -> tuple[asyncio.AbstractServer, tuple[str, int]]:
-    """Listen on `address`; log "listening" with the bound port (port 0 picks one)."""
+    """Listen on `address`; log "listening" with the bound port (port 0 picks one).
+
+    With `ssl`, connections are TLS: the protocol from `factory` sees them once the handshake
+    is done, and a handshake not done within `ssl_handshake_timeout` seconds is dropped.
+    """
     host, port = address
     try:
         server = await asyncio.get_running_loop().create_server(
-            factory, host or None, port, backlog=4096, reuse_address=True)
+            factory, host or None, port, backlog=4096, reuse_address=True, ssl=ssl,
+            ssl_handshake_timeout=ssl_handshake_timeout if ssl is not None else None)
     except OSError as e:
         raise StartError(f"listeners.{name}: cannot listen on {host}:{port}: "
                          f"{e.strerror or e}") from None
     sockname = server.sockets[0].getsockname()
     log.info("listening", extra={"listener": name, **log_fields, "host": sockname[0],
-                                 "port": sockname[1]})
+                                 "port": sockname[1], "tls": ssl is not None})
     return server, (sockname[0], sockname[1])
 
 
-async def open_web(app: Any, address: tuple[str, int], key: str
-                   ) -> tuple[Any, tuple[str, int]]:
-    """Serve an aiohttp app on `address`: (runner, bound address). `key` names the config key
-    in the error when the port cannot be had."""
+async def open_web(app: Any, address: tuple[str, int], key: str,
+                   ssl_context: SSLContext | None = None) -> tuple[Any, tuple[str, int]]:
+    """Serve an aiohttp app on `address` (HTTPS with `ssl_context`): (runner, bound address).
+    `key` names the config key in the error when the port cannot be had."""
     from aiohttp import web
 
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = address
-    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=4096)
+    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=4096,
+                       ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as e:
