@@ -23,6 +23,7 @@ from aiohttp import web
 from logd.component import Component
 from logd.config import (
     component_name,
+    nested,
     one_of,
     setting,
     to_address,
@@ -34,6 +35,7 @@ from logd.fields import INFO, record_time, severity_from_name
 from logd.listeners.serve import open_web
 from logd.logsetup import RateLimitedLog
 from logd.record import Batch
+from logd.tls import ServerTls, TlsConfig, count_handshake_errors
 
 if TYPE_CHECKING:
     from logd.router import Router
@@ -65,6 +67,8 @@ class HttpListenerConfig:
     tokens: tuple[str, ...] = setting((), to_str_list,
                                       "bearer tokens; when set, requests need one (401)")
     retry_after: float = setting(1.0, to_duration, "Retry-After of a 503 when buffers are full")
+    tls: TlsConfig | None = nested(TlsConfig, lambda: None,  # noqa: RUF009
+                                   "cert, key and optional client_ca: HTTPS; none: HTTP")
     name: str = component_name()
 
 
@@ -158,17 +162,31 @@ class HttpListener(Component):
         self.refused_busy = 0
         self.errors: Counter[str] = Counter()
         self.ratelog = RateLimitedLog(log)
+        self.tls: ServerTls | None = None
 
     async def start(self) -> None:
+        if self.cfg.tls is not None:
+            self.tls = ServerTls(self.cfg.tls, f"listeners.{self.name}",
+                                 count_handshake_errors(self.errors, self.ratelog, self.name))
         app = web.Application(client_max_size=self.cfg.max_body_bytes)
         app.router.add_post("/v1/logs", self._ingest)
         app.router.add_post("/api/logs", self._ingest)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
-        self._runner, self.bound = await open_web(app, self.cfg.address,
-                                                  f"listeners.{self.name}")
+        self._runner, self.bound = await open_web(
+            app, self.cfg.address, f"listeners.{self.name}",
+            ssl_context=self.tls.context if self.tls else None)
         log.info("listening", extra={"listener": self.name, "type": "http",
-                                     "host": self.bound[0], "port": self.bound[1]})
+                                     "host": self.bound[0], "port": self.bound[1],
+                                     "tls": self.tls is not None})
+
+    def reload_tls(self) -> bool:
+        """Read the certificate files again (SIGHUP): connections made from now on use them.
+        False when this listener has no TLS; TlsError (the old ones stay) when unusable."""
+        if self.tls is None:
+            return False
+        self.tls.reload()
+        return True
 
     async def drain(self, deadline: float) -> None:
         # Requests in progress finish (aiohttp waits for them on cleanup); nothing new starts.

@@ -17,9 +17,68 @@ import trustme
 import uvloop
 
 from logd.component import StartError
+from logd.config import ConfigError, loads
 from logd.tls import ServerTls, TlsConfig, TlsError
 
 pytestmark = pytest.mark.timeout(30)
+
+LISTENERS = """
+[listeners.emitters]
+type = "tcp"
+address = "127.0.0.1:0"
+{tls}
+
+[listeners.web]
+type = "http"
+address = "127.0.0.1:0"
+
+[listeners.pool]
+type = "analyzer"
+address = "127.0.0.1:0"
+"""
+
+
+def problems_of(tls: str) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        loads(LISTENERS.format(tls=tls))
+    return dict(info.value.problems)
+
+
+# -- config --
+
+def test_no_tls_table_means_plaintext_on_every_listener_type() -> None:
+    cfg = loads(LISTENERS.format(tls=""))
+    assert [c.tls for c in cfg.listeners.values()] == [None, None, None]
+
+
+def test_a_tls_table_is_built_with_client_ca_optional() -> None:
+    cfg = loads(LISTENERS.format(tls='tls = { cert = "/c.pem", key = "/k.pem" }'))
+    assert cfg.listeners["emitters"].tls == TlsConfig(cert="/c.pem", key="/k.pem", client_ca="")
+    full = 'tls = { cert = "/c", key = "/k", client_ca = "/ca" }'
+    for kind in ("emitters", "web", "pool"):
+        text = LISTENERS.format(tls="").replace(f"[listeners.{kind}]\n",
+                                                f"[listeners.{kind}]\n{full}\n")
+        assert loads(text).listeners[kind].tls == TlsConfig("/c", "/k", "/ca")
+
+
+def test_cert_and_key_are_required_and_named_by_key_path() -> None:
+    assert problems_of("tls = {}") == {"listeners.emitters.tls.cert": "is required",
+                                      "listeners.emitters.tls.key": "is required"}
+
+
+def test_bad_tls_values_name_their_key_path() -> None:
+    got = problems_of('tls = { cert = "", key = 7, client_ca = ["a"], ca = "x" }')
+    assert got["listeners.emitters.tls.cert"] == "expected a non-empty string"
+    assert got["listeners.emitters.tls.key"] == "expected a string, got an integer"
+    assert got["listeners.emitters.tls.client_ca"] == "expected a string, got an array"
+    assert "unknown key" in got["listeners.emitters.tls.ca"]
+    assert "client_ca" in got["listeners.emitters.tls.ca"]
+
+
+def test_tls_must_be_a_table() -> None:
+    assert problems_of("tls = true") == {
+        "listeners.emitters.tls": "expected a table, got a boolean"}
+
 
 # -- files --
 
