@@ -51,8 +51,9 @@ CHUNK = 64  # records per pick: small enough for exact shares, large enough to b
 @dataclass(frozen=True)
 class AnalyzerListenerConfig:
     type: str = setting("analyzer", one_of("analyzer"))
-    address: tuple[str, int] = setting(("0.0.0.0", 8081), to_address,
-                                       "host:port analyzers connect to")
+    address: tuple[str, int] = setting(("127.0.0.1", 8081), to_address,
+                                       "host:port analyzers connect to (loopback unless "
+                                       "opened)")
     ack_timeout: float = setting(30.0, to_duration,
                                  "an analyzer silent this long with messages unacked is "
                                  "dropped and its messages go to the others")

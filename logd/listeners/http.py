@@ -61,7 +61,8 @@ _DICT = {dict}
 @dataclass(frozen=True)
 class HttpListenerConfig:
     type: str = setting("http", one_of("http"))
-    address: tuple[str, int] = setting(("0.0.0.0", 3000), to_address, "host:port to listen on")
+    address: tuple[str, int] = setting(("127.0.0.1", 3000), to_address,
+                                       "host:port to listen on (loopback unless opened)")
     max_body_bytes: int = setting(10 * 1024**2, to_size(lo=1024),
                                   "largest body, before and after gzip (413 beyond)")
     tokens: tuple[str, ...] = setting((), to_str_list,

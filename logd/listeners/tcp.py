@@ -43,7 +43,8 @@ log = logging.getLogger("logd.tcp")
 @dataclass(frozen=True)
 class TcpListenerConfig:
     type: str = setting("tcp", one_of("tcp"))
-    address: tuple[str, int] = setting(("0.0.0.0", 8080), to_address, "host:port to listen on")
+    address: tuple[str, int] = setting(("127.0.0.1", 8080), to_address,
+                                       "host:port to listen on (loopback unless opened)")
     framing: str = setting("frames", one_of("frames", "lines"),
                            "frames: [u32 length][u8 severity][payload]; lines: LF-delimited")
     max_frame_bytes: int = setting(1024**2, to_size(lo=2),
