@@ -9,6 +9,7 @@ from ssl import SSLContext
 from typing import Any
 
 from logd.component import StartError
+from logd.tls import HANDSHAKE_TIMEOUT, TlsProtocol
 
 log = logging.getLogger("logd.listen")
 
@@ -20,13 +21,18 @@ async def open_server(name: str, address: tuple[str, int],
     """Listen on `address`; log "listening" with the bound port (port 0 picks one).
 
     With `ssl`, connections are TLS: the protocol from `factory` sees them once the handshake
-    is done, and a handshake not done within `ssl_handshake_timeout` seconds is dropped.
+    is done, and a handshake not done within `ssl_handshake_timeout` seconds is dropped. TLS
+    is done by logd.tls.TlsProtocol, not by the event loop (see there why).
     """
     host, port = address
+    if ssl is not None:
+        context, timeout, app = ssl, ssl_handshake_timeout or HANDSHAKE_TIMEOUT, factory
+
+        def factory() -> asyncio.BaseProtocol:
+            return TlsProtocol(app(), context, timeout)  # type: ignore[arg-type]
     try:
         server = await asyncio.get_running_loop().create_server(
-            factory, host or None, port, backlog=4096, reuse_address=True, ssl=ssl,
-            ssl_handshake_timeout=ssl_handshake_timeout if ssl is not None else None)
+            factory, host or None, port, backlog=4096, reuse_address=True)
     except OSError as e:
         raise StartError(f"listeners.{name}: cannot listen on {host}:{port}: "
                          f"{e.strerror or e}") from None

@@ -190,6 +190,34 @@ def test_a_plaintext_client_is_refused_counted_and_others_unaffected(
     no_tracebacks(p)
 
 
+def test_an_emitter_closing_while_logd_is_paused_loses_nothing(start, pki: Pki,
+                                                               tmp_path: Path) -> None:
+    """A full `block` buffer pauses the emitter port; an emitter that sends and closes then
+    (a FIN, no close_notify) still has every record taken once the buffer has room."""
+    p = start(config(tmp_path, emitters(pki, framing="lines") + """
+[listeners.pool]
+type = "analyzer"
+address = "127.0.0.1:0"
+buffer = { max_bytes = "4KiB", when_full = "block" }
+""", outputs=False))
+    lines = [b"line %06d %s" % (i, b"x" * 50) for i in range(20_000)]
+    with tls_connect(p.port("emitters"), pki.client()) as s:
+        s.sendall(b"\n".join(lines) + b"\n")
+        sock = str(tmp_path / "control.sock")
+        deadline = time.monotonic() + 30
+        while json.loads(logctl("--socket", sock, "listeners", "--json").stdout)[
+                "emitters"]["pauses"] == 0:
+            assert time.monotonic() < deadline, "the emitter port never paused"
+            time.sleep(0.05)  # polling logd's counters: no event to await from outside
+    reader = TestAnalyzer(p.port("pool"), 1.0, ack_every=100)
+    try:
+        reader.wait_count(len(lines))
+        assert reader.payloads == lines
+    finally:
+        reader.close()
+    assert p.stop() == 0
+
+
 def pool_config(pki: Pki, out: Path) -> str:
     return config(out, f"""
 [listeners.emitters]

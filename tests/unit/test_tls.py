@@ -169,19 +169,22 @@ def uv(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 class Server:
-    """A TLS echo-less server: records what connects, and the handshake errors reported."""
+    """A TLS server that records what connects and the handshake errors reported. Its TLS is
+    done by the event loop ("loop", as for HTTP) or by logd.tls.TlsProtocol ("logd", as on
+    the emitter and analyzer ports)."""
 
-    def __init__(self, tls: ServerTls) -> None:
+    def __init__(self, tls: ServerTls, layer: str = "loop") -> None:
         self.tls = tls
-        self.errors: list[tuple[str, str]] = []
+        self.layer = layer
+        self.errors: list[tuple[str, str, str | None]] = []
         self.error_seen = asyncio.Event()
         self.client_cns: list[str | None] = []
         tls.on_handshake_error = self._error
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
 
-    def _error(self, reason: str, detail: str) -> None:
-        self.errors.append((reason, detail))
+    def _error(self, reason: str, detail: str, peer: str | None) -> None:
+        self.errors.append((reason, detail, peer))
         self.error_seen.set()
 
     async def start(self, handshake_timeout: float = 10.0) -> Server:
@@ -193,10 +196,16 @@ class Server:
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 server.client_cns.append(peer_cn(transport))
 
-        self.server = await asyncio.get_running_loop().create_server(
-            Proto, "127.0.0.1", 0, ssl=self.tls.context,
-            ssl_handshake_timeout=handshake_timeout)
-        self.port = self.server.sockets[0].getsockname()[1]
+        if self.layer == "loop":
+            self.server = await asyncio.get_running_loop().create_server(
+                Proto, "127.0.0.1", 0, ssl=self.tls.context,
+                ssl_handshake_timeout=handshake_timeout)
+            self.port = self.server.sockets[0].getsockname()[1]
+        else:
+            from logd.listeners.serve import open_server
+            self.server, (_, self.port) = await open_server(
+                "t", ("127.0.0.1", 0), Proto, ssl=self.tls.context,
+                ssl_handshake_timeout=handshake_timeout)
         return self
 
     async def connect(self, ctx: ssl.SSLContext) -> tuple[asyncio.StreamReader,
@@ -219,13 +228,18 @@ async def close(writer: asyncio.StreamWriter) -> None:
     await writer.wait_closed()
 
 
-def test_reload_serves_the_new_certificate_to_later_handshakes_only(pki: Pki) -> None:
+LAYERS = pytest.mark.parametrize("layer", ["loop", "logd"])
+
+
+@LAYERS
+def test_reload_serves_the_new_certificate_to_later_handshakes_only(pki: Pki,
+                                                                    layer: str) -> None:
     """load_cert_chain into the context a server already uses replaces the certificate for
     the handshakes that start afterwards; a connection made before keeps its session."""
     tls = ServerTls(pki.config(), "listeners.emitters")
 
     async def main() -> None:
-        srv = await Server(tls).start()
+        srv = await Server(tls, layer).start()
         _, old_w = await srv.connect(pki.client(pki.ca))
         before = served_cert(old_w)
         first_fingerprint = tls.fingerprint
@@ -261,7 +275,7 @@ def test_a_reload_with_a_mismatched_pair_keeps_the_certificate_in_use(pki: Pki) 
         tls.reload()
 
     async def main() -> None:
-        srv = await Server(tls).start()
+        srv = await Server(tls, "logd").start()
         _, w = await srv.connect(pki.client(pki.ca))  # the old pair still shakes hands
         await close(w)
         await srv.close()
@@ -269,12 +283,13 @@ def test_a_reload_with_a_mismatched_pair_keeps_the_certificate_in_use(pki: Pki) 
     uv(main())
 
 
-def test_client_certificates_from_client_ca_only(pki: Pki) -> None:
+@LAYERS
+def test_client_certificates_from_client_ca_only(pki: Pki, layer: str) -> None:
     tls = ServerTls(pki.config(client_ca=True), "listeners.pool")
     good = pki.ca.issue_cert("analyzer-1", common_name="analyzer-1")
     stranger = trustme.CA().issue_cert("analyzer-x", common_name="analyzer-x")
 
-    async def refused(srv: Server, ctx: ssl.SSLContext) -> tuple[str, str]:
+    async def refused(srv: Server, ctx: ssl.SSLContext) -> tuple[str, str, str | None]:
         srv.error_seen.clear()
         # TLS 1.3: the client finishes first; the server's verdict follows on its side.
         try:
@@ -286,14 +301,16 @@ def test_client_certificates_from_client_ca_only(pki: Pki) -> None:
         return srv.errors[-1]
 
     async def main() -> None:
-        srv = await Server(tls).start()
+        srv = await Server(tls, layer).start()
         _, w = await srv.connect(pki.client(pki.ca, good))
         await close(w)
         assert srv.client_cns == ["analyzer-1"]
-        reason, detail = await refused(srv, pki.client(pki.ca))
+        reason, detail, peer = await refused(srv, pki.client(pki.ca))
         assert reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE"
         assert "no certificate" in detail
-        reason, detail = await refused(srv, pki.client(pki.ca, stranger))
+        # The event loop's TLS does not say who it was; logd's own does.
+        assert (peer or "").startswith("127.0.0.1:") == (layer == "logd")
+        reason, detail, _ = await refused(srv, pki.client(pki.ca, stranger))
         assert reason == "CERTIFICATE_VERIFY_FAILED"
         assert detail.startswith("client certificate refused: ")
         assert srv.client_cns == ["analyzer-1"]
@@ -303,11 +320,12 @@ def test_client_certificates_from_client_ca_only(pki: Pki) -> None:
     uv(main())
 
 
-def test_plaintext_and_silent_clients_are_reported(pki: Pki) -> None:
+@LAYERS
+def test_plaintext_silent_and_vanishing_clients_are_reported(pki: Pki, layer: str) -> None:
     tls = ServerTls(pki.config(), "listeners.emitters")
 
     async def main() -> None:
-        srv = await Server(tls).start(handshake_timeout=0.3)
+        srv = await Server(tls, layer).start(handshake_timeout=0.3)
         _, w = await asyncio.open_connection("127.0.0.1", srv.port)
         w.write(b"\x00\x00\x00\x06\x06hello")  # a frame, not a ClientHello
         await asyncio.wait_for(srv.error_seen.wait(), 10)
@@ -320,7 +338,18 @@ def test_plaintext_and_silent_clients_are_reported(pki: Pki) -> None:
         assert srv.errors[-1][0] == "incomplete"
         assert await r.read() == b""  # and was dropped
         await close(w)
-        assert tls.handshake_errors == 2
+        if layer == "logd":
+            assert srv.errors[-1][1] == "no handshake within 0.3s"
+        srv.error_seen.clear()
+        _, w = await asyncio.open_connection("127.0.0.1", srv.port)
+        w.write(b"\x16\x03\x01")  # the start of a ClientHello, then nothing but a FIN
+        w.write_eof()
+        await asyncio.wait_for(srv.error_seen.wait(), 10)
+        assert srv.errors[-1][0] == "incomplete"
+        if layer == "logd":
+            assert srv.errors[-1][1] == "the client closed the connection during the handshake"
+        await close(w)
+        assert tls.handshake_errors == 3
         assert srv.client_cns == []
         await srv.close()
 
@@ -345,3 +374,45 @@ def test_a_client_ca_removed_at_reload_is_said_to_stay_trusted(
         await srv.close()
 
     uv(main())
+
+
+def test_a_fin_while_reading_is_paused_loses_nothing(pki: Pki) -> None:
+    """The client sends and closes while the protocol has paused reading (a full buffer):
+    everything arrives once it reads again, then the EOF. (uvloop's own TLS drops what it
+    had read ahead, and the EOF, at that FIN: MagicStack/uvloop#661.)"""
+    tls = ServerTls(pki.config(), "listeners.emitters")
+    sent = bytes(range(256)) * 2000
+    got = bytearray()
+    eof = asyncio.Event()
+    transports: list[asyncio.Transport] = []
+
+    class Slow(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            transports.append(transport)  # type: ignore[arg-type]
+
+        def data_received(self, data: bytes) -> None:
+            got.extend(data)
+            transports[0].pause_reading()
+
+        def eof_received(self) -> bool:
+            eof.set()
+            return False
+
+    def client(port: int) -> None:
+        import socket
+        raw = socket.create_connection(("127.0.0.1", port))
+        with pki.client(pki.ca).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(sent)  # and close: a FIN, no close_notify
+
+    async def main() -> None:
+        from logd.listeners.serve import open_server
+        server, (_, port) = await open_server("t", ("127.0.0.1", 0), Slow, ssl=tls.context)
+        await asyncio.to_thread(client, port)
+        async with asyncio.timeout(10):
+            while not eof.is_set():
+                transports[0].resume_reading()  # a buffer with room for one more read
+                await asyncio.sleep(0.001)
+        server.close()
+
+    uv(main())
+    assert bytes(got) == sent
