@@ -26,10 +26,7 @@ async def open_server(name: str, address: tuple[str, int],
     """
     host, port = address
     if ssl is not None:
-        context, timeout, app = ssl, ssl_handshake_timeout or HANDSHAKE_TIMEOUT, factory
-
-        def factory() -> asyncio.BaseProtocol:
-            return TlsProtocol(app(), context, timeout)  # type: ignore[arg-type]
+        factory = _with_tls(factory, ssl, ssl_handshake_timeout or HANDSHAKE_TIMEOUT)
     try:
         server = await asyncio.get_running_loop().create_server(
             factory, host or None, port, backlog=4096, reuse_address=True)
@@ -40,6 +37,13 @@ async def open_server(name: str, address: tuple[str, int],
     log.info("listening", extra={"listener": name, **log_fields, "host": sockname[0],
                                  "port": sockname[1], "tls": ssl is not None})
     return server, (sockname[0], sockname[1])
+
+
+def _with_tls(factory: Callable[[], asyncio.BaseProtocol], context: SSLContext,
+              timeout: float) -> Callable[[], asyncio.BaseProtocol]:
+    def make() -> asyncio.BaseProtocol:
+        return TlsProtocol(factory(), context, timeout)  # type: ignore[arg-type]
+    return make
 
 
 async def open_web(app: Any, address: tuple[str, int], key: str,
