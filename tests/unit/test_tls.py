@@ -376,10 +376,12 @@ def test_a_client_ca_removed_at_reload_is_said_to_stay_trusted(
     uv(main())
 
 
-def test_a_fin_while_reading_is_paused_loses_nothing(pki: Pki) -> None:
+@pytest.mark.parametrize("ending", ["fin", "close_notify"])
+def test_a_close_while_reading_is_paused_loses_nothing(pki: Pki, ending: str) -> None:
     """The client sends and closes while the protocol has paused reading (a full buffer):
     everything arrives once it reads again, then the EOF. (uvloop's own TLS drops what it
-    had read ahead, and the EOF, at that FIN: MagicStack/uvloop#661.)"""
+    had read ahead, and the EOF, at a FIN then: MagicStack/uvloop#661.) A close_notify is
+    answered once the protocol has read up to it."""
     tls = ServerTls(pki.config(), "listeners.emitters")
     sent = bytes(range(256)) * 2000
     got = bytearray()
@@ -402,16 +404,22 @@ def test_a_fin_while_reading_is_paused_loses_nothing(pki: Pki) -> None:
         import socket
         raw = socket.create_connection(("127.0.0.1", port))
         with pki.client(pki.ca).wrap_socket(raw, server_hostname="127.0.0.1") as s:
-            s.sendall(sent)  # and close: a FIN, no close_notify
+            s.sendall(sent)
+            if ending == "close_notify":
+                s.settimeout(10)
+                s.unwrap()  # returns with logd's close_notify
+            # else: close, a FIN without close_notify
 
     async def main() -> None:
         from logd.listeners.serve import open_server
         server, (_, port) = await open_server("t", ("127.0.0.1", 0), Slow, ssl=tls.context)
-        await asyncio.to_thread(client, port)
+        sender = asyncio.ensure_future(asyncio.to_thread(client, port))
         async with asyncio.timeout(10):
             while not eof.is_set():
-                transports[0].resume_reading()  # a buffer with room for one more read
+                if transports:
+                    transports[0].resume_reading()  # a buffer with room for one more read
                 await asyncio.sleep(0.001)
+            await sender
         server.close()
 
     uv(main())
