@@ -223,7 +223,9 @@ def render_analyzers(pools: dict[str, Any]) -> str:
     for pool, analyzers in pools.items():
         for a in analyzers:
             weight = "-" if a["weight"] is None else f"{a['weight']:g}"
-            rows.append([a["id"], pool, a["peer"], weight,
+            # With client_ca, the certificate's CN says which analyzer it is.
+            peer = f"{a['peer']} ({a['client_cn']})" if a.get("client_cn") else a["peer"]
+            rows.append([a["id"], pool, peer, weight,
                          f"{100 * a['share']:.2f}%", _num(a["sent"]), _num(a["in_flight"]),
                          _num(a["acked"]), _num(a["redelivered_to"]),
                          "yes" if a["waiting"] else "no"])

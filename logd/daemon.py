@@ -26,6 +26,7 @@ from logd.config import Config, ConfigError, load
 from logd.outputs.base import Output
 from logd.router import Router
 from logd.sdnotify import Notifier
+from logd.tls import TlsError
 
 log = logging.getLogger("logd")
 
@@ -261,6 +262,7 @@ class Daemon:
         lst_new = [n for n in new.listeners if n not in self.listeners]
         lst_changed = [n for n in new.listeners if n in self.listeners
                        and new.listeners[n] != old.listeners[n]]
+        lst_kept = [n for n in new.listeners if n in self.listeners and n not in lst_changed]
         pools_touched = [n for n in lst_gone + lst_new + lst_changed
                          if "analyzer" in (getattr(old.listeners.get(n), "type", None),
                                            getattr(new.listeners.get(n), "type", None))]
@@ -347,6 +349,19 @@ class Daemon:
             self.listeners[n] = lst
             self._spawn_run(lst)
             changes.append(f"listener {n} changed")
+        # Certificates renewed in place (same paths) are read again by the listeners that
+        # keep running, analyzer pools included; a changed listener read them at its start.
+        for n in lst_kept:
+            reload_tls = getattr(self.listeners[n], "reload_tls", None)
+            if reload_tls is None:
+                continue
+            try:
+                if reload_tls():
+                    changes.append(f"tls reloaded: {n}")
+            except TlsError as e:
+                problems.append(str(e))
+                log.error("tls reload failed; the old certificate stays",
+                          extra={"listener": n, "reason": str(e)})
 
         # 4. Daemon settings: some apply now, some need a restart.
         for key in RESTART_KEYS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -13,8 +14,16 @@ class TestAnalyzer:
     """Connects, sends its weight, reads messages and ACKs them (unless told not to)."""
 
     def __init__(self, port: int, weight: float, ack_every: int = 1,
-                 ack: bool = True, keep_payloads: bool = True) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
+                 ack: bool = True, keep_payloads: bool = True,
+                 tls: ssl.SSLContext | None = None) -> None:
+        sock = socket.create_connection(("127.0.0.1", port))
+        if tls is not None:
+            try:
+                sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
+            except OSError:
+                sock.close()
+                raise
+        self.sock = sock
         self.sock.settimeout(0.05)
         self.sock.sendall(struct.pack(">d", weight))
         self.ack_every = ack_every

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("logd.control")
 
 MAX_REQUEST = 1 << 20
+SOCKET_MODE = 0o660  # logd's user and group: logctl reloads and changes weights
 
 
 class ControlServer:
@@ -66,10 +67,15 @@ class ControlServer:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)  # left behind by a logd that did not stop cleanly
         try:
-            self._server = await asyncio.start_unix_server(self._serve, self.path,
-                                                           limit=MAX_REQUEST)
-            os.chmod(self.path, 0o660)
+            sock = _bind_unix(self.path, SOCKET_MODE)
         except OSError as e:
+            raise StartError(f"daemon.control_socket: cannot listen on {self.path}: "
+                             f"{e.strerror or e}") from None
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, sock=sock,
+                                                           limit=MAX_REQUEST)
+        except OSError as e:
+            sock.close()
             raise StartError(f"daemon.control_socket: cannot listen on {self.path}: "
                              f"{e.strerror or e}") from None
         self._cpu_mark = (time.monotonic(), _cpu_seconds())
@@ -203,6 +209,28 @@ class ControlServer:
 def _cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
+
+
+def _bind_unix(path: str, mode: int) -> socket.socket:
+    """A listening unix socket at `path` that has `mode` from the moment it exists.
+
+    bind() creates the file with the mode the umask leaves, and a chmod after it leaves a
+    moment in which anyone the umask lets in can connect: bind under a umask that leaves
+    exactly `mode`. The umask belongs to the whole process, so it is restored at once, with
+    nothing in between; this runs at start, before any component's run task creates files.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old = os.umask(0o777 & ~mode)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _someone_listens(path: str) -> bool:

@@ -38,6 +38,7 @@ from logd.delivery import Receipt
 from logd.listeners.serve import open_server
 from logd.logsetup import RateLimitedLog
 from logd.outputs.base import Output
+from logd.tls import HANDSHAKE_TIMEOUT, ServerTls, TlsConfig, count_handshake_errors, peer_cn
 from logd.weighted import StridePicker
 
 if TYPE_CHECKING:
@@ -51,8 +52,9 @@ CHUNK = 64  # records per pick: small enough for exact shares, large enough to b
 @dataclass(frozen=True)
 class AnalyzerListenerConfig:
     type: str = setting("analyzer", one_of("analyzer"))
-    address: tuple[str, int] = setting(("0.0.0.0", 8081), to_address,
-                                       "host:port analyzers connect to")
+    address: tuple[str, int] = setting(("127.0.0.1", 8081), to_address,
+                                       "host:port analyzers connect to (loopback unless "
+                                       "opened)")
     ack_timeout: float = setting(30.0, to_duration,
                                  "an analyzer silent this long with messages unacked is "
                                  "dropped and its messages go to the others")
@@ -60,6 +62,9 @@ class AnalyzerListenerConfig:
     max_connections: int = setting(10000, to_int(1), "analyzers beyond it are refused")
     buffer: MemoryBufferConfig = nested(MemoryBufferConfig,  # noqa: RUF009
                                         MemoryBufferConfig)
+    tls: TlsConfig | None = nested(TlsConfig, lambda: None,  # noqa: RUF009
+                                   "cert, key and optional client_ca: TLS; with client_ca an "
+                                   "analyzer proves who it is with its certificate")
     name: str = component_name()
 
 
@@ -71,6 +76,7 @@ class _Analyzer(asyncio.Protocol):
         self.pool = pool
         self.id = ""
         self.peer = "?"
+        self.client_cn: str | None = None  # from its certificate, with client_ca
         self.transport: asyncio.Transport | None = None
         self.decoder = ControlDecoder()
         self.weight: float | None = None
@@ -89,10 +95,18 @@ class _Analyzer(asyncio.Protocol):
     def in_flight(self) -> int:
         return self.next_seq - 1 - self.acked
 
+    def who(self) -> dict[str, str]:
+        """The peer, and the CN of its certificate if it presented one: for log lines."""
+        if self.client_cn is None:
+            return {"peer": self.peer}
+        return {"peer": self.peer, "client_cn": self.client_cn}
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if self.pool.tls is not None:
+            self.client_cn = peer_cn(transport)
         self.pool._connected(self)
 
     def data_received(self, data: bytes) -> None:
@@ -145,6 +159,7 @@ class AnalyzerPool(Output):
         self.errors: Counter[str] = Counter()
         self.ratelog = RateLimitedLog(log)
         self.accepted_connections = 0
+        self.tls: ServerTls | None = None
         self.sent = 0
         self.acked_total = 0
         self.redelivered = 0
@@ -153,8 +168,22 @@ class AnalyzerPool(Output):
     # -- lifecycle --
 
     async def start(self) -> None:
+        if self.cfg.tls is not None:
+            self.tls = ServerTls(self.cfg.tls, f"listeners.{self.name}",
+                                 count_handshake_errors(self.errors, self.ratelog, self.name))
         self.server, self.bound = await open_server(
-            self.name, self.cfg.address, lambda: _Analyzer(self), type="analyzer")
+            self.name, self.cfg.address, lambda: _Analyzer(self),
+            ssl=self.tls.context if self.tls else None,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT, type="analyzer")
+
+    def reload_tls(self) -> bool:
+        """Read the certificate files again (SIGHUP): analyzers that connect from now on see
+        them. False when this listener has no TLS; TlsError (the old ones stay) when
+        unusable."""
+        if self.tls is None:
+            return False
+        self.tls.reload()
+        return True
 
     async def run(self) -> None:
         watchdog = asyncio.get_running_loop().create_task(self._ack_timeouts())
@@ -290,7 +319,7 @@ class AnalyzerPool(Output):
         if len(self.analyzers) >= self.cfg.max_connections:
             self.errors["refused"] += 1
             self.ratelog.warning("refused", "analyzer refused: max_connections reached",
-                                 listener=self.name, peer=a.peer)
+                                 listener=self.name, **a.who())
             a.closed = True
             assert a.transport is not None
             a.transport.abort()
@@ -305,7 +334,7 @@ class AnalyzerPool(Output):
         if first:
             self.picker.add(a.id, w)
             log.info("analyzer connected", extra={"listener": self.name, "analyzer": a.id,
-                                                  "peer": a.peer, "weight": w})
+                                                  **a.who(), "weight": w})
         else:
             self.picker.set_weight(a.id, w)
             log.info("analyzer weight", extra={"listener": self.name, "analyzer": a.id,
@@ -356,7 +385,7 @@ class AnalyzerPool(Output):
     def _protocol_error(self, a: _Analyzer, reason: str, detail: str) -> None:
         self.errors[reason] += 1
         self.ratelog.warning(reason, f"closing analyzer connection: {detail}",
-                             listener=self.name, analyzer=a.id, peer=a.peer)
+                             listener=self.name, analyzer=a.id, **a.who())
         if a.transport is not None:
             a.transport.abort()
         self._lost(a, reason)
@@ -395,7 +424,7 @@ class AnalyzerPool(Output):
                     self.errors["ack_timeout"] += 1
                     self.ratelog.warning("ack_timeout", "analyzer did not ACK in time; "
                                          "dropping it", listener=self.name, analyzer=a.id,
-                                         peer=a.peer, in_flight=a.in_flight)
+                                         **a.who(), in_flight=a.in_flight)
                     if a.transport is not None:
                         a.transport.abort()
                     self._lost(a, "ack_timeout")
@@ -404,7 +433,8 @@ class AnalyzerPool(Output):
 
     def analyzer_table(self) -> list[dict[str, Any]]:
         shares = self.picker.shares()
-        return [{"id": a.id, "peer": a.peer, "weight": a.weight, "share": shares.get(a.id, 0.0),
+        return [{"id": a.id, "peer": a.peer, "client_cn": a.client_cn, "weight": a.weight,
+                 "share": shares.get(a.id, 0.0),
                  "sent": a.sent, "in_flight": a.in_flight, "acked": a.acked,
                  "redelivered_to": a.redelivered_to,
                  "waiting": a.in_flight >= self.cfg.max_unacked or a.write_paused,

@@ -25,6 +25,7 @@ from logd.budget import ByteBudget
 from logd.component import Component
 from logd.config import (
     component_name,
+    nested,
     one_of,
     setting,
     to_address,
@@ -38,6 +39,7 @@ from logd.fields import INFO, record_time, severity_from_name
 from logd.listeners.web import GuardedServer
 from logd.logsetup import RateLimitedLog
 from logd.record import Batch
+from logd.tls import ServerTls, TlsConfig, count_handshake_errors
 
 if TYPE_CHECKING:
     from logd.router import Router
@@ -63,7 +65,8 @@ _DICT = {dict}
 @dataclass(frozen=True)
 class HttpListenerConfig:
     type: str = setting("http", one_of("http"))
-    address: tuple[str, int] = setting(("0.0.0.0", 3000), to_address, "host:port to listen on")
+    address: tuple[str, int] = setting(("127.0.0.1", 3000), to_address,
+                                       "host:port to listen on (loopback unless opened)")
     max_body_bytes: int = setting(10 * 1024**2, to_size(lo=1024),
                                   "largest body, before and after gzip (413 beyond)")
     tokens: tuple[str, ...] = setting((), to_str_list,
@@ -89,6 +92,8 @@ class HttpListenerConfig:
     keepalive_timeout: float = setting(75.0, to_duration,
                                        "idle keep-alive connections close after this")
     max_connections: int = setting(10000, to_int(1), "connections beyond it are refused")
+    tls: TlsConfig | None = nested(TlsConfig, lambda: None,  # noqa: RUF009
+                                   "cert, key and optional client_ca: HTTPS; none: HTTP")
     name: str = component_name()
 
 
@@ -188,8 +193,13 @@ class HttpListener(Component):
         self.waited_full = 0
         self.errors: Counter[str] = Counter()
         self.ratelog = RateLimitedLog(log)
+        self.tls: ServerTls | None = None
 
     async def start(self) -> None:
+        if self.cfg.tls is not None:
+            self.tls = ServerTls(self.cfg.tls, f"listeners.{self.name}",
+                                 count_handshake_errors(self.errors, self.ratelog, self.name))
+            self.server.ssl_context = self.tls.context
         app = web.Application(client_max_size=self.cfg.max_body_bytes,
                               middlewares=[self.server.middleware])
         app.router.add_post("/v1/logs", self._ingest)
@@ -198,7 +208,16 @@ class HttpListener(Component):
         app.router.add_get("/metrics", self._metrics)
         self.bound = await self.server.start(app, self.cfg.address)
         log.info("listening", extra={"listener": self.name, "type": "http",
-                                     "host": self.bound[0], "port": self.bound[1]})
+                                     "host": self.bound[0], "port": self.bound[1],
+                                     "tls": self.tls is not None})
+
+    def reload_tls(self) -> bool:
+        """Read the certificate files again (SIGHUP): connections made from now on use them.
+        False when this listener has no TLS; TlsError (the old ones stay) when unusable."""
+        if self.tls is None:
+            return False
+        self.tls.reload()
+        return True
 
     async def drain(self, deadline: float) -> None:
         # Requests in progress finish, within the deadline; nothing new starts.

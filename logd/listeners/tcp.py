@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from logd.component import Component
 from logd.config import (
     component_name,
+    nested,
     one_of,
     setting,
     to_address,
@@ -31,6 +32,7 @@ from logd.framing import FrameDecoder, FramingError, LineDecoder, invalid_utf8
 from logd.listeners.serve import open_server
 from logd.logsetup import RateLimitedLog
 from logd.record import Batch, frame_severities
+from logd.tls import HANDSHAKE_TIMEOUT, ServerTls, TlsConfig, count_handshake_errors, peer_cn
 
 if TYPE_CHECKING:
     from logd.router import Router
@@ -41,7 +43,8 @@ log = logging.getLogger("logd.tcp")
 @dataclass(frozen=True)
 class TcpListenerConfig:
     type: str = setting("tcp", one_of("tcp"))
-    address: tuple[str, int] = setting(("0.0.0.0", 8080), to_address, "host:port to listen on")
+    address: tuple[str, int] = setting(("127.0.0.1", 8080), to_address,
+                                       "host:port to listen on (loopback unless opened)")
     framing: str = setting("frames", one_of("frames", "lines"),
                            "frames: [u32 length][u8 severity][payload]; lines: LF-delimited")
     max_frame_bytes: int = setting(1024**2, to_size(lo=2),
@@ -53,6 +56,8 @@ class TcpListenerConfig:
     max_pending_bytes: int = setting(256 * 1024**2, to_size(lo=2),
                                      "incomplete frames held across all connections; beyond "
                                      "it the connections holding most are closed")
+    tls: TlsConfig | None = nested(TlsConfig, lambda: None,  # noqa: RUF009
+                                   "cert, key and optional client_ca: TLS; none: plaintext")
     name: str = component_name()
 
     def validate(self) -> list[tuple[str, str]]:
@@ -65,7 +70,7 @@ class TcpListenerConfig:
 
 class _Connection(asyncio.Protocol):
     __slots__ = ("decoder", "held", "last_data", "listener", "offset", "paused", "peer",
-                 "transport")
+                 "transport", "who")
 
     def __init__(self, listener: TcpListener) -> None:
         self.listener = listener
@@ -75,6 +80,7 @@ class _Connection(asyncio.Protocol):
             FrameDecoder(cfg.max_frame_bytes) if cfg.framing == "frames"
             else LineDecoder(cfg.max_frame_bytes))
         self.peer = "?"
+        self.who: dict[str, str] = {}  # peer (and client_cn) for log lines
         self.last_data = time.monotonic()
         self.paused = False
         self.held = 0  # bytes of an incomplete frame, as counted in listener.pending_bytes
@@ -84,10 +90,15 @@ class _Connection(asyncio.Protocol):
         lst = self.listener
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.who = {"peer": self.peer}
+        if lst.tls is not None:
+            cn = peer_cn(transport)
+            if cn is not None:
+                self.who["client_cn"] = cn
         if len(lst.connections) >= lst.cfg.max_connections or lst.stopping:
             lst.errors["refused"] += 1
             lst.ratelog.warning("refused", "connection refused: max_connections reached",
-                                listener=lst.name, peer=self.peer,
+                                listener=lst.name, **self.who,
                                 max_connections=lst.cfg.max_connections)
             transport.abort()
             return
@@ -157,7 +168,7 @@ class _Connection(asyncio.Protocol):
         if bad:
             lst.errors["invalid_utf8"] += bad
             lst.ratelog.warning("invalid_utf8", "records with invalid UTF-8 (kept as bytes)",
-                                listener=lst.name, peer=self.peer, records=bad)
+                                listener=lst.name, **self.who, records=bad)
         blocked = lst.router.dispatch(batch)
         if blocked:
             lst.pause_all(blocked)
@@ -184,7 +195,7 @@ class _Connection(asyncio.Protocol):
         lst = self.listener
         lst.errors[e.reason] += 1
         lst.ratelog.warning(e.reason, f"closing connection: {e}", listener=lst.name,
-                            peer=self.peer, offset=e.offset)
+                            **self.who, offset=e.offset)
         if self.transport is not None:
             self.transport.abort()
 
@@ -203,7 +214,7 @@ class _Connection(asyncio.Protocol):
         elif self.decoder.pending:
             lst.errors["truncated"] += 1
             lst.ratelog.warning("truncated", "connection closed inside a frame; partial frame "
-                                "discarded", listener=lst.name, peer=self.peer,
+                                "discarded", listener=lst.name, **self.who,
                                 bytes=self.decoder.pending)
         return False
 
@@ -248,6 +259,7 @@ class TcpListener(Component):
         self._rerouted = asyncio.Event()
         self.errors: Counter[str] = Counter()
         self.ratelog = RateLimitedLog(log)
+        self.tls: ServerTls | None = None
 
     def pause_all(self, blocked: list[Any]) -> None:
         """A buffer this listener feeds is full (when_full = block): every connection stops
@@ -293,16 +305,28 @@ class TcpListener(Component):
             self.errors["over_pending_budget"] += 1
             self.ratelog.warning("over_pending_budget", "closing connection: incomplete "
                                  "frames over the listener's max_pending_bytes",
-                                 listener=self.name, peer=conn.peer, held=conn.held,
+                                 listener=self.name, **conn.who, held=conn.held,
                                  max_pending_bytes=budget)
             conn.release_held()
             if conn.transport is not None:
                 conn.transport.abort()
 
     async def start(self) -> None:
+        if self.cfg.tls is not None:
+            self.tls = ServerTls(self.cfg.tls, f"listeners.{self.name}",
+                                 count_handshake_errors(self.errors, self.ratelog, self.name))
         self.server, self.bound = await open_server(
-            self.name, self.cfg.address, lambda: _Connection(self), type="tcp",
-            framing=self.cfg.framing)
+            self.name, self.cfg.address, lambda: _Connection(self),
+            ssl=self.tls.context if self.tls else None,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT, type="tcp", framing=self.cfg.framing)
+
+    def reload_tls(self) -> bool:
+        """Read the certificate files again (SIGHUP): connections made from now on use them.
+        False when this listener has no TLS; TlsError (the old ones stay) when unusable."""
+        if self.tls is None:
+            return False
+        self.tls.reload()
+        return True
 
     async def run(self) -> None:
         idle = self.cfg.idle_timeout

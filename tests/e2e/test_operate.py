@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import selectors
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -257,6 +259,20 @@ def test_sd_notify_messages_arrive_in_order(tmp_path: Path) -> None:
         finally:
             if p.alive():
                 p.stop(signal.SIGKILL)
+
+
+def test_the_control_socket_is_0660_under_any_umask(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    old = os.umask(0)  # logd inherits it
+    try:
+        p = LogdProcess(make_config(out), tmp_path).start()
+    finally:
+        os.umask(old)
+    try:
+        assert stat.S_IMODE(os.stat(out / "control.sock").st_mode) == 0o660
+    finally:
+        assert p.stop() == 0
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:

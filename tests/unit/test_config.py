@@ -207,3 +207,10 @@ dsn = "mysql://logd:hunter2@db/logd?password=hunter2"
     assert "expected postgresql://" in got["outputs.pg.dsn"]
     assert "hunter2" not in repr(got)
     assert "default:***@127.0.0.1" in got["outputs.ch.url"]
+
+
+def test_listeners_listen_on_loopback_unless_an_address_opens_them() -> None:
+    cfg = loads('[listeners.a]\ntype = "tcp"\n[listeners.b]\ntype = "http"\n'
+                '[listeners.c]\ntype = "analyzer"\n')
+    assert [c.address for c in cfg.listeners.values()] == [
+        ("127.0.0.1", 8080), ("127.0.0.1", 3000), ("127.0.0.1", 8081)]
