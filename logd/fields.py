@@ -56,7 +56,9 @@ def severity_from_name(value: Any) -> int | None:
         found = _LEVELS.get(value.lower())
         if found is not None:
             return found
-        if value.isdigit() and int(value) <= 7:
+        # isdigit() is true of digits of any script ("²", "٣"), which int() refuses or
+        # reads: only ASCII digits are a number here.
+        if value.isascii() and value.isdigit() and int(value) <= 7:
             return int(value)
         return None
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 7:

@@ -41,6 +41,8 @@ def test_levels_and_defaults() -> None:
     ({"message": "m", "level": 1.0}, "422 bad_level index 0"),
     ({"message": "m", "level": 8}, "422 bad_level index 0"),
     ({"message": "m", "level": ["info"]}, "422 bad_level index 0"),
+    ({"message": "m", "level": "\u1369"}, "422 bad_level index 0"),  # ፩: was a ValueError
+    ({"message": "m", "level": "\u0663"}, "422 bad_level index 0"),  # ٣: was read as 3
     ({"message": "m", "timestamp": "noon"}, "422 bad_timestamp index 0"),
     ({"message": "m", "timestamp": True}, "422 bad_timestamp index 0"),
     ({"message": "m", "timestamp": [1]}, "422 bad_timestamp index 0"),

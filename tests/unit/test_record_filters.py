@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from logd.fields import severity_from_name
 from logd.filters import FilterError, compile_filter
 from logd.record import Batch
 
@@ -37,6 +38,19 @@ def test_severity_from_json_level_or_severity() -> None:
     batch = batch_of([b'{"level": "WARNING"}', b'{"severity": "crit"}', b'{"level": 5}',
                       b'{"level": "loud"}', b'{"msg": "no level"}'])
     assert batch.severity_bytes() == bytes([4, 2, 5, 6, 6])
+
+
+def test_only_ascii_digits_are_level_numbers() -> None:
+    # Found by tests/unit/test_filter_props.py: "፩" passes isdigit() and int() refuses it,
+    # which raised ValueError out of the router; "٣" was read as 3.
+    assert severity_from_name("7") == 7 and severity_from_name("07") == 7
+    assert severity_from_name("\u1369") is None  # ፩
+    assert severity_from_name("\u0663") is None  # ٣
+    assert severity_from_name("\u00b2") is None  # ²
+    batch = batch_of([b'{"level": "\xe1\x8d\xa9"}', b'{"level": "\xd9\xa3"}'])
+    assert batch.severity_bytes() == bytes([6, 6])
+    with pytest.raises(FilterError, match="unknown level"):
+        compile_filter("level == \u00b2")
 
 
 def test_severity_defaults_to_info() -> None:
