@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
 
-from logd.fields import app_of, severity_from_name, source_of
+from logd.fields import app_of, severity_from_name, source_of, text
 from logd.record import Batch
 
 # A predicate sees one record: (batch, index) -> bool.
@@ -161,19 +160,14 @@ def _comparison(name: str, op: str, operand: str, col: int) -> Predicate:
         read = app_of if name == "app" else source_of
         return lambda r, i: (read(r.fields()[i], r.source) == operand) == want_equal
 
-    def field_value(r: Batch, i: int) -> Any:
+    def field_value(r: Batch, i: int) -> str | None:
         obj = r.fields()[i]
-        return None if obj is None else _as_text(obj.get(name))
+        if obj is None:
+            return None
+        v = obj.get(name)
+        return None if v is None else text(v)
 
     return lambda r, i: (field_value(r, i) == operand) == want_equal
-
-
-def _as_text(v: Any) -> str | None:
-    if v is None or isinstance(v, str):
-        return v
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
 
 
 def compile_filter(expression: str) -> Filter:

@@ -137,6 +137,22 @@ def test_source_listener_and_json_field_comparisons() -> None:
     assert compile_filter("ok == true").select(batch) == [0]
 
 
+def test_field_comparisons_read_values_as_their_json_text() -> None:
+    # Found by tests/unit/test_filter_props.py (minimal: `message==[null]` against
+    # {"message": [null]}): fields compared as Python's str(), "[None]", while app and
+    # source, templates and outputs read the same values as JSON text.
+    batch = batch_of([b'{"message": [null]}', b'{"n": [1, 2], "m": {"a": 1}, "f": 1e20}',
+                      b'{"n": 1.5, "ok": false, "m": null}'])
+    assert compile_filter("message == [null]").select(batch) == [0]
+    assert compile_filter("n == [1,2]").select(batch) == [1]
+    assert compile_filter("m == '{\"a\":1}'").select(batch) == [1]
+    assert compile_filter("f == 1e+20").select(batch) == [1]
+    assert compile_filter("n == 1.5 && ok == false").select(batch) == [2]
+    # null is no value, as a missing field is
+    assert compile_filter("m != null").select(batch) == [0, 1, 2]
+    assert compile_filter('app == "[1,2]"').select(batch_of([b'{"app": [1, 2]}'])) == [0]
+
+
 def test_bare_and_quoted_words_match_substrings() -> None:
     batch = batch_of([b"disk full on /var", b"ERROR: disk", b"all fine", b"it's quoted"])
     assert picked("disk", batch) == [b"disk full on /var", b"ERROR: disk"]
