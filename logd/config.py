@@ -336,7 +336,10 @@ def from_dict(doc: dict[str, Any], source: str = "<dict>") -> Config:
         try:
             filters.compile_filter(route.match)
         except filters.FilterError as e:
-            problems.append((f"routes.{name}.match", str(e)))
+            # The message stays on the key's line; the expression and a caret go below it.
+            excerpt = e.excerpt("    ")
+            problems.append((f"routes.{name}.match",
+                             e.message + (f"\n{excerpt}" if excerpt else "")))
         routes[name] = route
     if problems:
         raise ConfigError(problems, source)

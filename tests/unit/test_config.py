@@ -104,6 +104,19 @@ def test_route_with_bad_match_expression_is_reported() -> None:
     assert "bogus" in problems["routes.r.match"]
 
 
+def test_bad_match_shows_the_message_on_the_key_line_and_a_caret_below() -> None:
+    text = (LISTENER + OUTPUT + '\n[routes.important]\nto = "files"\n'
+            'match = "level >= warn && (user || "\n')
+    with pytest.raises(ConfigError) as info:
+        loads(text, source="logd.toml")
+    assert info.value.render().splitlines() == [
+        "logd.toml: routes.important.match: expected a word, a quoted string, '(' or '!' "
+        "at column 27",
+        "    level >= warn && (user || ",
+        "                              ^",
+    ]
+
+
 def test_valid_route_loads_with_single_string_destination() -> None:
     cfg = loads(LISTENER + OUTPUT + '\n[routes.r]\nto = "files"\nmatch = "ERROR || WARN"\n')
     assert cfg.routes["r"].to == ("files",)
