@@ -45,6 +45,8 @@ _LEVELS = {
     "debug": 7, "trace": 7,
 }
 
+LEVEL_NAMES = tuple(_LEVELS)  # every name a level may have, lower case
+
 KNOWN_FIELDS = frozenset({"app_id", "app", "level", "message", "source", "timestamp"})
 KNOWN_AND_METADATA = KNOWN_FIELDS | {"metadata"}
 _STR = {str}
