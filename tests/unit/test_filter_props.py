@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from props import examples
+from props import examples, level_severity
 
 from logd.filters import FilterError, compile_filter
 from logd.record import Batch
@@ -130,10 +130,6 @@ def text_of(draw: st.DrawFn, node: Node, values: list[str], context: int = 0) ->
 
 # -- records --
 
-SEVERITY = {"emerg": 0, "emergency": 0, "panic": 0, "alert": 1, "crit": 2, "critical": 2,
-            "fatal": 2, "err": 3, "error": 3, "warn": 4, "warning": 4, "notice": 5, "info": 6,
-            "information": 6, "informational": 6, "debug": 7, "trace": 7}
-
 SCALARS = (st.none() | st.booleans() | st.integers(-3, 9) | st.sampled_from([0.5, 1.0, -2.25])
            | st.sampled_from(FIELD_VALUES) | st.text("abé ", max_size=3))
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=2)
@@ -193,18 +189,6 @@ def obj_of(payload: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return obj if isinstance(obj, dict) else None
-
-
-def level_severity(v: Any) -> int | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v if 0 <= v <= 7 else None
-    if isinstance(v, str):
-        if v.isascii() and v.isdigit():
-            return int(v) if int(v) <= 7 else None
-        return SEVERITY.get(v.lower())
-    return None
 
 
 def severity(payload: bytes, wire: int | None) -> int:
