@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -34,7 +35,8 @@ def parse_size(value: object) -> int:
         if m:
             unit = _SIZE_UNITS.get(m.group(2).lower())
             if unit is not None:
-                return int(float(m.group(1)) * unit)
+                # Exact: a float product cuts "2.01KB" (2009.9999999999998) to 2009 bytes.
+                return int(Fraction(m.group(1)) * unit)
     raise ValueError(
         f"expected a size like \"64MiB\", \"1GB\" or a number of bytes, got {value!r}"
     )

@@ -23,6 +23,15 @@ def test_parse_size_accepts_units_numbers_and_fractions(text: object, expected: 
     assert parse_size(text) == expected
 
 
+def test_parse_size_of_a_fraction_is_exact() -> None:
+    # Found by tests/unit/test_config_props.py ("2048.3tib" read one byte over): a float
+    # product rounds either way, 2.01 * 1000 is 2009.9999999999998.
+    assert parse_size("2.01KB") == 2010
+    assert parse_size("8.19KB") == 8190
+    assert parse_size("2048.3tib") == 2252129667173580  # 2048.3 * 1024**4 = ...580.8
+    assert parse_size("0.5B") == 0
+
+
 @pytest.mark.parametrize("bad", ["12XB", -1, True, "abc", "", 1.5, None, "-3MiB"])
 def test_parse_size_rejects_bad_values_with_accepted_forms(bad: object) -> None:
     with pytest.raises(ValueError, match=r"size"):
