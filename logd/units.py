@@ -13,10 +13,11 @@ _SIZE_UNITS = {
     "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
     "ti": 1024**4, "tib": 1024**4,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+# re.ASCII: \d would take digits of any script ("٣"), and float() reads them.
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$", re.ASCII)
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", re.ASCII)
 
 
 def parse_size(value: object) -> int:
@@ -72,7 +73,8 @@ def parse_address(value: object) -> tuple[str, int]:
     """(host, port) from "host:port", "[::1]:port" or ":port" (all interfaces)."""
     if isinstance(value, str):
         host, sep, port_text = value.rpartition(":")
-        if sep and port_text.isdigit() and int(port_text) <= 65535:
+        # isdigit() is true of "²" (int() refuses it) and "٣" (int() reads 3).
+        if sep and port_text.isascii() and port_text.isdigit() and int(port_text) <= 65535:
             if host.startswith("[") and host.endswith("]"):
                 return (host[1:-1], int(port_text))
             if ":" not in host:  # a bare IPv6 address needs brackets

@@ -202,3 +202,10 @@ dsn = "mysql://logd:hunter2@db/logd?password=hunter2"
     assert "expected postgresql://" in got["outputs.pg.dsn"]
     assert "hunter2" not in repr(got)
     assert "default:***@127.0.0.1" in got["outputs.ch.url"]
+
+
+def test_kafka_broker_ports_are_ascii_digits() -> None:
+    problems = problems_of(LISTENER + '\n[outputs.k]\ntype = "kafka"\n'
+                           'brokers = ["127.0.0.1:\u0663"]\n')
+    assert list(problems) == ["outputs.k.brokers"]
+    assert "host:port" in problems["outputs.k.brokers"]

@@ -32,7 +32,10 @@ def test_parse_size_of_a_fraction_is_exact() -> None:
     assert parse_size("0.5B") == 0
 
 
-@pytest.mark.parametrize("bad", ["12XB", -1, True, "abc", "", 1.5, None, "-3MiB"])
+# "٣" is ARABIC-INDIC DIGIT THREE, "²" SUPERSCRIPT TWO: str.isdigit() and re's \d take
+# them, and int() or float() read or refuse them; sizes, durations and ports are ASCII.
+@pytest.mark.parametrize("bad", ["12XB", -1, True, "abc", "", 1.5, None, "-3MiB", "\u0663MiB",
+                                 "1\u00b2KB"])
 def test_parse_size_rejects_bad_values_with_accepted_forms(bad: object) -> None:
     with pytest.raises(ValueError, match=r"size"):
         parse_size(bad)
@@ -59,7 +62,8 @@ def test_parse_duration_accepts_units_and_compounds(text: object, expected: floa
     assert parse_duration(text) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("bad", ["30", "s", "1x", "", "1h30", "1hx30m", -1, True, None])
+@pytest.mark.parametrize("bad", ["30", "s", "1x", "", "1h30", "1hx30m", -1, True, None,
+                                 "\u0663s", "1\u00b2s"])
 def test_parse_duration_rejects_bad_values(bad: object) -> None:
     with pytest.raises(ValueError, match=r"duration"):
         parse_duration(bad)
@@ -79,7 +83,10 @@ def test_parse_address_splits_host_and_port(text: str, expected: tuple[str, int]
     assert parse_address(text) == expected
 
 
-@pytest.mark.parametrize("bad", ["host", "1.2.3.4:99999", "::1:80", "1.2.3.4:", "h:-1", 8080])
+@pytest.mark.parametrize("bad", ["host", "1.2.3.4:99999", "::1:80", "1.2.3.4:", "h:-1", 8080,
+                                 # found by tests/unit/test_config_props.py: a ValueError of
+                                 # int() ("invalid literal") was the config error's message
+                                 ":\u00b2", "127.0.0.1:\u0663"])
 def test_parse_address_rejects_bad_values(bad: object) -> None:
     with pytest.raises(ValueError, match=r"address"):
         parse_address(bad)
