@@ -20,6 +20,15 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", re.ASCII)
 
 
+def finite(x: float) -> bool:
+    """Whether a number is finite as a float. tomllib reads integers of any size, and
+    math.isfinite() raises OverflowError on one past a float's range."""
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
 def parse_size(value: object) -> int:
     """Bytes from an int or a string like "64MiB", "1.5GB", "4096".
 
@@ -48,7 +57,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like \"30s\"")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
+        if not finite(value) or value < 0:
             raise ValueError(f"expected a finite duration >= 0, got {value!r}")
         return float(value)
     if isinstance(value, str):

@@ -209,3 +209,13 @@ def test_kafka_broker_ports_are_ascii_digits() -> None:
                            'brokers = ["127.0.0.1:\u0663"]\n')
     assert list(problems) == ["outputs.k.brokers"]
     assert "host:port" in problems["outputs.k.brokers"]
+
+
+def test_numbers_past_a_float_are_config_errors() -> None:
+    # Found by tests/unit/test_config_props.py: OverflowError escaped the loader.
+    big = "1" + "0" * 400
+    problems = problems_of(LISTENER + f"idle_timeout = {big}\n" + OUTPUT
+                           + f'\n[routes.r]\nto = "files"\nweights = [{big}]\n')
+    assert set(problems) == {"listeners.emitters.idle_timeout", "routes.r.weights"}
+    assert "finite" in problems["listeners.emitters.idle_timeout"]
+    assert "finite" in problems["routes.r.weights"]

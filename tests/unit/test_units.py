@@ -92,8 +92,16 @@ def test_parse_address_rejects_bad_values(bad: object) -> None:
         parse_address(bad)
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("-inf")])
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf"), 10**400, -10**400])
 def test_parse_duration_rejects_non_finite_numbers(bad: float) -> None:
     # TOML has nan: `flush_interval = nan` must not become a duration no comparison can reach.
     with pytest.raises(ValueError, match=r"duration"):
         parse_duration(bad)
+
+
+def test_integers_past_a_float_are_no_duration() -> None:
+    # Found by tests/unit/test_config_props.py: tomllib reads `flush_interval = 1000...0`
+    # (400 digits) as an int, and math.isfinite() raised OverflowError out of the loader.
+    with pytest.raises(ValueError, match=r"finite duration"):
+        parse_duration(10**400)
+    assert parse_duration(2**63) == float(2**63)
