@@ -219,3 +219,17 @@ def test_numbers_past_a_float_are_config_errors() -> None:
     assert set(problems) == {"listeners.emitters.idle_timeout", "routes.r.weights"}
     assert "finite" in problems["listeners.emitters.idle_timeout"]
     assert "finite" in problems["routes.r.weights"]
+
+
+def test_frame_limit_over_the_default_pending_names_the_key_written() -> None:
+    # Found by tests/unit/test_config_props.py: with only max_frame_bytes = "1.5GB" written,
+    # the problem named listeners.emitters.max_pending_bytes, a key the file does not have.
+    problems = problems_of(LISTENER + 'max_frame_bytes = "1.5GB"\n' + OUTPUT)
+    assert list(problems) == ["listeners.emitters.max_frame_bytes"]
+    assert "max_pending_bytes" in problems["listeners.emitters.max_frame_bytes"]
+    problems = problems_of(LISTENER + 'max_frame_bytes = "1.5GB"\nmax_pending_bytes = "1GB"\n'
+                           + OUTPUT)
+    assert list(problems) == ["listeners.emitters.max_pending_bytes"]
+    cfg = loads(LISTENER + 'max_frame_bytes = "1.5GB"\nmax_pending_bytes = "2GB"\n' + OUTPUT)
+    assert cfg.listeners["emitters"].max_pending_bytes == 2 * 1000**3
+
