@@ -233,3 +233,17 @@ def test_frame_limit_over_the_default_pending_names_the_key_written() -> None:
     cfg = loads(LISTENER + 'max_frame_bytes = "1.5GB"\nmax_pending_bytes = "2GB"\n' + OUTPUT)
     assert cfg.listeners["emitters"].max_pending_bytes == 2 * 1000**3
 
+
+@pytest.mark.parametrize("path", ["/tmp/{app:{x}}.log", "/tmp/{app:d}.log", "/tmp/{app!x}.log",
+                                  "/tmp/{app:>300000000000}.log", "/tmp/{date!s}.log"])
+def test_path_template_fields_are_plain(path: str) -> None:
+    # Found by tests/unit/test_config_props.py: these loaded, then str.format failed at
+    # start or at every write (KeyError, ValueError, MemoryError for the last).
+    problems = problems_of(LISTENER + OUTPUT.replace("/tmp/logd-unit/{app}.log", path))
+    assert list(problems) == ["outputs.files.path"]
+    assert "plain field" in problems["outputs.files.path"]
+
+
+def test_path_template_may_escape_braces() -> None:
+    cfg = loads(LISTENER + OUTPUT.replace("{app}.log", "{{app}}-{app}.log"))
+    assert cfg.outputs["files"].path.format(app="a") == "/tmp/logd-unit/{app}-a.log"
