@@ -52,6 +52,16 @@ class RateLimitedLog:
         self._window: dict[str, list[float]] = {}  # key -> [window start, lines, suppressed]
 
     def warning(self, key: str, msg: str, **fields: Any) -> None:
+        self.log(logging.WARNING, key, msg, **fields)
+
+    def error(self, key: str, msg: str, **fields: Any) -> None:
+        self.log(logging.ERROR, key, msg, **fields)
+
+    def debug(self, key: str, msg: str, **fields: Any) -> None:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.log(logging.DEBUG, key, msg, **fields)
+
+    def log(self, level: int, key: str, msg: str, **fields: Any) -> None:
         now = time.monotonic()
         if len(self._window) > 1024:  # keys from input (paths, peers): bounded
             self._window = {k: w for k, w in self._window.items()
@@ -64,7 +74,7 @@ class RateLimitedLog:
             self._window[key] = w
         if w[1] < self.burst:
             w[1] += 1
-            self.logger.warning(msg, extra=fields)
+            self.logger.log(level, msg, extra=fields)
         else:
             w[2] += 1
 
