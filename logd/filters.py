@@ -189,7 +189,7 @@ class _Parser:
 
     def unary(self) -> Predicate:
         tok = self.peek()
-        if tok is None or (tok.kind == "op" and tok.value not in "!("):
+        if tok is None or (tok.kind == "op" and tok.value not in ("!", "(")):
             self.expected(_OPERAND)
         self.i += 1
         kind, value, col = tok
