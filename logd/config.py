@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from logd import registry
-from logd.units import parse_address, parse_duration, parse_size
+from logd.units import finite, parse_address, parse_duration, parse_size
 
 Converter = Callable[[Any], Any]
 
@@ -101,12 +101,11 @@ def to_str_list(v: Any) -> tuple[str, ...]:
 
 
 def to_weights(v: Any) -> tuple[float, ...]:
-    import math
     if not isinstance(v, list) or not all(
             isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
         raise ValueError(f"expected a list of numbers, got {_tname(v)}")
     for x in v:
-        if not math.isfinite(x) or x < 0:
+        if not finite(x) or x < 0:
             raise ValueError(f"weights must be finite and >= 0, got {x!r}")
     return tuple(float(x) for x in v)
 
@@ -356,7 +355,10 @@ def from_dict(doc: dict[str, Any], source: str = "<dict>") -> Config:
         try:
             filters.compile_filter(route.match)
         except filters.FilterError as e:
-            problems.append((f"routes.{name}.match", str(e)))
+            # The message stays on the key's line; the expression and a caret go below it.
+            excerpt = e.excerpt("    ")
+            problems.append((f"routes.{name}.match",
+                             e.message + (f"\n{excerpt}" if excerpt else "")))
         routes[name] = route
     if problems:
         raise ConfigError(problems, source)

@@ -1,6 +1,8 @@
 """logctl: talk to a running logd over its control socket.
 
-Exit codes: 0 ok, 1 the daemon could not be reached or reported an error, 2 usage.
+Exit codes: 0 ok, 1 the daemon could not be reached or reported an error, 2 usage (logctl's
+arguments, or a request logd refused as malformed: a filter that does not compile, a weight
+that is no weight).
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ EXIT_OK, EXIT_DAEMON, EXIT_USAGE = 0, 1, 2
 
 
 class CtlError(Exception):
-    pass
+    def __init__(self, message: str, exit_code: int = EXIT_DAEMON) -> None:
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
+def _refusal(reply: dict[str, Any]) -> CtlError:
+    """The error of a reply that is not ok: the request's own fault is a usage error."""
+    code = EXIT_USAGE if reply.get("code") == "bad_request" else EXIT_DAEMON
+    return CtlError(f"logd: {reply.get('error', 'unknown error')}", code)
 
 
 def request(path: str, cmd: str, timeout: float = 10.0, **fields: Any) -> Any:
@@ -42,7 +52,7 @@ def request(path: str, cmd: str, timeout: float = 10.0, **fields: Any) -> Any:
     except ValueError:
         raise CtlError(f"logd on {path} sent a reply that is not JSON") from None
     if not reply.get("ok"):
-        raise CtlError(f"logd: {reply.get('error', 'unknown error')}")
+        raise _refusal(reply)
     return reply["result"]
 
 
@@ -76,7 +86,7 @@ def socket_path(args: argparse.Namespace) -> str:
         try:
             return load(args.config).daemon.control_socket
         except ConfigError as e:
-            raise CtlError(e.render()) from None
+            raise CtlError(e.render(), EXIT_USAGE) from None
     return os.environ.get("LOGD_CONTROL_SOCKET", DEFAULT_SOCKET)
 
 
@@ -260,7 +270,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
                 raise CtlError(f"logd on {path} closed the connection")
             reply = json.loads(first)
             if not reply.get("ok"):
-                raise CtlError(f"logd: {reply.get('error', 'unknown error')}")
+                raise _refusal(reply)
             out = sys.stdout
             for raw in stream:
                 rec = json.loads(raw)
@@ -302,7 +312,8 @@ def parser() -> argparse.ArgumentParser:
         prog="logctl", description="Control and inspect a running logd.",
         epilog="The socket is --socket, else the control_socket of --config, else "
                f"$LOGD_CONTROL_SOCKET, else {DEFAULT_SOCKET}. Exit codes: 0 ok, 1 logd "
-               "unreachable or reported an error, 2 usage or invalid config.")
+               "unreachable or reported an error, 2 usage (a filter or weight logd "
+               "refused too) or invalid config.")
     p.add_argument("--socket", "-s", metavar="PATH", help="logd's control socket")
     p.add_argument("--config", "-c", metavar="FILE",
                    help="take the socket path from this logd config file")
@@ -377,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except CtlError as e:
         print(f"logctl: {e}", file=sys.stderr)
-        return EXIT_DAEMON
+        return e.exit_code
     except BrokenPipeError:
         # stdout's reader left (| head): not an error; keep Python from complaining at exit
         # while it flushes stdout.

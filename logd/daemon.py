@@ -51,6 +51,7 @@ class Daemon:
         self._services: list[Any] = []
         self.reloads = 0
         self.started_at = time.time()
+        self.control: Any = None  # the control socket's server, once started
 
     # -- building --
 
@@ -150,6 +151,7 @@ class Daemon:
         await control.start()
         started.append(control)
         self._services.append(control)
+        self.control = control
         if self.cfg.daemon.metrics_address is not None:
             from logd.control.http_metrics import MetricsServer
             metrics = MetricsServer(self, self.cfg.daemon.metrics_address)
@@ -472,7 +474,8 @@ class Daemon:
             "process": procstats.process_stats(),
             "daemon": {"config": self.cfg.source, "reloads": self.reloads,
                        "started_at": self.started_at,
-                       "library_errors": dict(logsetup.LIBRARY_ERRORS)},
+                       "library_errors": dict(logsetup.LIBRARY_ERRORS),
+                       "control_errors": 0 if self.control is None else self.control.errors},
             "listeners": {n: c.stats() for n, c in self.listeners.items()},
             "outputs": {n: c.stats() for n, c in self.outputs.items()},
             "router": {"unrouted": self.router.unrouted,

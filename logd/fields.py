@@ -45,6 +45,8 @@ _LEVELS = {
     "debug": 7, "trace": 7,
 }
 
+LEVEL_NAMES = tuple(_LEVELS)  # every name a level may have, lower case
+
 KNOWN_FIELDS = frozenset({"app_id", "app", "level", "message", "source", "timestamp"})
 KNOWN_AND_METADATA = KNOWN_FIELDS | {"metadata"}
 _STR = {str}
@@ -56,7 +58,9 @@ def severity_from_name(value: Any) -> int | None:
         found = _LEVELS.get(value.lower())
         if found is not None:
             return found
-        if value.isdigit() and int(value) <= 7:
+        # isdigit() is true of digits of any script ("²", "٣"), which int() refuses or
+        # reads: only ASCII digits are a number here.
+        if value.isascii() and value.isdigit() and int(value) <= 7:
             return int(value)
         return None
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 7:

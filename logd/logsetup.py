@@ -101,6 +101,10 @@ class RateLimitedLog:
     def error(self, key: str, msg: str, **fields: Any) -> None:
         self.log(logging.ERROR, key, msg, **fields)
 
+    def debug(self, key: str, msg: str, **fields: Any) -> None:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.log(logging.DEBUG, key, msg, **fields)
+
     def log(self, level: int, key: str, msg: str, **fields: Any) -> None:
         now = time.monotonic()
         if len(self._window) > 1024:  # keys from input (paths, peers): bounded

@@ -100,6 +100,9 @@ def render_stats(stats: dict[str, Any]) -> str:
           p["gc_cycles"])
     e.add("logd_gc_pause_seconds_total", "counter", "Time spent in garbage collection.",
           p["gc_pause_ms"] / 1000)
+    e.add("logd_control_errors_total", "counter",
+          "Control socket requests that failed inside logd (logged, rate-limited).",
+          stats.get("daemon", {}).get("control_errors", 0))
     e.add("logd_router_unrouted_records_total", "counter",
           "Records no route matched.", stats["router"]["unrouted"])
     e.add("logd_router_submit_errors_total", "counter",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -12,10 +13,20 @@ _SIZE_UNITS = {
     "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
     "ti": 1024**4, "tib": 1024**4,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+# re.ASCII: \d would take digits of any script ("٣"), and float() reads them.
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$", re.ASCII)
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", re.ASCII)
+
+
+def finite(x: float) -> bool:
+    """Whether a number is finite as a float. tomllib reads integers of any size, and
+    math.isfinite() raises OverflowError on one past a float's range."""
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def parse_size(value: object) -> int:
@@ -34,7 +45,8 @@ def parse_size(value: object) -> int:
         if m:
             unit = _SIZE_UNITS.get(m.group(2).lower())
             if unit is not None:
-                return int(float(m.group(1)) * unit)
+                # Exact: a float product cuts "2.01KB" (2009.9999999999998) to 2009 bytes.
+                return int(Fraction(m.group(1)) * unit)
     raise ValueError(
         f"expected a size like \"64MiB\", \"1GB\" or a number of bytes, got {value!r}"
     )
@@ -45,7 +57,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like \"30s\"")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
+        if not finite(value) or value < 0:
             raise ValueError(f"expected a finite duration >= 0, got {value!r}")
         return float(value)
     if isinstance(value, str):
@@ -70,7 +82,8 @@ def parse_address(value: object) -> tuple[str, int]:
     """(host, port) from "host:port", "[::1]:port" or ":port" (all interfaces)."""
     if isinstance(value, str):
         host, sep, port_text = value.rpartition(":")
-        if sep and port_text.isdigit() and int(port_text) <= 65535:
+        # isdigit() is true of "²" (int() refuses it) and "٣" (int() reads 3).
+        if sep and port_text.isascii() and port_text.isdigit() and int(port_text) <= 65535:
             if host.startswith("[") and host.endswith("]"):
                 return (host[1:-1], int(port_text))
             if ":" not in host:  # a bare IPv6 address needs brackets

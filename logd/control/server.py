@@ -1,11 +1,16 @@
 """The control socket: newline-delimited JSON requests and replies, for logctl.
 
 Request:  {"cmd": "stats"}            Reply: {"ok": true, "result": {...}}
-                                             {"ok": false, "error": "..."}
+                                             {"ok": false, "error": "...", "code": "..."}
 Commands: ping, stats, listeners, outputs, metrics_line, reload, analyzers,
 set_weight {"id", "weight"}, and tail {"filter"}: after its reply the connection carries one
 JSON line per record that passes and matches ({"time", "source", "level", "payload"}), and
 {"dropped": N} when the reader fell behind, until either side closes it.
+
+Every request line gets one reply. An error's code says whose it is: "bad_request" (the
+request is wrong: not JSON, no command, bad arguments, a filter that does not compile),
+"not_found" (it names an analyzer logd does not have) or "internal" (a fault of logd's,
+counted as control_errors in stats and logged on one line, rate-limited).
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import orjson
 from logd import procstats
 from logd.component import StartError
 from logd.filters import FilterError, compile_filter
+from logd.logsetup import RateLimitedLog
 from logd.tap import Tap
+from logd.weighted import WeightError, check_weight
 
 if TYPE_CHECKING:
     from logd.daemon import Daemon
@@ -35,6 +42,26 @@ MAX_REQUEST = 1 << 20
 SOCKET_MODE = 0o660  # logd's user and group: logctl reloads and changes weights
 
 
+class RequestError(Exception):
+    """The caller's mistake: answered with the message, not logged (a client can send any
+    number of them)."""
+
+    def __init__(self, message: str, code: str = "bad_request") -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def _request(line: bytes) -> dict[str, Any]:
+    """The request a line holds, or RequestError saying why it is none."""
+    try:
+        req = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        raise RequestError(f"bad request: not JSON ({e})") from None
+    if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+        raise RequestError('bad request: expected {"cmd": "..."}')
+    return req
+
+
 class ControlServer:
     def __init__(self, daemon: Daemon, path: str) -> None:
         self.daemon = daemon
@@ -42,6 +69,8 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._cpu_mark = (time.monotonic(), 0.0)
         self._clients: set[asyncio.StreamWriter] = set()
+        self.errors = 0  # faults of logd's own while answering (stats: control_errors)
+        self.ratelog = RateLimitedLog(log)
         self._commands: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "ping": self._ping,
             "stats": self._stats,
@@ -97,31 +126,47 @@ class ControlServer:
                 try:
                     line = await reader.readline()
                 except (ValueError, asyncio.LimitOverrunError):
-                    await self._reply(writer, {"ok": False, "error": "request too long"})
+                    # The rest of the line is still unread: the connection cannot go on.
+                    await self._reply(writer, self._refused(RequestError(
+                        f"bad request: over {MAX_REQUEST} bytes (a request is one JSON "
+                        "line)"), "?"))
                     return
                 if not line:
                     return
                 try:
-                    req = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    req = None  # answered by _handle
-                if isinstance(req, dict) and req.get("cmd") == "tail":
+                    req = _request(line)
+                except RequestError as e:
+                    await self._reply(writer, self._refused(e, "?"))
+                    continue
+                if req["cmd"] == "tail":
                     await self._tail(req, reader, writer)  # the connection is a stream now
                     return
-                await self._reply(writer, await self._handle(line))
+                await self._reply(writer, await self._handle(req))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception as e:  # a fault here would otherwise end in asyncio's traceback
+            self._fault(e, "?")
         finally:
             self._clients.discard(writer)
             writer.close()
 
     async def _tail(self, req: dict[str, Any], reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:
-        expression = req.get("filter") or "*"
+        expression = req.get("filter")
+        if expression is None or expression == "":
+            expression = "*"
         try:
-            tap = Tap(compile_filter(str(expression)))
-        except FilterError as e:
-            await self._reply(writer, {"ok": False, "error": f"filter: {e}"})
+            if not isinstance(expression, str):
+                raise RequestError('tail needs {"filter": "EXPRESSION"}, a string')
+            try:
+                tap = Tap(compile_filter(expression))
+            except FilterError as e:
+                raise RequestError(f"filter: {e.message}") from None
+        except RequestError as e:
+            await self._reply(writer, self._refused(e, "tail"))
+            return
+        except Exception as e:
+            await self._reply(writer, self._fault(e, "tail"))
             return
         router = self.daemon.router
         router.taps.append(tap)
@@ -143,25 +188,38 @@ class ControlServer:
             gone.cancel()
 
     async def _reply(self, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
-        writer.write(orjson.dumps(reply, default=str) + b"\n")
+        try:
+            data = orjson.dumps(reply, default=str)
+        except TypeError as e:  # orjson.JSONEncodeError: a result JSON cannot hold
+            data = orjson.dumps(self._fault(e, "reply"))
+        writer.write(data + b"\n")
         await writer.drain()
 
-    async def _handle(self, line: bytes) -> dict[str, Any]:
+    def _refused(self, e: RequestError, cmd: str) -> dict[str, Any]:
+        self.ratelog.debug("refused", "control request refused", cmd=cmd, error=str(e))
+        return {"ok": False, "error": str(e), "code": e.code}
+
+    def _fault(self, e: Exception, cmd: str) -> dict[str, Any]:
+        """A fault of logd's while answering: counted, logged on one line (no traceback: a
+        client repeating the request would repeat it), answered."""
+        self.errors += 1
+        error = f"{type(e).__name__}: {e}"
+        self.ratelog.error(f"{cmd}:{type(e).__name__}", "control command failed", cmd=cmd,
+                           error=error)
+        return {"ok": False, "error": f"internal error: {error}", "code": "internal"}
+
+    async def _handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req["cmd"]
+        handler = self._commands.get(cmd)
         try:
-            req = orjson.loads(line)
-        except orjson.JSONDecodeError as e:
-            return {"ok": False, "error": f"bad request: not JSON ({e})"}
-        if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
-            return {"ok": False, "error": 'bad request: expected {"cmd": "..."}'}
-        handler = self._commands.get(req["cmd"])
-        if handler is None:
-            return {"ok": False, "error": f"unknown command {req['cmd']!r}; expected one of "
-                    f"{', '.join(sorted([*self._commands, 'tail']))}"}
-        try:
+            if handler is None:
+                raise RequestError(f"unknown command {cmd!r}; expected one of "
+                                   f"{', '.join(sorted([*self._commands, 'tail']))}")
             return {"ok": True, "result": await handler(req)}
+        except RequestError as e:
+            return self._refused(e, cmd if handler else "?")
         except Exception as e:
-            log.exception("control command failed", extra={"cmd": req["cmd"]})
-            return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            return self._fault(e, cmd)
 
     async def _ping(self, req: dict[str, Any]) -> Any:
         return {"pid": os.getpid()}
@@ -198,12 +256,17 @@ class ControlServer:
         analyzer_id, weight = req.get("id"), req.get("weight")
         if not isinstance(analyzer_id, str) or isinstance(weight, bool) \
                 or not isinstance(weight, (int, float)):
-            raise ValueError('set_weight needs {"id": "...", "weight": number}')
+            raise RequestError('set_weight needs {"id": "...", "weight": number}')
+        try:
+            weight = check_weight(weight)
+        except WeightError as e:
+            raise RequestError(f"set_weight: {e}") from None
         for pool in self._pools().values():
-            if analyzer_id in pool.analyzers:
-                pool.set_weight(analyzer_id, float(weight))
-                return {"id": analyzer_id, "weight": float(weight)}
-        raise KeyError(f"no analyzer {analyzer_id!r}; see logctl analyzers")
+            a = pool.analyzers.get(analyzer_id)
+            if a is not None and a.weight is not None:
+                pool.set_weight(analyzer_id, weight)
+                return {"id": analyzer_id, "weight": weight}
+        raise RequestError(f"no analyzer {analyzer_id!r}; see logctl analyzers", "not_found")
 
 
 def _cpu_seconds() -> float:

@@ -35,7 +35,7 @@ from logd.config import (
     to_str_list,
 )
 from logd.delivery import Receipt
-from logd.fields import INFO, record_time, severity_from_name
+from logd.fields import INFO, LEVEL_NAMES, record_time, severity_from_name
 from logd.listeners.web import GuardedServer
 from logd.logsetup import RateLimitedLog
 from logd.record import Batch
@@ -47,8 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("logd.http")
 
 _LEVELS: dict[Any, int] = {}
-for _name in ("emerg", "alert", "crit", "critical", "fatal", "error", "err", "warn", "warning",
-              "notice", "info", "debug", "trace"):
+for _name in LEVEL_NAMES:
     _sev = severity_from_name(_name)
     assert _sev is not None
     for _variant in (_name, _name.upper(), _name.capitalize()):

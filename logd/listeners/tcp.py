@@ -33,11 +33,15 @@ from logd.listeners.serve import open_server
 from logd.logsetup import RateLimitedLog
 from logd.record import Batch, frame_severities
 from logd.tls import HANDSHAKE_TIMEOUT, ServerTls, TlsConfig, count_handshake_errors, peer_cn
+from logd.units import format_size
 
 if TYPE_CHECKING:
     from logd.router import Router
 
 log = logging.getLogger("logd.tcp")
+
+
+_DEFAULT_PENDING = 256 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class TcpListenerConfig:
     idle_timeout: float = setting(0.0, to_duration,
                                   "close connections silent this long (0: never)")
     keepalive: bool = setting(True, to_bool, "TCP keepalive, to find half-open connections")
-    max_pending_bytes: int = setting(256 * 1024**2, to_size(lo=2),
+    max_pending_bytes: int = setting(_DEFAULT_PENDING, to_size(lo=2),
                                      "incomplete frames held across all connections; beyond "
                                      "it the connections holding most are closed")
     tls: TlsConfig | None = nested(TlsConfig, lambda: None,  # noqa: RUF009
@@ -62,6 +66,11 @@ class TcpListenerConfig:
 
     def validate(self) -> list[tuple[str, str]]:
         if self.max_pending_bytes < self.max_frame_bytes + 4:
+            if self.max_pending_bytes == _DEFAULT_PENDING:
+                # Most likely unset: name the key the file has.
+                return [("max_frame_bytes", f"must be at most max_pending_bytes - 4 "
+                         f"(max_pending_bytes is {format_size(_DEFAULT_PENDING)} by default: "
+                         "set it too, to hold a frame that long and its header)")]
             return [("max_pending_bytes", f"must be at least max_frame_bytes + 4 "
                      f"({self.max_frame_bytes + 4}: a frame and its header), or no frame "
                      "that long could complete")]

@@ -83,14 +83,21 @@ class FileOutputConfig:
     name: str = component_name()
 
     def validate(self) -> list[tuple[str, str]]:
+        expected = ", ".join("{" + f + "}" for f in sorted(TEMPLATE_FIELDS))
         try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(self.path) if f is not None}
+            parts = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(self.path)
+                     if f is not None]
         except ValueError as e:
             return [("path", f"bad template: {e}")]
-        unknown = fields - TEMPLATE_FIELDS
-        if unknown:
-            return [("path", f"unknown template field {{{sorted(unknown)[0]}}}; expected "
-                     f"{', '.join('{' + f + '}' for f in sorted(TEMPLATE_FIELDS))}")]
+        for f, spec, conv in parts:
+            if f not in TEMPLATE_FIELDS:
+                return [("path", f"unknown template field {{{f}}}; expected {expected}")]
+            # str.format would read a spec or conversion at every write: "{app:d}" fails,
+            # "{app:>99999999999}" asks for that much memory. Fields are plain.
+            if spec or conv:
+                shown = f"{{{f}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}"
+                return [("path", f"template field {shown} has a format; expected a plain "
+                         f"field: {expected}")]
         return []
 
 

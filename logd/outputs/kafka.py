@@ -52,7 +52,7 @@ def _to_brokers(v: Any) -> tuple[str, ...]:
         raise ValueError("expected at least one host:port")
     for b in brokers:
         host, _, port = b.rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not (port.isascii() and port.isdigit()):
             raise ValueError(f"expected host:port, got {b!r}")
     return brokers
 

@@ -333,7 +333,8 @@ def test_logctl_tail_streams_matching_records(running: LogdProcess) -> None:
 def test_logctl_tail_refuses_a_bad_filter_and_ends_when_logd_stops(
         running: LogdProcess) -> None:
     bad = logctl("--socket", sock(running), "tail", "--filter", "level >=")
-    assert bad.returncode == 1 and "filter" in bad.stderr
+    assert bad.returncode == 2, bad.stderr  # the request's fault: a usage error
+    assert bad.stderr == ("logctl: logd: filter: expected a value after '>=' at column 9\n")
     reader = tail(running)
     send_until_done_or_streaming(running, reader)
     assert running.stop() == 0
@@ -355,3 +356,37 @@ def send_until_done_or_streaming(p: LogdProcess, reader: subprocess.Popen[str]) 
                 return
             s.sendall(frame(b"again", 6))
     raise AssertionError("logctl tail printed nothing")
+
+
+def test_a_filter_nested_5000_deep_is_refused_in_one_line(running: LogdProcess) -> None:
+    deep = "(" * 5000 + "a" + ")" * 5000
+    result = logctl("--socket", sock(running), "tail", "-f", deep)
+    assert result.returncode == 2
+    assert result.stderr == ("logctl: logd: filter: expression nests deeper than 64 levels "
+                             "at column 65\n")
+    assert running.alive() and stats(running)["daemon"]["control_errors"] == 0
+
+
+def test_a_thousand_bad_requests_get_a_thousand_answers_and_few_log_lines(
+        running: LogdProcess) -> None:
+    bad = [b'{"cmd": "set_weight", "id": "ghost", "weight": 1}',
+           b'{"cmd": "set_weight", "id": "ghost", "weight": "x"}',
+           b'{"cmd": "set_weight"}', b"not json", b"\xff", b'{"cmd": "frobnicate"}']
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(sock(running))
+        s.settimeout(30)
+        s.sendall(b"".join(bad[i % len(bad)] + b"\n" for i in range(1000)))
+        data = b""
+        while data.count(b"\n") < 1000:
+            chunk = s.recv(65536)
+            assert chunk, f"logd closed the connection after {len(data.splitlines())} answers"
+            data += chunk
+    replies = [json.loads(line) for line in data.splitlines()]
+    assert len(replies) == 1000 and not any(r["ok"] for r in replies)
+    assert {r["code"] for r in replies} == {"bad_request", "not_found"}
+    assert replies[0]["error"] == "no analyzer 'ghost'; see logctl analyzers"
+    result = logctl("--socket", sock(running), "analyzers", "set-weight", "ghost", "-1")
+    assert result.returncode == 2 and "finite and >= 0" in result.stderr
+    assert stats(running)["daemon"]["control_errors"] == 0
+    assert [e for e in running.logs if e.get("logger") == "logd.control"
+            and e.get("level") != "info"] == []

@@ -110,6 +110,19 @@ def test_route_with_bad_match_expression_is_reported() -> None:
     assert "bogus" in problems["routes.r.match"]
 
 
+def test_bad_match_shows_the_message_on_the_key_line_and_a_caret_below() -> None:
+    text = (LISTENER + OUTPUT + '\n[routes.important]\nto = "files"\n'
+            'match = "level >= warn && (user || "\n')
+    with pytest.raises(ConfigError) as info:
+        loads(text, source="logd.toml")
+    assert info.value.render().splitlines() == [
+        "logd.toml: routes.important.match: expected a word, a quoted string, '(' or '!' "
+        "at column 27",
+        "    level >= warn && (user || ",
+        "                              ^",
+    ]
+
+
 def test_valid_route_loads_with_single_string_destination() -> None:
     cfg = loads(LISTENER + OUTPUT + '\n[routes.r]\nto = "files"\nmatch = "ERROR || WARN"\n')
     assert cfg.routes["r"].to == ("files",)
@@ -214,3 +227,48 @@ def test_listeners_listen_on_loopback_unless_an_address_opens_them() -> None:
                 '[listeners.c]\ntype = "analyzer"\n')
     assert [c.address for c in cfg.listeners.values()] == [
         ("127.0.0.1", 8080), ("127.0.0.1", 3000), ("127.0.0.1", 8081)]
+
+
+def test_kafka_broker_ports_are_ascii_digits() -> None:
+    problems = problems_of(LISTENER + '\n[outputs.k]\ntype = "kafka"\n'
+                           'brokers = ["127.0.0.1:\u0663"]\n')
+    assert list(problems) == ["outputs.k.brokers"]
+    assert "host:port" in problems["outputs.k.brokers"]
+
+
+def test_numbers_past_a_float_are_config_errors() -> None:
+    # Found by tests/unit/test_config_props.py: OverflowError escaped the loader.
+    big = "1" + "0" * 400
+    problems = problems_of(LISTENER + f"idle_timeout = {big}\n" + OUTPUT
+                           + f'\n[routes.r]\nto = "files"\nweights = [{big}]\n')
+    assert set(problems) == {"listeners.emitters.idle_timeout", "routes.r.weights"}
+    assert "finite" in problems["listeners.emitters.idle_timeout"]
+    assert "finite" in problems["routes.r.weights"]
+
+
+def test_frame_limit_over_the_default_pending_names_the_key_written() -> None:
+    # Found by tests/unit/test_config_props.py: with only max_frame_bytes = "1.5GB" written,
+    # the problem named listeners.emitters.max_pending_bytes, a key the file does not have.
+    problems = problems_of(LISTENER + 'max_frame_bytes = "1.5GB"\n' + OUTPUT)
+    assert list(problems) == ["listeners.emitters.max_frame_bytes"]
+    assert "max_pending_bytes" in problems["listeners.emitters.max_frame_bytes"]
+    problems = problems_of(LISTENER + 'max_frame_bytes = "1.5GB"\nmax_pending_bytes = "1GB"\n'
+                           + OUTPUT)
+    assert list(problems) == ["listeners.emitters.max_pending_bytes"]
+    cfg = loads(LISTENER + 'max_frame_bytes = "1.5GB"\nmax_pending_bytes = "2GB"\n' + OUTPUT)
+    assert cfg.listeners["emitters"].max_pending_bytes == 2 * 1000**3
+
+
+@pytest.mark.parametrize("path", ["/tmp/{app:{x}}.log", "/tmp/{app:d}.log", "/tmp/{app!x}.log",
+                                  "/tmp/{app:>300000000000}.log", "/tmp/{date!s}.log"])
+def test_path_template_fields_are_plain(path: str) -> None:
+    # Found by tests/unit/test_config_props.py: these loaded, then str.format failed at
+    # start or at every write (KeyError, ValueError, MemoryError for the last).
+    problems = problems_of(LISTENER + OUTPUT.replace("/tmp/logd-unit/{app}.log", path))
+    assert list(problems) == ["outputs.files.path"]
+    assert "plain field" in problems["outputs.files.path"]
+
+
+def test_path_template_may_escape_braces() -> None:
+    cfg = loads(LISTENER + OUTPUT.replace("{app}.log", "{{app}}-{app}.log"))
+    assert cfg.outputs["files"].path.format(app="a") == "/tmp/logd-unit/{app}-a.log"

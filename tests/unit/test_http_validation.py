@@ -34,6 +34,15 @@ def test_levels_and_defaults() -> None:
         bytes([6, 3, 4, 7, 5, 4])
 
 
+def test_every_level_name_takes_the_column_wise_path() -> None:
+    # Found by tests/unit/test_http_props.py: "panic", "emergency" and "informational" are
+    # level names everywhere else, but the column-wise table lacked them, so a batch using
+    # them was checked record by record (right answer, slower path).
+    objs = [{"message": "m", "level": name} for name in
+            ("panic", "emergency", "information", "informational", "Panic", "PANIC")]
+    assert _valid_severities(objs) == bytes([0, 0, 6, 6, 0, 0])
+
+
 @pytest.mark.parametrize(("record", "error"), [
     ({"level": "info"}, "422 missing_message index 0"),
     ({"message": "m", "level": "loud"}, "422 bad_level index 0"),
@@ -41,6 +50,8 @@ def test_levels_and_defaults() -> None:
     ({"message": "m", "level": 1.0}, "422 bad_level index 0"),
     ({"message": "m", "level": 8}, "422 bad_level index 0"),
     ({"message": "m", "level": ["info"]}, "422 bad_level index 0"),
+    ({"message": "m", "level": "\u1369"}, "422 bad_level index 0"),  # ፩: was a ValueError
+    ({"message": "m", "level": "\u0663"}, "422 bad_level index 0"),  # ٣: was read as 3
     ({"message": "m", "timestamp": "noon"}, "422 bad_timestamp index 0"),
     ({"message": "m", "timestamp": True}, "422 bad_timestamp index 0"),
     ({"message": "m", "timestamp": [1]}, "422 bad_timestamp index 0"),

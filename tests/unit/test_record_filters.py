@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
+from logd.fields import severity_from_name
 from logd.filters import FilterError, compile_filter
 from logd.record import Batch
+
+T = TypeVar("T")
 
 
 def batch_of(payloads: list[bytes], source: str = "emitters") -> Batch:
@@ -37,6 +43,19 @@ def test_severity_from_json_level_or_severity() -> None:
     batch = batch_of([b'{"level": "WARNING"}', b'{"severity": "crit"}', b'{"level": 5}',
                       b'{"level": "loud"}', b'{"msg": "no level"}'])
     assert batch.severity_bytes() == bytes([4, 2, 5, 6, 6])
+
+
+def test_only_ascii_digits_are_level_numbers() -> None:
+    # Found by tests/unit/test_filter_props.py: "፩" passes isdigit() and int() refuses it,
+    # which raised ValueError out of the router; "٣" was read as 3.
+    assert severity_from_name("7") == 7 and severity_from_name("07") == 7
+    assert severity_from_name("\u1369") is None  # ፩
+    assert severity_from_name("\u0663") is None  # ٣
+    assert severity_from_name("\u00b2") is None  # ²
+    batch = batch_of([b'{"level": "\xe1\x8d\xa9"}', b'{"level": "\xd9\xa3"}'])
+    assert batch.severity_bytes() == bytes([6, 6])
+    with pytest.raises(FilterError, match="unknown level"):
+        compile_filter("level == \u00b2")
 
 
 def test_severity_defaults_to_info() -> None:
@@ -123,6 +142,22 @@ def test_source_listener_and_json_field_comparisons() -> None:
     assert compile_filter("ok == true").select(batch) == [0]
 
 
+def test_field_comparisons_read_values_as_their_json_text() -> None:
+    # Found by tests/unit/test_filter_props.py (minimal: `message==[null]` against
+    # {"message": [null]}): fields compared as Python's str(), "[None]", while app and
+    # source, templates and outputs read the same values as JSON text.
+    batch = batch_of([b'{"message": [null]}', b'{"n": [1, 2], "m": {"a": 1}, "f": 1e20}',
+                      b'{"n": 1.5, "ok": false, "m": null}'])
+    assert compile_filter("message == [null]").select(batch) == [0]
+    assert compile_filter("n == [1,2]").select(batch) == [1]
+    assert compile_filter("m == '{\"a\":1}'").select(batch) == [1]
+    assert compile_filter("f == 1e+20").select(batch) == [1]
+    assert compile_filter("n == 1.5 && ok == false").select(batch) == [2]
+    # null is no value, as a missing field is
+    assert compile_filter("m != null").select(batch) == [0, 1, 2]
+    assert compile_filter('app == "[1,2]"').select(batch_of([b'{"app": [1, 2]}'])) == [0]
+
+
 def test_bare_and_quoted_words_match_substrings() -> None:
     batch = batch_of([b"disk full on /var", b"ERROR: disk", b"all fine", b"it's quoted"])
     assert picked("disk", batch) == [b"disk full on /var", b"ERROR: disk"]
@@ -158,30 +193,100 @@ def test_seed_002_route_expression() -> None:
 
 
 @pytest.mark.parametrize(
-    ("expression", "message"),
+    ("expression", "message", "column"),
     [
-        ("", "empty expression"),
-        ("   ", "empty expression"),
-        ("level >= bogus", "unknown level 'bogus'"),
-        ("(a", "ends too early"),
-        ("a &&", "ends too early"),
-        ("app > 3", "compares with == or != only"),
-        ("(a b)", "expected ')'"),
-        ("a )", "unexpected ')'"),
-        ("level ==", "ends too early"),
-        ("level == &&", "expected a value after '=='"),
-        ("|| a", "unexpected '||' at column 1"),
+        ("", "empty expression", None),
+        ("   ", "empty expression", None),
+        ("level >= bogus", "unknown level 'bogus' at column 10; expected a name", 10),
+        ("(a", "expected '&&', '||' or ')' at column 3; the '(' at column 1 is open", 3),
+        ("a &&", "expected a word, a quoted string, '(' or '!' at column 5", 5),
+        ("app > 3", "'app' compares with == or != only; found '>' at column 5", 5),
+        ("(a b)", "expected '&&', '||' or ')' at column 4, found 'b'", 4),
+        ("a )", "expected '&&', '||' or the end of the expression at column 3, found ')'", 3),
+        ("level ==", "expected a value after '==' at column 9", 9),
+        ("level == &&", "expected a value after '==' at column 10, found '&&'", 10),
+        ("|| a", "expected a word, a quoted string, '(' or '!' at column 1, found '||'", 1),
+        ("a & b", "unexpected character '&' at column 3; expected '&&'", 3),
+        ("a = b", "unexpected character '=' at column 3; expected '=='", 3),
+        ('a || "b', "string opened at column 6 is not closed; expected a closing \"", 6),
     ],
 )
-def test_bad_expressions_raise_filter_error(expression: str, message: str) -> None:
-    with pytest.raises(FilterError, match=re.escape(message)):
+def test_bad_expressions_raise_filter_error(expression: str, message: str,
+                                            column: int | None) -> None:
+    with pytest.raises(FilterError, match=re.escape(message)) as info:
         compile_filter(expression)
+    assert info.value.column == column
+    assert "\n" not in info.value.message
 
 
-def test_unexpected_character_error_names_the_character_and_its_column() -> None:
+def test_error_shows_the_expression_with_a_caret_under_the_column() -> None:
     with pytest.raises(FilterError) as info:
-        compile_filter("a & b")
-    assert str(info.value) == "unexpected character '&' at column 3"
+        compile_filter("level >= warn && (user || ")
+    assert info.value.message == ("expected a word, a quoted string, '(' or '!' at column 27")
+    assert str(info.value) == (
+        "level >= warn && (user || \n"
+        "                          ^ expected a word, a quoted string, '(' or '!' at column 27")
+    # the line of a multi-line expression that holds the column; tabs stay under tabs
+    with pytest.raises(FilterError) as info:
+        compile_filter("a &&\n\tb c")
+    assert info.value.column == 9
+    assert str(info.value).splitlines()[:2] == ["\tb c", "\t  ^ expected '&&', '||' or the "
+                                                "end of the expression at column 9, found 'c'"]
+
+
+def test_error_in_a_long_expression_shows_a_window_around_the_column() -> None:
+    expression = " || ".join(f"word{i}" for i in range(100)) + " )"
+    with pytest.raises(FilterError) as info:
+        compile_filter(expression)
+    line, caret = str(info.value).splitlines()
+    assert len(line) <= 80 and line.startswith("...") and line.endswith(" )")
+    assert line[caret.index("^")] == ")"
+
+
+def test_nesting_is_limited_to_64_levels_while_parsing() -> None:
+    batch = batch_of([b"a", b"b"])
+    deepest = "(" * 30 + "!(" * 17 + "a" + ")" * 47  # 64 levels, an odd number of !
+    assert compile_filter(deepest).select(batch) == [1]
+    assert compile_filter("!" * 64 + "a").select(batch) == [0]
+    for expression, column in [("(" * 65 + "a" + ")" * 65, 65), ("!" * 65 + "a", 65),
+                               ("a || (" + "!(" * 40 + "a" + ")" * 41, 70),
+                               ("(" * 5000 + "a" + ")" * 5000, 65)]:
+        with pytest.raises(FilterError) as info:
+            compile_filter(expression)
+        assert info.value.message == f"expression nests deeper than 64 levels at column {column}"
+        assert info.value.column == column
+
+
+def frames_in_use() -> int:
+    frame, n = sys._getframe(), 0
+    while frame is not None:
+        frame, n = frame.f_back, n + 1
+    return n
+
+
+def with_frames_left(n: int, fn: Callable[[], T]) -> T:
+    """fn() run where only `n` more frames fit under the recursion limit."""
+    if frames_in_use() < sys.getrecursionlimit() - n:
+        return with_frames_left(n, fn)
+    return fn()
+
+
+def test_deepest_allowed_expression_parses_and_runs_in_a_few_hundred_frames() -> None:
+    # 64 levels, each a negation and a parenthesis holding an && and an || chain: what
+    # costs the most frames at parse and at run time. It must work with 250 frames left,
+    # so a router called deep in the event loop cannot meet the recursion limit.
+    inner = "a"
+    for level in range(32):
+        inner = f"!(x{level} || b && {inner})" if level % 2 else f"(!{inner} && b || x{level})"
+    batch = batch_of([b"a b", b"b", b"x3"])
+    flt = with_frames_left(250, lambda: compile_filter(inner))
+    assert with_frames_left(250, lambda: flt.select(batch)) == flt.select(batch)
+    parens = with_frames_left(250, lambda: compile_filter("(" * 64 + "b" + ")" * 64))
+    assert with_frames_left(250, lambda: parens.select(batch)) == [0, 1]
+    chain = compile_filter(" || ".join(["zzz"] * 10_000 + ["a"]))
+    assert with_frames_left(250, lambda: chain.select(batch)) == [0]
+    chain = compile_filter(" && ".join(["b"] * 10_000 + ["a"]))
+    assert with_frames_left(250, lambda: chain.select(batch)) == [0]
 
 
 def test_parsed_objects_are_serialized_only_when_payloads_are_asked_for() -> None:

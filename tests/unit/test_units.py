@@ -23,7 +23,19 @@ def test_parse_size_accepts_units_numbers_and_fractions(text: object, expected: 
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("bad", ["12XB", -1, True, "abc", "", 1.5, None, "-3MiB"])
+def test_parse_size_of_a_fraction_is_exact() -> None:
+    # Found by tests/unit/test_config_props.py ("2048.3tib" read one byte over): a float
+    # product rounds either way, 2.01 * 1000 is 2009.9999999999998.
+    assert parse_size("2.01KB") == 2010
+    assert parse_size("8.19KB") == 8190
+    assert parse_size("2048.3tib") == 2252129667173580  # 2048.3 * 1024**4 = ...580.8
+    assert parse_size("0.5B") == 0
+
+
+# "٣" is ARABIC-INDIC DIGIT THREE, "²" SUPERSCRIPT TWO: str.isdigit() and re's \d take
+# them, and int() or float() read or refuse them; sizes, durations and ports are ASCII.
+@pytest.mark.parametrize("bad", ["12XB", -1, True, "abc", "", 1.5, None, "-3MiB", "\u0663MiB",
+                                 "1\u00b2KB"])
 def test_parse_size_rejects_bad_values_with_accepted_forms(bad: object) -> None:
     with pytest.raises(ValueError, match=r"size"):
         parse_size(bad)
@@ -50,7 +62,8 @@ def test_parse_duration_accepts_units_and_compounds(text: object, expected: floa
     assert parse_duration(text) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("bad", ["30", "s", "1x", "", "1h30", "1hx30m", -1, True, None])
+@pytest.mark.parametrize("bad", ["30", "s", "1x", "", "1h30", "1hx30m", -1, True, None,
+                                 "\u0663s", "1\u00b2s"])
 def test_parse_duration_rejects_bad_values(bad: object) -> None:
     with pytest.raises(ValueError, match=r"duration"):
         parse_duration(bad)
@@ -70,14 +83,25 @@ def test_parse_address_splits_host_and_port(text: str, expected: tuple[str, int]
     assert parse_address(text) == expected
 
 
-@pytest.mark.parametrize("bad", ["host", "1.2.3.4:99999", "::1:80", "1.2.3.4:", "h:-1", 8080])
+@pytest.mark.parametrize("bad", ["host", "1.2.3.4:99999", "::1:80", "1.2.3.4:", "h:-1", 8080,
+                                 # found by tests/unit/test_config_props.py: a ValueError of
+                                 # int() ("invalid literal") was the config error's message
+                                 ":\u00b2", "127.0.0.1:\u0663"])
 def test_parse_address_rejects_bad_values(bad: object) -> None:
     with pytest.raises(ValueError, match=r"address"):
         parse_address(bad)
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("-inf")])
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf"), 10**400, -10**400])
 def test_parse_duration_rejects_non_finite_numbers(bad: float) -> None:
     # TOML has nan: `flush_interval = nan` must not become a duration no comparison can reach.
     with pytest.raises(ValueError, match=r"duration"):
         parse_duration(bad)
+
+
+def test_integers_past_a_float_are_no_duration() -> None:
+    # Found by tests/unit/test_config_props.py: tomllib reads `flush_interval = 1000...0`
+    # (400 digits) as an int, and math.isfinite() raised OverflowError out of the loader.
+    with pytest.raises(ValueError, match=r"finite duration"):
+        parse_duration(10**400)
+    assert parse_duration(2**63) == float(2**63)
