@@ -218,7 +218,7 @@ def resolves(doc: Any, path: str) -> Any:
 
 
 SECTIONS = {"daemon", "listeners", "outputs", "routes"}
-REQUIRED = {"type", "to"}
+REQUIRED = {"type", "to", "cert", "key"}  # key names the config may require
 # What a message must not be: a Python error passed through as the explanation.
 RAW_PYTHON = re.compile(r"invalid literal|object of type|NoneType|unhashable|Traceback|"
                         r"not supported between|could not convert|int too large")
