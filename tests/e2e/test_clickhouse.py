@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -374,3 +375,69 @@ def test_a_full_spool_disk_answers_503_and_loses_nothing(
     assert done == {"code": 0, "healthy": True, "started": ["ENOSPC"], "again": 1, "lost": 0}
     assert clickhouse.query("SELECT count(), uniqExact(message) FROM logs_db.logs").split() \
         == [str(full["accepted"])] * 2
+
+
+SMALL_SEGMENTS = '{ type = "disk", max_bytes = "8MiB", when_full = "block" }'  # 1 MiB segments
+
+
+def _spool_with(tmp_path: Path, clickhouse: ClickHouseServer, batches: int
+                ) -> tuple[Path, int]:
+    """Records answered 202 into a spool while ClickHouse is down, then kill -9: (the output
+    directory, records accepted)."""
+    clickhouse.stop()
+    out = tmp_path / "out"
+    out.mkdir()
+    p = LogdProcess(config(out, clickhouse, buffer=SMALL_SEGMENTS), tmp_path).start()
+    accepted = 0
+    try:
+        for b in range(batches):
+            accepted += post(p, [{"app_id": "a", "message": f"m{b}-{i}-" + "x" * 200}
+                                 for i in range(500)])["accepted"]
+    finally:
+        p.stop(signal.SIGKILL)
+    clickhouse.start()
+    return out, accepted
+
+
+def test_random_bytes_in_the_ack_file_replay_everything_and_lose_nothing(
+        tmp_path: Path, clickhouse: ClickHouseServer) -> None:
+    out, accepted = _spool_with(tmp_path, clickhouse, 40)
+    spool = out / "state" / "spool" / "clickhouse"
+    (spool / "ack").write_bytes(os.urandom(32))
+    p = LogdProcess(config(out, clickhouse, buffer=SMALL_SEGMENTS), tmp_path).start()
+    try:
+        [said] = p.entries("spool ack file cannot be trusted")
+        assert said["level"] == "error" and said["path"] == str(spool / "ack")
+        wait_for_rows(clickhouse, accepted)
+        assert p.stop() == 0
+    finally:
+        if p.alive():
+            p.stop(signal.SIGKILL)
+    total, distinct = clickhouse.query(
+        "SELECT count(), uniqExact(message) FROM logs_db.logs").split()
+    assert (int(total), int(distinct)) == (accepted, accepted)
+    print(f"damaged ack: 2xx {accepted}, stored {total}, distinct {distinct}")
+
+
+def test_a_deleted_segment_is_reported_with_the_records_it_held(
+        tmp_path: Path, clickhouse: ClickHouseServer) -> None:
+    out, accepted = _spool_with(tmp_path, clickhouse, 40)
+    spool = out / "state" / "spool" / "clickhouse"
+    segments = sorted(spool.glob("*.seg"))
+    assert len(segments) >= 4, [s.name for s in segments]
+    victim = segments[1]
+    victim.unlink()
+    p = LogdProcess(config(out, clickhouse, buffer=SMALL_SEGMENTS), tmp_path).start()
+    try:
+        [said] = p.entries("spool segments are missing")
+        assert said["level"] == "error" and said["segments"] == [victim.name]
+        lost = said["records"]
+        assert 0 < lost < accepted
+        wait_for_rows(clickhouse, accepted - lost)
+        assert p.stop() == 0
+    finally:
+        if p.alive():
+            p.stop(signal.SIGKILL)
+    stored = count(clickhouse)
+    assert stored == accepted - lost, "exactly what the missing segment held is missing"
+    print(f"deleted segment: 2xx {accepted}, stored {stored}, reported lost {lost}")
