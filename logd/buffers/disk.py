@@ -577,14 +577,7 @@ class DiskBuffer:
             self._receipt_of[id(batch)] = receipt
         if self._held or self._held_out:
             # Behind what is held, in order: it is written (or sent) first.
-            if not self.block:
-                self._drop(batch)
-                return False
-            if receipt is not None and receipt.refusable:
-                self._refuse(batch)
-                return False
-            self._hold(kind, body, batch)
-            return True
+            return self._not_written(kind, body, batch, receipt)
         if not self.block and self._cost + ENTRY.size + len(body) > self.max_bytes:
             self._drop(batch)
             return False
@@ -594,13 +587,7 @@ class DiskBuffer:
             self._write_failed(e)
             if not self.block:
                 self._failure_dropped += batch.count
-                self._drop(batch)
-                return False
-            if receipt is not None and receipt.refusable:
-                self._refuse(batch)
-                return False
-            self._hold(kind, body, batch)
-            return True
+            return self._not_written(kind, body, batch, receipt)
         if self._failure is not None:
             self._writing_works()
         self.accepted_records += batch.count
@@ -609,6 +596,19 @@ class DiskBuffer:
             self._writable.clear()
             return True
         return False
+
+    def _not_written(self, kind: int, body: bytes, batch: Any, receipt: Receipt | None
+                     ) -> bool:
+        """A batch that cannot go to the spool now: dropped (drop_newest), refused to a
+        caller that can retry, or held in memory in order (the caller pauses: True)."""
+        if not self.block:
+            self._drop(batch)
+            return False
+        if receipt is not None and receipt.refusable:
+            self._refuse(batch)
+            return False
+        self._hold(kind, body, batch)
+        return True
 
     def _drop(self, batch: Any) -> None:
         self.dropped_records += batch.count
