@@ -100,6 +100,18 @@ def to_str_list(v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
+def to_brokers(v: Any) -> tuple[str, ...]:
+    """Kafka bootstrap brokers: one or more host:port."""
+    brokers = to_str_list(v)
+    if not brokers:
+        raise ValueError("expected at least one host:port")
+    for b in brokers:
+        host, _, port = b.rpartition(":")
+        if not host or not (port.isascii() and port.isdigit()):
+            raise ValueError(f"expected host:port, got {b!r}")
+    return brokers
+
+
 def to_weights(v: Any) -> tuple[float, ...]:
     if not isinstance(v, list) or not all(
             isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):

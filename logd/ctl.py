@@ -124,6 +124,12 @@ def render_listeners(listeners: dict[str, Any]) -> str:
     for name, s in listeners.items():
         errors = s.get("errors", {})
         detail = ", ".join(f"{k}={v}" for k, v in sorted(errors.items()))
+        if s.get("type") == "kafka":
+            kafka = (f"group {s.get('group')}, {len(s.get('partitions', {}))} partitions, "
+                     f"lag {_num(s.get('lag', 0))}, rebalances {s.get('rebalances', 0)}")
+            if not s.get("connected"):
+                kafka = "DISCONNECTED, " + kafka
+            detail = f"{kafka}, {detail}" if detail else kafka
         rows.append([name, s.get("type", "?"), _num(s.get("connections", 0)),
                      _num(s.get("records", 0)), _bytes(s.get("bytes", 0)),
                      _num(sum(errors.values())), detail or "-"])

@@ -79,6 +79,8 @@ class Daemon:
         lst = registry.LISTENERS[cfg.type].component_class()(cfg, self.router)
         if hasattr(lst, "stats_provider"):
             lst.stats_provider = self.stats
+        if hasattr(lst, "state_dir"):
+            lst.state_dir = self.cfg.daemon.state_dir
         return lst
 
     def _destinations(self) -> dict[str, Any]:

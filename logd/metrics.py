@@ -129,6 +129,28 @@ def render_stats(stats: dict[str, Any]) -> str:
             e.add("logd_listener_errors_total", "counter",
                   "Bad input and refused connections, by reason.", n,
                   {**lab, "reason": reason})
+        if s.get("type") == "kafka":
+            e.add("logd_kafka_consumer_rebalances_total", "counter",
+                  "Partition assignments this consumer received.", s.get("rebalances", 0),
+                  lab)
+            e.add("logd_kafka_consumer_dead_lettered_records_total", "counter",
+                  "Records that could not be read, written to the dead-letter file.",
+                  s.get("dead_lettered", 0), lab)
+            e.add("logd_kafka_consumer_reread_records_total", "counter",
+                  "Records taken but not committed when their partition went to another "
+                  "member: read again there (duplicates at most).", s.get("reread", 0), lab)
+            e.add("logd_kafka_consumer_uncommitted_records", "gauge",
+                  "Records taken and not yet committed.", s.get("uncommitted", 0), lab)
+            for p in s.get("partitions", {}).values():
+                plab = {**lab, "topic": p["topic"], "partition": str(p["partition"])}
+                if p.get("lag") is not None:
+                    e.add("logd_kafka_consumer_lag", "gauge",
+                          "Records in the partition past the committed offset.", p["lag"],
+                          plab)
+                if p.get("committed") is not None:
+                    e.add("logd_kafka_consumer_committed_offset", "gauge",
+                          "The offset committed for the partition (the next to read).",
+                          p["committed"], plab)
     for name, s in stats["outputs"].items():
         lab = {"output": name}
         e.add("logd_output_up", "gauge",

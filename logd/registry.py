@@ -26,6 +26,7 @@ LISTENERS: dict[str, Kind] = {
     "tcp": Kind("logd.listeners.tcp", "TcpListenerConfig", "TcpListener"),
     "http": Kind("logd.listeners.http", "HttpListenerConfig", "HttpListener"),
     "analyzer": Kind("logd.listeners.analyzer", "AnalyzerListenerConfig", "AnalyzerPool"),
+    "kafka": Kind("logd.listeners.kafka", "KafkaListenerConfig", "KafkaListener"),
 }
 
 OUTPUTS: dict[str, Kind] = {

@@ -23,8 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from logd import dead_letter
 from logd.config import (
     BufferConfig,
     DatabaseBufferConfig,
@@ -226,12 +225,9 @@ class DatabaseOutput(Output):
         self.dead_lettered += block.count
         path = self.dead_letter_path()
         reason = f"{type(error).__name__}: {error}"
-        lines = b"".join(orjson.dumps({"reason": reason, "row": row}) + b"\n"
-                         for row in self.row_dicts(block))
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            with open(path, "ab") as f:
-                f.write(lines)
+            dead_letter.append(path, ({"reason": reason, "row": row}
+                                      for row in self.row_dicts(block)))
         except OSError as e:
             log.error("cannot write the dead-letter file; refused row lost", extra={
                 "output": self.name, "path": path, "error": str(e), "reason": reason})

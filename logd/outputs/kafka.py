@@ -30,11 +30,11 @@ from logd.config import (
     one_of,
     setting,
     to_bool,
+    to_brokers,
     to_duration,
     to_int,
     to_nonempty_str,
     to_size,
-    to_str_list,
 )
 from logd.fields import apps_of, record_rows, record_time, utc_datetime
 from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
@@ -46,21 +46,10 @@ _ACKS: dict[str, Any] = {"all": "all", "leader": 1, "none": 0}
 _TOPIC_ALREADY_EXISTS = 36
 
 
-def _to_brokers(v: Any) -> tuple[str, ...]:
-    brokers = to_str_list(v)
-    if not brokers:
-        raise ValueError("expected at least one host:port")
-    for b in brokers:
-        host, _, port = b.rpartition(":")
-        if not host or not (port.isascii() and port.isdigit()):
-            raise ValueError(f"expected host:port, got {b!r}")
-    return brokers
-
-
 @dataclass(frozen=True)
 class KafkaOutputConfig(DatabaseOutputConfig):
     type: str = setting("kafka", one_of("kafka"))
-    brokers: tuple[str, ...] = setting(("127.0.0.1:9092",), _to_brokers,
+    brokers: tuple[str, ...] = setting(("127.0.0.1:9092",), to_brokers,
                                        "bootstrap brokers, host:port")
     topic: str = setting("logs", to_nonempty_str, "topic to produce to")
     key: str = setting("app", one_of("app", "none"),
