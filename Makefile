@@ -48,8 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python tools/bench $(BENCH_ARGS)
 
 check-config: $(STAMP)
-	$(BIN)/logd --check-config etc/logd.toml
-	$(BIN)/logd --check-config etc/logd.dev.toml
+	for f in etc/*.toml; do $(BIN)/logd --check-config $$f || exit 2; done
 
 ## install: logd in /opt/logd, logd/logctl in $(PREFIX)/bin, the systemd unit, and
 ## /etc/logd/logd.toml (kept if present); then: systemctl enable --now logd

@@ -17,7 +17,10 @@ def logd(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
 
 
 def test_shipped_configs_are_valid() -> None:
-    for name in ("etc/logd.toml", "etc/logd.dev.toml"):
+    names = sorted(str(p.relative_to(REPO)) for p in (REPO / "etc").glob("*.toml"))
+    assert {"etc/logd.toml", "etc/logd.dev.toml", "etc/agent.toml",
+            "etc/aggregator.toml"} <= set(names)
+    for name in names:
         result = logd("--check-config", name)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"{name}: ok"
