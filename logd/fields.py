@@ -47,6 +47,17 @@ _LEVELS = {
 
 LEVEL_NAMES = tuple(_LEVELS)  # every name a level may have, lower case
 
+# Levels as records usually write them (any of three cases, a number, none): a batch's
+# severities are looked up column-wise in C; anything else is read record by record.
+COMMON_LEVELS: dict[Any, int] = {None: INFO}
+for _name, _sev in _LEVELS.items():
+    for _variant in (_name, _name.upper(), _name.capitalize()):
+        COMMON_LEVELS[_variant] = _sev
+for _n in range(8):
+    COMMON_LEVELS[_n] = _n
+    COMMON_LEVELS[str(_n)] = _n
+LEVEL_TYPES = {str, int, type(None)}  # not bool, not float: 1.0 or true is no level
+
 KNOWN_FIELDS = frozenset({"app_id", "app", "level", "message", "source", "timestamp"})
 KNOWN_AND_METADATA = KNOWN_FIELDS | {"metadata"}
 _STR = {str}
@@ -81,6 +92,19 @@ def level_value(obj: dict[str, Any]) -> Any:
 def severity_of(obj: dict[str, Any]) -> int | None:
     """The severity a JSON record's level names; None when it names none."""
     return severity_from_name(level_value(obj))
+
+
+def severities_of(objs: list[dict[str, Any]]) -> bytes:
+    """Each JSON record's severity (its level, else its severity; info when neither names
+    one), column-wise when every record's level is a common one."""
+    levels = list(map(dict.get, objs, repeat("level")))
+    if set(map(type, levels)) <= LEVEL_TYPES and not (
+            None in levels and any(map(dict.__contains__, objs, repeat("severity")))):
+        try:
+            return bytes(map(COMMON_LEVELS.__getitem__, levels))
+        except KeyError:
+            pass
+    return bytes(INFO if (s := severity_of(o)) is None else s for o in objs)
 
 
 def level_text(obj: dict[str, Any] | None, sev: int) -> str:

@@ -35,7 +35,7 @@ from logd.config import (
     to_str_list,
 )
 from logd.delivery import Receipt
-from logd.fields import INFO, LEVEL_NAMES, record_time, severity_from_name
+from logd.fields import COMMON_LEVELS, INFO, LEVEL_TYPES, record_time, severity_from_name
 from logd.listeners.web import GuardedServer
 from logd.logsetup import RateLimitedLog
 from logd.record import Batch
@@ -46,17 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("logd.http")
 
-_LEVELS: dict[Any, int] = {}
-for _name in LEVEL_NAMES:
-    _sev = severity_from_name(_name)
-    assert _sev is not None
-    for _variant in (_name, _name.upper(), _name.capitalize()):
-        _LEVELS[_variant] = _sev
-for _n in range(8):
-    _LEVELS[_n] = _n
-    _LEVELS[str(_n)] = _n
-_LEVELS[None] = 6  # no level: info
-_LEVEL_TYPES = {str, int, type(None)}  # not bool, not float: 1.0 or true is no level
+_LEVELS = COMMON_LEVELS
+_LEVEL_TYPES = LEVEL_TYPES
 _STAMP_TYPES = {int, float, str, type(None)}
 _DICT = {dict}
 

@@ -43,6 +43,7 @@ _VARINT = [bytes([n]) if n < 0x80 else bytes([n & 0x7F | 0x80, n >> 7]) for n in
 _MAX_DATETIME = 2**32 - 1
 _NUMBERS = {int, float}
 _NONE = {type(None)}
+_STRS = {str}
 _DICT = {dict}
 
 Row = tuple[str, str, str, str, int, str]
@@ -95,7 +96,27 @@ def _created(stamps: list[Any], received: int) -> bytes:
             pass  # out of range for DateTime (or NaN): per record below
     elif types == _NONE:
         return encode_datetimes(repeat(received, len(stamps)))
+    elif types == _STRS:
+        return encode_datetimes(_utc_seconds(stamps, received))
     return encode_datetimes([epoch_seconds(t, received) for t in stamps])
+
+
+def _utc_seconds(stamps: list[str], received: int) -> list[int]:
+    """epoch_seconds of RFC 3339 strings; those in UTC ("...Z", as logd's Kafka json writes
+    them) by their second, parsed once per distinct second of the batch."""
+    seconds: dict[str, int] = {}
+    out = []
+    for t in stamps:
+        if t[-1:] == "Z" and len(t) >= 20 and t[10] == "T" and (
+                len(t) == 20 or t[19] == "." and t[20:-1].isdigit() and t.isascii()):
+            key = t[:19]
+            sec = seconds.get(key)
+            if sec is None:
+                sec = seconds[key] = epoch_seconds(key + "Z", received)
+            out.append(sec)
+        else:
+            out.append(epoch_seconds(t, received))
+    return out
 
 
 def _metadata(objs: list[dict[str, Any]]) -> list[bytes]:

@@ -13,6 +13,7 @@ from logd.outputs.clickhouse_columns import (
     decode_strings,
     encode_bytes,
     encode_strings,
+    epoch_seconds,
     join_columns,
     metadata_json,
     rows_of,
@@ -157,3 +158,13 @@ def test_level_is_stored_as_sent_and_app_id_comes_first() -> None:
     ], bytes([2, 4, 5, 3]))
     assert [(r[0], r[1]) for r in got] == [("billing", "fatal"), ("billing", "WARNING"),
                                            ("billing", "notice"), ("billing", "3")]
+
+
+@pytest.mark.parametrize("stamps", [
+    ["2026-11-23T10:00:00.500000Z", "2026-11-23T10:00:00.999999Z", "2026-11-23T10:00:01Z"],
+    ["2026-11-23T10:00:00.xyzZ", "2026-11-23T10:00:00.Z", "2026-11-23T10:00:00.\u0661Z"],
+    ["2026-11-23T10:00:00+01:00", "yesterday", "1969-12-31T23:59:59Z", "2026-11-23 10:00:00Z"],
+])
+def test_utc_strings_take_the_per_second_path_and_agree_with_records(stamps: list[str]) -> None:
+    got = rows([{"message": "m", "timestamp": t} for t in stamps])
+    assert [r[4] for r in got] == [epoch_seconds(t, int(RECEIVED)) for t in stamps]
