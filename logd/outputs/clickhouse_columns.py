@@ -108,7 +108,7 @@ def _utc_seconds(stamps: list[str], received: int) -> list[int]:
     out = []
     for t in stamps:
         if t[-1:] == "Z" and len(t) >= 20 and t[10] == "T" and (
-                len(t) == 20 or t[19] == "." and t[20:-1].isdigit() and t.isascii()):
+                len(t) == 20 or (t[19] == "." and t[20:-1].isdigit() and t.isascii())):
             key = t[:19]
             sec = seconds.get(key)
             if sec is None:
