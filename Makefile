@@ -51,8 +51,9 @@ check-config: $(STAMP)
 	$(BIN)/logd --check-config etc/logd.toml
 	$(BIN)/logd --check-config etc/logd.dev.toml
 
-## install: logd in /opt/logd, logd/logctl in $(PREFIX)/bin, the systemd unit, and
-## /etc/logd/logd.toml (kept if present); then: systemctl enable --now logd
+## install: logd in /opt/logd, logd/logctl in $(PREFIX)/bin, the systemd units (logd, and
+## logd@ for several instances), and /etc/logd/logd.toml (kept if present); then:
+## systemctl enable --now logd
 install:
 	id logd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/logd \
 		--shell /usr/sbin/nologin logd
@@ -64,6 +65,7 @@ install:
 	test -e /etc/logd/logd.toml || install -m 0640 -g logd etc/logd.toml /etc/logd/logd.toml
 	install -D -m 0644 README.md $(PREFIX)/share/doc/logd/README.md
 	install -D -m 0644 systemd/logd.service /etc/systemd/system/logd.service
+	install -D -m 0644 systemd/logd@.service /etc/systemd/system/logd@.service
 	-systemctl daemon-reload
 
 clean:
