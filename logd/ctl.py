@@ -339,8 +339,7 @@ def parser() -> argparse.ArgumentParser:
         prog="logctl", description="Control and inspect a running logd.",
         epilog="The socket is --socket, else the control_socket of --config, else that "
                f"of {INSTANCE_CONFIG.format(instance='NAME')} with --instance NAME, else "
-               "$LOGD_CONTROL_SOCKET, else "
-               f"{DEFAULT_SOCKET}. Exit codes: 0 ok, 1 logd "
+               f"$LOGD_CONTROL_SOCKET, else {DEFAULT_SOCKET}. Exit codes: 0 ok, 1 logd "
                "unreachable or reported an error, 2 usage (a filter or weight logd "
                "refused too) or invalid config.")
     p.add_argument("--socket", "-s", metavar="PATH", help="logd's control socket")
