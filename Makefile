@@ -50,8 +50,9 @@ bench: $(STAMP)
 check-config: $(STAMP)
 	for f in etc/*.toml; do $(BIN)/logd --check-config $$f || exit 2; done
 
-## install: logd in /opt/logd, logd/logctl in $(PREFIX)/bin, the systemd unit, and
-## /etc/logd/logd.toml (kept if present); then: systemctl enable --now logd
+## install: logd in /opt/logd, logd/logctl in $(PREFIX)/bin, the systemd units (logd, and
+## logd@ for several instances), and /etc/logd/logd.toml (kept if present); then:
+## systemctl enable --now logd
 install:
 	id logd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/logd \
 		--shell /usr/sbin/nologin logd
@@ -63,6 +64,7 @@ install:
 	test -e /etc/logd/logd.toml || install -m 0640 -g logd etc/logd.toml /etc/logd/logd.toml
 	install -D -m 0644 README.md $(PREFIX)/share/doc/logd/README.md
 	install -D -m 0644 systemd/logd.service /etc/systemd/system/logd.service
+	install -D -m 0644 systemd/logd@.service /etc/systemd/system/logd@.service
 	-systemctl daemon-reload
 
 clean:

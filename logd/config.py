@@ -7,8 +7,11 @@ all errors of a file are reported together so an operator fixes them in one pass
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import string
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +123,19 @@ def to_weights(v: Any) -> tuple[float, ...]:
         if not finite(x) or x < 0:
             raise ValueError(f"weights must be finite and >= 0, got {x!r}")
     return tuple(float(x) for x in v)
+
+
+INSTANCE_ENV = "LOGD_INSTANCE"
+# A name that is safe as one path component, and reads the same in a systemd unit's %i.
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,63}")
+
+
+def to_instance(v: Any) -> str:
+    s = to_str(v)
+    if s and not _INSTANCE_NAME.fullmatch(s):
+        raise ValueError("expected a name of up to 64 letters, digits and _ . @ + - (not "
+                         f"starting with .), or \"\" for none; got {s!r}")
+    return s
 
 
 def _tname(v: Any) -> str:
@@ -259,6 +275,9 @@ class DatabaseBufferConfig(BufferConfig):
 
 @dataclass(frozen=True)
 class DaemonConfig:
+    instance: str = setting("", to_instance,
+                            "this process's name among the logd instances of a host, for "
+                            "{instance} in paths (default: $LOGD_INSTANCE, else none)")
     state_dir: str = setting("/var/lib/logd", to_nonempty_str, "spools and offsets")
     control_socket: str = setting("/run/logd/control.sock", to_nonempty_str,
                                   "unix socket for logctl")
@@ -299,8 +318,11 @@ class Config:
     source: str = ""
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate a config file; raises ConfigError naming every problem."""
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; raises ConfigError naming every problem.
+
+    `env` is where $LOGD_INSTANCE is read (the process environment when None).
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -308,22 +330,23 @@ def load(path: str | Path) -> Config:
         raise ConfigError([("", f"cannot read config: {e.strerror}")], str(p)) from None
     except UnicodeDecodeError as e:
         raise ConfigError([("", f"not UTF-8 at byte offset {e.start}")], str(p)) from None
-    return loads(text, source=str(p))
+    return loads(text, source=str(p), env=env)
 
 
-def loads(text: str, source: str = "<string>") -> Config:
+def loads(text: str, source: str = "<string>",
+          env: Mapping[str, str] | None = None) -> Config:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([("", f"invalid TOML: {e}")], source) from None
-    return from_dict(doc, source)
+    return from_dict(doc, source, env)
 
 
-def check_file(path: str) -> int:
+def check_file(path: str, env: Mapping[str, str] | None = None) -> int:
     """`--check-config` / `logctl check-config`: print the verdict; 0 if valid, 2 if not."""
     import sys
     try:
-        load(path)
+        load(path, env)
     except ConfigError as e:
         print(e.render(), file=sys.stderr)
         return 2
@@ -331,7 +354,8 @@ def check_file(path: str) -> int:
     return 0
 
 
-def from_dict(doc: dict[str, Any], source: str = "<dict>") -> Config:
+def from_dict(doc: dict[str, Any], source: str = "<dict>",
+              env: Mapping[str, str] | None = None) -> Config:
     problems: list[tuple[str, str]] = []
     sections = {"daemon", "listeners", "outputs", "routes"}
     for key in doc:
@@ -339,7 +363,11 @@ def from_dict(doc: dict[str, Any], source: str = "<dict>") -> Config:
             problems.append((key, "unknown section; expected one of: "
                              + ", ".join(sorted(sections))))
 
+    instance = _instance(doc.get("daemon"), os.environ if env is None else env, problems)
+    doc = _fill_instance(doc, instance, problems)
     daemon = build(DaemonConfig, doc.get("daemon", {}), "daemon", problems)
+    if daemon is not None and instance:
+        daemon = dataclasses.replace(daemon, instance=instance)
     listeners = _components(doc.get("listeners", {}), "listeners", registry.LISTENERS, problems)
     outputs = _components(doc.get("outputs", {}), "outputs", registry.OUTPUTS, problems)
 
@@ -377,6 +405,97 @@ def from_dict(doc: dict[str, Any], source: str = "<dict>") -> Config:
     assert daemon is not None
     return Config(daemon=daemon, listeners=listeners, outputs=outputs, routes=routes,
                   source=source)
+
+
+def _instance(daemon: Any, env: Mapping[str, str],
+              problems: list[tuple[str, str]]) -> str | None:
+    """The instance name: `[daemon] instance`, else $LOGD_INSTANCE, else "". None when the
+    name given is none (build() or this reports it)."""
+    if isinstance(daemon, dict) and "instance" in daemon:
+        try:
+            return to_instance(daemon["instance"])
+        except ValueError:
+            return None
+    try:
+        return to_instance(env.get(INSTANCE_ENV, ""))
+    except ValueError as e:
+        problems.append(("daemon.instance", f"from ${INSTANCE_ENV}: {e}"))
+        return None
+
+
+def _fill_instance(doc: dict[str, Any], instance: str | None,
+                   problems: list[tuple[str, str]]) -> dict[str, Any]:
+    """`doc` with {instance} replaced by the instance name in the keys that instances sharing
+    one config file must not share: the daemon's paths and metrics port, and the outputs'
+    files (a file output's `path`, `dead_letter`, `buffer.path`).
+
+    A key that uses {instance} when no instance is set is a problem, and is left out (so its
+    value is not reported again as a bad one); so is any such key when the instance name
+    itself is bad (that is reported already).
+    """
+    doc = dict(doc)
+    places: list[tuple[dict[str, Any], str, str, bool]] = []  # (table, key, key path, template)
+    if isinstance(doc.get("daemon"), dict):
+        doc["daemon"] = daemon = dict(doc["daemon"])
+        for key in ("state_dir", "control_socket", "metrics_address"):
+            places.append((daemon, key, f"daemon.{key}", False))
+    if isinstance(doc.get("outputs"), dict):
+        doc["outputs"] = outputs = dict(doc["outputs"])
+        for name, table in outputs.items():
+            if not isinstance(table, dict):
+                continue
+            outputs[name] = table = dict(table)
+            places.append((table, "path", f"outputs.{name}.path", table.get("type") == "file"))
+            places.append((table, "dead_letter", f"outputs.{name}.dead_letter", False))
+            if isinstance(table.get("buffer"), dict):
+                table["buffer"] = buffer = dict(table["buffer"])
+                places.append((buffer, "path", f"outputs.{name}.buffer.path", False))
+    for table, key, key_path, template in places:
+        value = table.get(key)
+        if not isinstance(value, str) or not _uses_instance(value, template):
+            continue
+        if instance is None:
+            del table[key]
+            continue
+        try:
+            table[key] = _fill(value, instance, template)
+        except ValueError as e:
+            problems.append((key_path, str(e)))
+            del table[key]
+    return doc
+
+
+def _uses_instance(value: str, template: bool) -> bool:
+    if not template:
+        return "{instance}" in value
+    try:
+        return any(name == "instance" for _, name, _, _ in string.Formatter().parse(value))
+    except ValueError:
+        return False  # a broken template: the output's own check says how
+
+
+def _fill(value: str, instance: str, template: bool) -> str:
+    """`value` with its {instance} replaced. In a str.format template (a file output's path)
+    only {instance} fields are, so {{instance}} stays literal text."""
+    if not instance:
+        raise ValueError(f"uses {{instance}}, but no instance is set: set [daemon] instance "
+                         f"or the environment variable {INSTANCE_ENV}")
+    if not template:
+        return value.replace("{instance}", instance)
+    out = []
+    for literal, name, spec, conv in string.Formatter().parse(value):
+        out.append(literal.replace("{", "{{").replace("}", "}}"))
+        if name is None:
+            continue
+        shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+        if name != "instance":
+            out.append(shown)
+        elif spec or conv:
+            raise ValueError(f"template field {shown} has a format; expected a plain "
+                             "{instance}")
+        else:
+            out.append(instance)  # no braces in a name (see _INSTANCE_NAME): nothing to escape
+    return "".join(out)
 
 
 def _components(tables: Any, section: str, kinds: dict[str, registry.Kind],

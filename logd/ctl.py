@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 DEFAULT_SOCKET = "/run/logd/control.sock"
+INSTANCE_CONFIG = "/etc/logd/{instance}.toml"  # what the unit logd@NAME reads
 EXIT_OK, EXIT_DAEMON, EXIT_USAGE = 0, 1, 2
 
 
@@ -81,13 +82,37 @@ def _connect(path: str) -> socket.socket:
 def socket_path(args: argparse.Namespace) -> str:
     if args.socket:
         return str(args.socket)
-    if args.config:
+    config = args.config
+    if not config and args.instance is not None:
+        config = INSTANCE_CONFIG.format(instance=instance_name(args))
+    if config:
         from logd.config import ConfigError, load
         try:
-            return load(args.config).daemon.control_socket
+            return load(config, instance_env(args)).daemon.control_socket
         except ConfigError as e:
             raise CtlError(e.render(), EXIT_USAGE) from None
     return os.environ.get("LOGD_CONTROL_SOCKET", DEFAULT_SOCKET)
+
+
+def instance_name(args: argparse.Namespace) -> str:
+    """--instance, checked as logd checks an instance name."""
+    from logd.config import to_instance
+    try:
+        name = to_instance(args.instance)
+    except ValueError as e:
+        raise CtlError(f"--instance: {e}", EXIT_USAGE) from None
+    if not name:
+        raise CtlError("--instance: expected a name, got \"\"", EXIT_USAGE)
+    return name
+
+
+def instance_env(args: argparse.Namespace) -> dict[str, str] | None:
+    """The environment a config is read in: with --instance NAME, as logd reads it when
+    LOGD_INSTANCE=NAME (so {instance} in its paths resolves alike)."""
+    if args.instance is None:
+        return None
+    from logd.config import INSTANCE_ENV
+    return {**os.environ, INSTANCE_ENV: instance_name(args)}
 
 
 # -- rendering --
@@ -172,7 +197,9 @@ def _output_detail(s: dict[str, Any]) -> str:
 
 def render_stats(stats: dict[str, Any]) -> str:
     p = stats["process"]
-    head = (f"logd pid {p['pid']}  up {_duration(p['uptime_s'])}  "
+    instance = stats.get("daemon", {}).get("instance")
+    head = (f"logd{'@' + instance if instance else ''} pid {p['pid']}  "
+            f"up {_duration(p['uptime_s'])}  "
             f"cpu {p.get('cpu_pct', 0.0):.1f}%  rss {_bytes(p['rss_bytes'])}  "
             f"fds {p['open_fds']}  reloads {stats.get('daemon', {}).get('reloads', 0)}  "
             f"unrouted {_num(stats['router']['unrouted'])}")
@@ -310,19 +337,24 @@ def _when(t: float) -> str:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from logd.config import check_file
-    return check_file(args.file)
+    return check_file(args.file, instance_env(args))
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="logctl", description="Control and inspect a running logd.",
-        epilog="The socket is --socket, else the control_socket of --config, else "
+        epilog="The socket is --socket, else the control_socket of --config, else that "
+               f"of {INSTANCE_CONFIG.format(instance='NAME')} with --instance NAME, else "
                f"$LOGD_CONTROL_SOCKET, else {DEFAULT_SOCKET}. Exit codes: 0 ok, 1 logd "
                "unreachable or reported an error, 2 usage (a filter or weight logd "
                "refused too) or invalid config.")
     p.add_argument("--socket", "-s", metavar="PATH", help="logd's control socket")
     p.add_argument("--config", "-c", metavar="FILE",
                    help="take the socket path from this logd config file")
+    p.add_argument("--instance", "-i", metavar="NAME",
+                   help="the logd instance NAME: its config (--config, else "
+                   f"{INSTANCE_CONFIG.format(instance='NAME')}) is read as logd reads it "
+                   "with LOGD_INSTANCE=NAME")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

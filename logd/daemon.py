@@ -131,6 +131,7 @@ class Daemon:
         ticker = loop.create_task(self._stats_ticker())
         watchdog = loop.create_task(self.notifier.watchdog())
         log.info("started", extra={"pid": os.getpid(), "config": self.cfg.source,
+                                   "instance": self.cfg.daemon.instance,
                                    "listeners": list(self.listeners),
                                    "outputs": list(self.outputs)})
         self.notifier.ready()
@@ -273,6 +274,13 @@ class Daemon:
         if pools_touched:
             reason = (f"analyzer listeners change only with a restart: "
                       f"{', '.join(sorted(pools_touched))}")
+            log.error("reload refused; the running config stays", extra={"reason": reason})
+            return {"applied": False, "problems": [reason], "changes": []}
+        if new.daemon.instance != old.daemon.instance:
+            # The name is in this process's paths: its outputs would move to another
+            # instance's files while its state_dir and control socket stay.
+            reason = (f"daemon.instance changes only with a restart (running as "
+                      f"{old.daemon.instance!r}, the file says {new.daemon.instance!r})")
             log.error("reload refused; the running config stays", extra={"reason": reason})
             return {"applied": False, "problems": [reason], "changes": []}
 
@@ -474,7 +482,8 @@ class Daemon:
     def stats(self) -> dict[str, Any]:
         return {
             "process": procstats.process_stats(),
-            "daemon": {"config": self.cfg.source, "reloads": self.reloads,
+            "daemon": {"config": self.cfg.source, "instance": self.cfg.daemon.instance,
+                       "reloads": self.reloads,
                        "started_at": self.started_at,
                        "library_errors": dict(logsetup.LIBRARY_ERRORS),
                        "control_errors": 0 if self.control is None else self.control.errors},

@@ -31,6 +31,7 @@ from logd.config import (
     one_of,
     setting,
     to_address,
+    to_bool,
     to_duration,
     to_int,
 )
@@ -60,6 +61,9 @@ class AnalyzerListenerConfig:
                                  "dropped and its messages go to the others")
     max_unacked: int = setting(10000, to_int(1, 2**30), "messages in flight per analyzer")
     max_connections: int = setting(10000, to_int(1), "analyzers beyond it are refused")
+    reuse_port: bool = setting(False, to_bool,
+                               "SO_REUSEPORT: other logd processes with it on may listen "
+                               "on the same address; each analyzer reaches one of them")
     buffer: MemoryBufferConfig = nested(MemoryBufferConfig,  # noqa: RUF009
                                         MemoryBufferConfig)
     tls: TlsConfig | None = nested(TlsConfig, lambda: None,  # noqa: RUF009
@@ -174,7 +178,8 @@ class AnalyzerPool(Output):
         self.server, self.bound = await open_server(
             self.name, self.cfg.address, lambda: _Analyzer(self),
             ssl=self.tls.context if self.tls else None,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT, type="analyzer")
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT, reuse_port=self.cfg.reuse_port,
+            type="analyzer")
 
     def reload_tls(self) -> bool:
         """Read the certificate files again (SIGHUP): analyzers that connect from now on see

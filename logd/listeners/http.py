@@ -29,6 +29,7 @@ from logd.config import (
     one_of,
     setting,
     to_address,
+    to_bool,
     to_duration,
     to_int,
     to_size,
@@ -82,6 +83,9 @@ class HttpListenerConfig:
     keepalive_timeout: float = setting(75.0, to_duration,
                                        "idle keep-alive connections close after this")
     max_connections: int = setting(10000, to_int(1), "connections beyond it are refused")
+    reuse_port: bool = setting(False, to_bool,
+                               "SO_REUSEPORT: other logd processes with it on may listen "
+                               "on the same address; the kernel spreads connections")
     tls: TlsConfig | None = nested(TlsConfig, lambda: None,  # noqa: RUF009
                                    "cert, key and optional client_ca: HTTPS; none: HTTP")
     name: str = component_name()
@@ -172,7 +176,8 @@ class HttpListener(Component):
         self.server = GuardedServer(cfg.name, f"listeners.{cfg.name}",
                                     header_timeout=cfg.header_timeout,
                                     keepalive_timeout=cfg.keepalive_timeout,
-                                    max_connections=cfg.max_connections)
+                                    max_connections=cfg.max_connections,
+                                    reuse_port=cfg.reuse_port)
         self.bound: tuple[str, int] | None = None
         self._tokens = [t.encode() for t in cfg.tokens]
         self.budget = ByteBudget(cfg.max_inflight_bytes)

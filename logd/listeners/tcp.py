@@ -57,6 +57,9 @@ class TcpListenerConfig:
     idle_timeout: float = setting(0.0, to_duration,
                                   "close connections silent this long (0: never)")
     keepalive: bool = setting(True, to_bool, "TCP keepalive, to find half-open connections")
+    reuse_port: bool = setting(False, to_bool,
+                               "SO_REUSEPORT: other logd processes with it on may listen "
+                               "on the same address; the kernel spreads connections")
     max_pending_bytes: int = setting(_DEFAULT_PENDING, to_size(lo=2),
                                      "incomplete frames held across all connections; beyond "
                                      "it the connections holding most are closed")
@@ -327,7 +330,8 @@ class TcpListener(Component):
         self.server, self.bound = await open_server(
             self.name, self.cfg.address, lambda: _Connection(self),
             ssl=self.tls.context if self.tls else None,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT, type="tcp", framing=self.cfg.framing)
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT, reuse_port=self.cfg.reuse_port,
+            type="tcp", framing=self.cfg.framing)
 
     def reload_tls(self) -> bool:
         """Read the certificate files again (SIGHUP): connections made from now on use them.

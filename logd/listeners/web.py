@@ -130,9 +130,11 @@ class GuardedServer:
 
     def __init__(self, name: str, key: str, *, header_timeout: float = 10.0,
                  keepalive_timeout: float = 75.0, max_connections: int = 10000,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False) -> None:
         self.name = name
         self.key = key  # the config key named when the port cannot be had
+        # SO_REUSEPORT: other processes asking for it too may serve the same port.
+        self.reuse_port = reuse_port
         self.header_timeout = header_timeout
         self.keepalive_timeout = keepalive_timeout
         self.max_connections = max_connections
@@ -174,7 +176,7 @@ class GuardedServer:
         try:
             self._server = await asyncio.get_running_loop().create_server(
                 lambda: _Guard(self), host or None, port, backlog=4096, reuse_address=True,
-                **extra)
+                reuse_port=self.reuse_port, **extra)
         except OSError as e:
             await runner.cleanup()
             raise StartError(f"{self.key}: cannot listen on {host}:{port}: "

@@ -52,6 +52,8 @@ from logd.record import Batch
 log = logging.getLogger("logd.file")
 
 TEMPLATE_FIELDS = {"app", "event", "date", "severity", "source"}
+# Replaced by the config loader, before this output sees the path: one value per process.
+LOAD_TIME_FIELDS = {"instance"}
 _PER_RECORD = {"app", "event", "severity"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
 
@@ -60,7 +62,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
 class FileOutputConfig:
     type: str = setting("file", one_of("file"))
     path: str = setting("./var/log/{app}.log", to_nonempty_str,
-                        "file path template: {app} {event} {date} {severity} {source}")
+                        "file path template: {app} {event} {date} {severity} {source} "
+                        "{instance}")
     format: str = setting("raw", one_of("raw", "json"),
                           "raw: payload + LF; json: one object per line (ts, severity, app, "
                           "source, message)")
@@ -83,7 +86,7 @@ class FileOutputConfig:
     name: str = component_name()
 
     def validate(self) -> list[tuple[str, str]]:
-        expected = ", ".join("{" + f + "}" for f in sorted(TEMPLATE_FIELDS))
+        expected = ", ".join("{" + f + "}" for f in sorted(TEMPLATE_FIELDS | LOAD_TIME_FIELDS))
         try:
             parts = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(self.path)
                      if f is not None]

@@ -107,6 +107,7 @@ PLAUSIBLE_VALUES: list[Any] = [
     "memory", "disk", "block", "drop_newest", "raw", "json", "never", "flush", "rotate",
     "all", "leader", "none", "gzip", "app", "info", "debug", "warning",
     "/tmp/logd-props/{app}.log", "/tmp/{nope}.log", "/tmp/{app", "{app:{x}}.log", "/tmp/{}.log",
+    "/tmp/logd-props/{instance}/{app}.log", "/tmp/{instance:>3}.log", "127.0.0.1:1{instance}",
     "clickhouse://default@127.0.0.1:9000/logs", "postgresql://logd@127.0.0.1/logd",
     "mysql://x", "logs", "Bad-Name", "127.0.0.1:9092", ["127.0.0.1:9092"], ["a:b"],
     "level >= warn", "(a", "*", "a &&", "level >= bogus",
