@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import struct
+from collections import deque
+from typing import Any
 
 ACK = 0
 WEIGHT = 1
@@ -102,3 +104,67 @@ def encode_ack(seq: int) -> bytes:
 
 def encode_weight_update(w: float) -> bytes:
     return bytes([WEIGHT]) + _F32.pack(w)
+
+
+_U32 = 0xFFFFFFFF
+
+
+class AckWindow:
+    """What was sent to one analyzer and not yet acknowledged, in order.
+
+    Messages on a connection are numbered 1, 2, 3 ...; they are sent in chunks, each with a
+    tag of the caller's (a receipt). An ACK is cumulative and carries the number mod 2**32 (a
+    connection can outlive 4 billion messages: two hours at 600k/s): it means the one number
+    within the window that matches it.
+    """
+
+    __slots__ = ("acked", "chunks", "next_seq")
+
+    def __init__(self) -> None:
+        self.next_seq = 1
+        self.acked = 0
+        # [first seq, payloads, severities, tag], oldest first
+        self.chunks: deque[list[Any]] = deque()
+
+    @property
+    def in_flight(self) -> int:
+        return self.next_seq - 1 - self.acked
+
+    def sent(self, payloads: list[bytes], severities: bytes, tag: Any) -> None:
+        self.chunks.append([self.next_seq, payloads, severities, tag])
+        self.next_seq += len(payloads)
+
+    def ack(self, wire: int) -> list[tuple[Any, int]]:
+        """Take an ACK; returns (tag, messages) of what it acknowledged (nothing for an old
+        or repeated one). AnalyzerProtocolError for an ACK beyond what was sent."""
+        ahead = (wire - self.acked) & _U32
+        if ahead == 0 or ahead >= 1 << 31:
+            return []  # cumulative: an old ACK says nothing new
+        if ahead > self.in_flight:
+            raise AnalyzerProtocolError(
+                "ack_beyond_sent",
+                f"ACK {wire} for messages up to {(self.next_seq - 1) & _U32} only")
+        seq = self.acked + ahead
+        self.acked = seq
+        done: list[tuple[Any, int]] = []
+        q = self.chunks
+        while q:
+            first, chunk, sevs, tag = q[0]
+            last = first + len(chunk) - 1
+            if last <= seq:
+                q.popleft()
+                done.append((tag, len(chunk)))
+                continue
+            if first <= seq:
+                cut = seq - first + 1
+                q[0] = [seq + 1, chunk[cut:], sevs[cut:], tag]
+                done.append((tag, cut))
+            break
+        return done
+
+    def unacked(self) -> list[tuple[list[bytes], bytes, Any]]:
+        """Everything not acknowledged (payloads, severities, tag), oldest first; the window
+        is empty afterwards (the analyzer is gone: the others get these)."""
+        out = [(chunk, sevs, tag) for _, chunk, sevs, tag in self.chunks]
+        self.chunks.clear()
+        return out

@@ -25,7 +25,7 @@ class Kind:
 LISTENERS: dict[str, Kind] = {
     "tcp": Kind("logd.listeners.tcp", "TcpListenerConfig", "TcpListener"),
     "http": Kind("logd.listeners.http", "HttpListenerConfig", "HttpListener"),
-    "analyzer": Kind("logd.listeners.analyzer", "AnalyzerListenerConfig", "AnalyzerPool"),
+    "analyzer": Kind("logd.outputs.analyzer_pool", "AnalyzerListenerConfig", "AnalyzerPool"),
     "kafka": Kind("logd.listeners.kafka", "KafkaListenerConfig", "KafkaListener"),
 }
 

@@ -17,7 +17,7 @@ from typing import Any
 from logd.config import RouteConfig
 from logd.delivery import Receipt
 from logd.filters import Filter, compile_filter
-from logd.outputs.base import Output
+from logd.outputs.base import Destination
 from logd.record import Batch
 from logd.tap import Tap
 from logd.weighted import StridePicker
@@ -31,7 +31,7 @@ log = logging.getLogger("logd.router")
 class Plan:
     """Where one batch's records go (see Router.plan)."""
 
-    parts: list[tuple[Output, Batch]]
+    parts: list[tuple[Destination, Batch]]
     unrouted: int
     generation: int
 
@@ -41,7 +41,8 @@ class Plan:
 
 
 class Router:
-    def __init__(self, routes: Mapping[str, RouteConfig], outputs: Mapping[str, Output]) -> None:
+    def __init__(self, routes: Mapping[str, RouteConfig],
+                 outputs: Mapping[str, Destination]) -> None:
         self.unrouted = 0
         self.submit_errors = 0
         self.taps: list[Tap] = []  # logctl tail: copies of what passes, kept across reloads
@@ -49,12 +50,12 @@ class Router:
         self.reconfigure(routes, outputs)
 
     def reconfigure(self, routes: Mapping[str, RouteConfig],
-                    outputs: Mapping[str, Output]) -> None:
+                    outputs: Mapping[str, Destination]) -> None:
         """Swap in new routes and outputs; the next batch dispatched sees them (reload)."""
         self.outputs = dict(outputs)
         self.generation += 1
-        everywhere: list[Output] | None = None
-        table: list[tuple[Filter, list[Output], StridePicker | None]] = []
+        everywhere: list[Destination] | None = None
+        table: list[tuple[Filter, list[Destination], StridePicker | None]] = []
         if not routes:
             everywhere = list(self.outputs.values())
         else:
@@ -101,7 +102,7 @@ class Router:
         if self._everywhere is not None:
             return Plan([(o, batch) for o in self._everywhere], 0, self.generation)
         n = batch.count
-        picked: dict[Output, set[int] | None] = {}  # None: the whole batch
+        picked: dict[Destination, set[int] | None] = {}  # None: the whole batch
         for flt, dests, picker in self._routes:
             if picker is not None:
                 self._split_by_weight(flt.select(batch), dests, picker, picked)
@@ -119,7 +120,7 @@ class Router:
                     have.update(indices)
                     picked[d] = have
         routed: set[int] = set()
-        parts: list[tuple[Output, Batch]] = []
+        parts: list[tuple[Destination, Batch]] = []
         for out, sel in picked.items():
             if sel is None or len(sel) == n:
                 sub = batch
@@ -146,7 +147,7 @@ class Router:
         """Route and hand over a batch; returns the buffers the caller must wait on."""
         return self.submit(self.plan(batch), receipt)
 
-    def _submit(self, out: Output, batch: Batch, receipt: Receipt | None) -> bool:
+    def _submit(self, out: Destination, batch: Batch, receipt: Receipt | None) -> bool:
         """Hand a batch to one output; a bug in one output's intake must not keep the batch
         from the others (or kill the connection it came on): it is counted and logged."""
         try:
@@ -163,8 +164,8 @@ class Router:
             return False
 
     @staticmethod
-    def _split_by_weight(indices: list[int], dests: list[Output], picker: StridePicker,
-                         picked: dict[Output, set[int] | None]) -> None:
+    def _split_by_weight(indices: list[int], dests: list[Destination], picker: StridePicker,
+                         picked: dict[Destination, set[int] | None]) -> None:
         """A weighted group: each run of records goes to one member, picked by weight."""
         step = max(1, min(GROUP_CHUNK, len(indices) // max(1, picker.eligible)))
         for start in range(0, len(indices), step):

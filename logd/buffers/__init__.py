@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from logd.buffers.base import Buffer
 from logd.buffers.disk import DiskBuffer, SpoolError
 from logd.buffers.memory import Lease, MemoryBuffer
 from logd.config import BufferConfig, MemoryBufferConfig
 
 
-def make_buffer(cfg: BufferConfig | MemoryBufferConfig, owner: str) -> MemoryBuffer | DiskBuffer:
+def make_buffer(cfg: BufferConfig | MemoryBufferConfig, owner: str) -> Buffer:
     """The buffer an output's config asks for; a disk buffer is opened by `open_buffer`."""
     if cfg.type == "disk":
         assert isinstance(cfg, BufferConfig)
@@ -15,4 +16,4 @@ def make_buffer(cfg: BufferConfig | MemoryBufferConfig, owner: str) -> MemoryBuf
     return MemoryBuffer(cfg, owner)  # type: ignore[arg-type]
 
 
-__all__ = ["DiskBuffer", "Lease", "MemoryBuffer", "SpoolError", "make_buffer"]
+__all__ = ["Buffer", "DiskBuffer", "Lease", "MemoryBuffer", "SpoolError", "make_buffer"]

@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from logd.buffers import codec
+from logd.buffers.base import Buffer
 from logd.config import BufferConfig
 from logd.delivery import Receipt
 from logd.logsetup import RateLimitedLog
@@ -196,16 +197,13 @@ def _legacy_segment(fd: int) -> bool:
             and _next_entry(fd, 1, size, True) is not None)
 
 
-class DiskBuffer:
+class DiskBuffer(Buffer):
     persistent = True
     entry_bytes = ENTRY_BYTES
 
     def __init__(self, cfg: BufferConfig, owner: str) -> None:
-        self.owner = owner
+        super().__init__(cfg, owner)
         self.cfg = cfg
-        self.max_bytes = cfg.max_bytes
-        self.block = cfg.when_full == "block"
-        self.resume_below = cfg.max_bytes * 3 // 4
         self.segment_bytes = min(64 * 1024**2, max(1024**2, cfg.max_bytes // 8))
         self.directory = ""
         self._lock_fd = -1
@@ -248,15 +246,9 @@ class DiskBuffer:
         self._ack_failure: OSError | None = None
         self._retry_handle: asyncio.TimerHandle | None = None
         self._data = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
         self._closed = False
         self._sync_handle: asyncio.TimerHandle | None = None
         self.ratelog = RateLimitedLog(log, interval=10.0, burst=3)
-        self.accepted_records = 0
-        self.dropped_records = 0
-        self.dropped_bytes = 0
-        self.peak_cost = 0
         self.replayed_records = 0
         self.corrupt_records = 0
         self.write_errors = 0
@@ -564,6 +556,10 @@ class DiskBuffer:
     # -- producer side --
 
     @property
+    def cost(self) -> int:
+        return self._cost
+
+    @property
     def full(self) -> bool:
         return self._cost >= self.max_bytes or bool(self._held)
 
@@ -734,9 +730,6 @@ class DiskBuffer:
                 with contextlib.suppress(OSError):
                     os.fdatasync(fd)
         _in_thread(sync)
-
-    async def wait_writable(self) -> None:
-        await self._writable.wait()
 
     # -- when the spool cannot be written --
 
@@ -1138,17 +1131,14 @@ class DiskBuffer:
     def reconfigure(self, cfg: BufferConfig) -> None:
         """New settings for the same spool (a reload changed them)."""
         self.cfg = cfg
-        self.max_bytes = cfg.max_bytes
-        self.block = cfg.when_full == "block"
-        self.resume_below = cfg.max_bytes * 3 // 4
         self.segment_bytes = min(64 * 1024**2, max(1024**2, cfg.max_bytes // 8))
-        self._update_writable()
+        super().reconfigure(cfg)
 
     def _update_writable(self) -> None:
-        if self._held or (self.block and self._cost >= self.max_bytes):
+        if self._held:  # producers wait for the spool to take what it holds in memory
             self._writable.clear()
-        elif self._cost <= self.resume_below or not self.block:
-            self._writable.set()
+        else:
+            super()._update_writable()
 
     def _spooled_bytes(self, pos: Position) -> int:
         return sum(size - (pos[1] if seq == pos[0] else 0)
@@ -1260,18 +1250,47 @@ def _in_thread(fn: Callable[[], None]) -> None:
     loop.run_in_executor(None, fn)
 
 
-class HandedOver:
+class HandedOver(Buffer):
     """What an output a reload replaced sees of the spool it handed to its replacement:
     nothing more to read, while its acknowledgements of what it holds still count."""
 
     persistent = True
+    entry_bytes = ENTRY_BYTES
 
     def __init__(self, spool: DiskBuffer) -> None:
+        # Not Buffer.__init__: the bound and the counters are the spool's, read through.
         self._spool = spool
         self._closed = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._spool, name)
+
+    @property
+    def cost(self) -> int:
+        return self._spool.cost
+
+    @property
+    def full(self) -> bool:
+        return self._spool.full
+
+    @property
+    def queued_records(self) -> int:
+        return self._spool.queued_records
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._spool.queued_bytes
+
+    @property
+    def volatile_records(self) -> int:
+        return self._spool.volatile_records
+
+    @property
+    def problem(self) -> str | None:
+        return self._spool.problem
+
+    async def wait_writable(self) -> None:
+        await self._spool.wait_writable()
 
     def empty(self) -> bool:
         return True
@@ -1289,8 +1308,8 @@ class HandedOver:
     def close(self) -> None:
         self._closed = True
 
-    def rewind(self) -> None:
-        pass
+    def keep_held(self) -> None:
+        pass  # the replacement's spool
 
-    def release(self) -> None:
-        pass
+    def stats(self) -> dict[str, Any]:
+        return self._spool.stats()

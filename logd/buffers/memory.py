@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from logd.buffers.base import Buffer
 from logd.config import MemoryBufferConfig
 from logd.delivery import Receipt
 from logd.record import Batch
@@ -40,17 +41,11 @@ class Lease:
         return receipts
 
 
-class MemoryBuffer:
+class MemoryBuffer(Buffer):
     """Bounded by `max_bytes` of payload plus per-record overhead."""
 
-    persistent = False
-
     def __init__(self, cfg: MemoryBufferConfig, owner: str) -> None:
-        self.owner = owner
-        self.max_bytes = cfg.max_bytes
-        self.block = cfg.when_full == "block"
-        # Hysteresis: paused producers resume at 3/4 so they do not flap around the bound.
-        self.resume_below = cfg.max_bytes * 3 // 4
+        super().__init__(cfg, owner)
         self._queue: deque[Batch] = deque()
         self._receipts: deque[Receipt | None] = deque()  # beside _queue, batch by batch
         self._with_receipts = 0  # queued batches that have one
@@ -58,19 +53,13 @@ class MemoryBuffer:
         self._queued_records = 0
         self._leased_records = 0
         self._data = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
         self._closed = False
-        self.accepted_records = 0
-        self.dropped_records = 0
-        self.dropped_bytes = 0
-        self.peak_cost = 0
 
     # -- producer side --
 
     @property
-    def full(self) -> bool:
-        return self._cost >= self.max_bytes
+    def cost(self) -> int:
+        return self._cost
 
     def put(self, batch: Any, receipt: Receipt | None = None) -> bool:
         """Queue a batch. Returns True when the caller should pause until `wait_writable`.
@@ -101,9 +90,6 @@ class MemoryBuffer:
             self._writable.clear()
             return True
         return False
-
-    async def wait_writable(self) -> None:
-        await self._writable.wait()
 
     # -- consumer side --
 
@@ -179,23 +165,6 @@ class MemoryBuffer:
         self._closed = True
         self._writable.set()
         self._data.set()
-
-    def open(self, directory: str, kind: str = "") -> None:
-        """Nothing to open: for the disk buffer's sake."""
-
-    def rewind(self) -> None:
-        """Nothing to read again: what a writer drops from memory is gone."""
-
-    def keep_held(self) -> None:
-        """Nothing to keep: what waits here is lost at a stop (counted by the daemon)."""
-
-    def release(self) -> None:
-        """Nothing to let go of."""
-
-    @property
-    def problem(self) -> str | None:
-        """A memory buffer has no failure of its own to report."""
-        return None
 
     def stats(self) -> dict[str, Any]:
         return {"buffer": "memory"}

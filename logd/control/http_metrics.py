@@ -19,6 +19,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class MetricsServer:
+    name = "metrics"
+
     def __init__(self, daemon: Daemon, address: tuple[str, int]) -> None:
         self.daemon = daemon
         self.address = address

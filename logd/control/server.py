@@ -22,7 +22,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -34,7 +34,8 @@ from logd.tap import Tap
 from logd.weighted import WeightError, check_weight
 
 if TYPE_CHECKING:
-    from logd.daemon import Daemon
+    from logd.outputs.analyzer_pool import AnalyzerPool
+    from logd.router import Router
 
 log = logging.getLogger("logd.control")
 
@@ -62,8 +63,23 @@ def _request(line: bytes) -> dict[str, Any]:
     return req
 
 
+class ControlTarget(Protocol):
+    """What the control socket needs of the daemon."""
+
+    @property
+    def router(self) -> Router: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    async def reload(self) -> dict[str, Any]: ...
+
+    def analyzer_pools(self) -> dict[str, AnalyzerPool]: ...
+
+
 class ControlServer:
-    def __init__(self, daemon: Daemon, path: str) -> None:
+    name = "control"
+
+    def __init__(self, daemon: ControlTarget, path: str) -> None:
         self.daemon = daemon
         self.path = path
         self._server: asyncio.AbstractServer | None = None
@@ -247,7 +263,7 @@ class ControlServer:
         return await self.daemon.reload()
 
     def _pools(self) -> dict[str, Any]:
-        return {n: c for n, c in self.daemon.listeners.items() if hasattr(c, "analyzer_table")}
+        return self.daemon.analyzer_pools()
 
     async def _analyzers(self, req: dict[str, Any]) -> Any:
         return {name: pool.analyzer_table() for name, pool in self._pools().items()}

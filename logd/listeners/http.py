@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from logd.budget import ByteBudget
-from logd.component import Component
+from logd.component import BuildContext, Listener
 from logd.config import (
     component_name,
     nested,
@@ -43,7 +43,7 @@ from logd.record import Batch
 from logd.tls import ServerTls, TlsConfig, count_handshake_errors
 
 if TYPE_CHECKING:
-    from logd.router import Router
+    pass
 
 log = logging.getLogger("logd.http")
 
@@ -165,14 +165,13 @@ def _check_timestamp(v: Any) -> bool:
 
 
 
-class HttpListener(Component):
-    kind = "listener"
-
-    def __init__(self, cfg: HttpListenerConfig, router: Router) -> None:
+class HttpListener(Listener):
+    def __init__(self, cfg: HttpListenerConfig, ctx: BuildContext | None = None) -> None:
         super().__init__(cfg.name)
         self.cfg = cfg
-        self.router = router
-        self.stats_provider: Any = None  # the daemon's stats(), for GET /metrics
+        ctx = ctx or BuildContext()
+        self.router = ctx.the_router()
+        self.daemon_stats = ctx.stats  # for GET /metrics
         self.server = GuardedServer(cfg.name, f"listeners.{cfg.name}",
                                     header_timeout=cfg.header_timeout,
                                     keepalive_timeout=cfg.keepalive_timeout,
@@ -424,11 +423,9 @@ class HttpListener(Component):
                             content_type="application/json")
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        if self.stats_provider is None:
-            return _error(404, "not_found", "metrics are not available here")
         from logd.control.http_metrics import CONTENT_TYPE
         from logd.metrics import render_stats
-        return web.Response(body=render_stats(self.stats_provider()).encode(),
+        return web.Response(body=render_stats(self.daemon_stats()).encode(),
                             headers={"Content-Type": CONTENT_TYPE})
 
     def stats(self) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from logd import dead_letter
-from logd.component import Component
+from logd.component import BuildContext, Listener
 from logd.config import (
     component_name,
     one_of,
@@ -55,7 +55,7 @@ from logd.logsetup import RateLimitedLog
 from logd.record import Batch
 
 if TYPE_CHECKING:
-    from logd.router import Plan, Router
+    from logd.router import Plan
 
 log = logging.getLogger("logd.kafka_input")
 
@@ -170,14 +170,13 @@ def _rebalance_listener(listener: KafkaListener) -> Any:
     return Rebalance()
 
 
-class KafkaListener(Component):
-    kind = "listener"
-
-    def __init__(self, cfg: KafkaListenerConfig, router: Router) -> None:
+class KafkaListener(Listener):
+    def __init__(self, cfg: KafkaListenerConfig, ctx: BuildContext | None = None) -> None:
         super().__init__(cfg.name)
         self.cfg = cfg
-        self.router = router
-        self.state_dir = "."
+        ctx = ctx or BuildContext()
+        self.router = ctx.the_router()
+        self.state_dir = ctx.state_dir
         self._consumer: Any = None
         self._parts: dict[Any, _Partition] = {}  # TopicPartition -> state
         self._paused = False

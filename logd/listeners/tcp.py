@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from logd.component import Component
+from logd.component import BuildContext, Listener
 from logd.config import (
     component_name,
     nested,
@@ -36,7 +36,7 @@ from logd.tls import HANDSHAKE_TIMEOUT, ServerTls, TlsConfig, count_handshake_er
 from logd.units import format_size
 
 if TYPE_CHECKING:
-    from logd.router import Router
+    pass
 
 log = logging.getLogger("logd.tcp")
 
@@ -250,13 +250,11 @@ def _set_keepalive(sock: socket.socket) -> None:
         pass
 
 
-class TcpListener(Component):
-    kind = "listener"
-
-    def __init__(self, cfg: TcpListenerConfig, router: Router) -> None:
+class TcpListener(Listener):
+    def __init__(self, cfg: TcpListenerConfig, ctx: BuildContext | None = None) -> None:
         super().__init__(cfg.name)
         self.cfg = cfg
-        self.router = router
+        self.router = (ctx or BuildContext()).the_router()
         self.connections: set[_Connection] = set()
         self.server: asyncio.AbstractServer | None = None
         self.bound: tuple[str, int] | None = None

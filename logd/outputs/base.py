@@ -1,35 +1,41 @@
-"""What every output shares: a bounded buffer in front, and intake counters."""
+"""Destinations: what routes send records to (outputs, and analyzer pools). Each has a bounded
+buffer in front (logd/buffers), takes batches through `submit`, and says whether it can
+write (`ready`, `problem`), what a stop would lose (`pending_records`), and stops retrying
+when told to give up."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from logd.buffers import SpoolError, make_buffer
-from logd.component import Component, StartError
+from logd.buffers import Buffer, SpoolError, make_buffer
+from logd.component import BuildContext, Component, StartError
 from logd.config import BufferConfig, MemoryBufferConfig
 from logd.delivery import Receipt
 from logd.record import Batch
 
 
-class Output(Component):
+class Destination(Component):
     kind = "output"
 
-    def __init__(self, name: str, buffer_cfg: BufferConfig | MemoryBufferConfig) -> None:
+    def __init__(self, name: str, type_name: str,
+                 buffer_cfg: BufferConfig | MemoryBufferConfig,
+                 ctx: BuildContext | None = None) -> None:
         super().__init__(name)
+        self.type = type_name  # the config's type: a spool records which type it holds
+        self.ctx = ctx or BuildContext()
         self.buffer_cfg = buffer_cfg
-        self.buffer: Any = make_buffer(buffer_cfg, name)
+        self.buffer: Buffer = make_buffer(buffer_cfg, name)
 
     def spool_directory(self, state_dir: str) -> str:
         """Where a disk buffer keeps its spool."""
-        path = getattr(self.buffer_cfg, "path", "")
+        path = self.buffer_cfg.path if isinstance(self.buffer_cfg, BufferConfig) else ""
         return path or os.path.join(state_dir, "spool", self.name)
 
     def open_buffer(self, state_dir: str) -> None:
         """Open a disk buffer's spool (what it holds from before is sent first)."""
         try:
-            self.buffer.open(self.spool_directory(state_dir),
-                             getattr(getattr(self, "cfg", None), "type", ""))
+            self.buffer.open(self.spool_directory(state_dir), self.type)
         except (SpoolError, OSError) as e:
             raise StartError(f"output {self.name}: {e}") from None
 
@@ -87,3 +93,7 @@ class Output(Component):
             **b.stats(),
             "problem": self.problem(),
         }
+
+
+class Output(Destination):
+    """A destination that writes somewhere: a file, a database, Kafka."""

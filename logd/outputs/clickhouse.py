@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
+from logd.component import BuildContext
 from logd.config import (
     one_of,
     setting,
@@ -66,8 +67,8 @@ class ClickHouseOutputConfig(DatabaseOutputConfig):
 class ClickHouseOutput(DatabaseOutput):
     server = "ClickHouse"
 
-    def __init__(self, cfg: ClickHouseOutputConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: ClickHouseOutputConfig, ctx: BuildContext | None = None) -> None:
+        super().__init__(cfg, ctx)
         u = urlparse(cfg.url)
         self._conn_args = {"host": u.hostname, "port": u.port or 9000,
                            "user": u.username or "default", "password": u.password or "",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from logd import dead_letter
+from logd.component import BuildContext
 from logd.config import (
     BufferConfig,
     DatabaseBufferConfig,
@@ -59,10 +60,9 @@ class DatabaseOutputConfig:
 class DatabaseOutput(Output):
     server = "the database"  # for log lines: "cannot connect to ClickHouse"
 
-    def __init__(self, cfg: Any) -> None:
-        super().__init__(cfg.name, cfg.buffer)
+    def __init__(self, cfg: Any, ctx: BuildContext | None = None) -> None:
+        super().__init__(cfg.name, cfg.type, cfg.buffer, ctx)
         self.cfg = cfg
-        self.state_dir = "."
         self._draining = False
         self._connected = False
         self._giving_up = False
@@ -111,7 +111,7 @@ class DatabaseOutput(Output):
         return self._connected
 
     def dead_letter_path(self) -> str:
-        return self.cfg.dead_letter or os.path.join(self.state_dir,
+        return self.cfg.dead_letter or os.path.join(self.ctx.state_dir,
                                                     f"{self.name}.dead-letter.ndjson")
 
     async def _connect(self) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from logd.component import BuildContext
 from logd.config import (
     MemoryBufferConfig,
     component_name,
@@ -124,8 +125,8 @@ def _safe(value: Any) -> str:
 
 
 class FileOutput(Output):
-    def __init__(self, cfg: FileOutputConfig) -> None:
-        super().__init__(cfg.name, cfg.buffer)
+    def __init__(self, cfg: FileOutputConfig, ctx: BuildContext | None = None) -> None:
+        super().__init__(cfg.name, cfg.type, cfg.buffer, ctx)
         self.cfg = cfg
         fields = {f for _, f, _, _ in string.Formatter().parse(cfg.path) if f}
         self._per_record = bool(fields & _PER_RECORD)

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from logd.buffers import codec
+from logd.component import BuildContext
 from logd.config import (
     one_of,
     setting,
@@ -193,8 +194,8 @@ codec.register(KafkaBatch, 3, _spool_encode, _spool_decode)
 class KafkaOutput(DatabaseOutput):
     server = "Kafka"
 
-    def __init__(self, cfg: KafkaOutputConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: KafkaOutputConfig, ctx: BuildContext | None = None) -> None:
+        super().__init__(cfg, ctx)
         self._producer: Any = None
         self._stopping: set[asyncio.Future[Any]] = set()
         self._round_robin = itertools.count()

@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlparse
 
+from logd.component import BuildContext
 from logd.config import (
     one_of,
     setting,
@@ -113,8 +114,8 @@ def rows_of(batch: Any) -> list[Row]:
 class PostgresOutput(DatabaseOutput):
     server = "PostgreSQL"
 
-    def __init__(self, cfg: PostgresOutputConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: PostgresOutputConfig, ctx: BuildContext | None = None) -> None:
+        super().__init__(cfg, ctx)
         self.table_ref = f'"{cfg.schema}"."{cfg.table}"'
         self._conn: Any = None
 

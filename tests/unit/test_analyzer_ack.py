@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from logd.listeners.analyzer import AnalyzerListenerConfig, AnalyzerPool, _Analyzer
+from logd.outputs.analyzer_pool import AnalyzerListenerConfig, AnalyzerPool, _Analyzer
 
 
 def analyzer_at(acked: int, sent: int) -> tuple[AnalyzerPool, _Analyzer]:
@@ -12,10 +12,10 @@ def analyzer_at(acked: int, sent: int) -> tuple[AnalyzerPool, _Analyzer]:
     pool = AnalyzerPool(AnalyzerListenerConfig(name="analyzers"))
     a = _Analyzer(pool)
     a.id = "analyzers-1"
-    a.acked = acked
-    a.next_seq = sent + 1
+    a.window.acked = acked
+    a.window.next_seq = sent + 1
     n = sent - acked
-    a.inflight = deque([[acked + 1, [b"m"] * n, bytes(n), None]])
+    a.window.chunks = deque([[acked + 1, [b"m"] * n, bytes(n), None]])
     pool.analyzers[a.id] = a
     return pool, a
 
@@ -25,7 +25,7 @@ def test_an_ack_past_the_wrap_counts_what_it_covers() -> None:
     pool._ack(a, 40)  # seq 2**32 + 40 on the wire
     assert a.acked == 2**32 + 40 and a.in_flight == 50
     assert pool.acked_total == 50
-    assert a.inflight[0][0] == 2**32 + 41 and len(a.inflight[0][1]) == 50
+    assert a.window.chunks[0][0] == 2**32 + 41 and len(a.window.chunks[0][1]) == 50
     assert not pool.errors
 
 
@@ -48,8 +48,9 @@ def test_acks_deliver_on_the_receipt_record_by_record() -> None:
     receipt = Receipt()
     receipt.expect(10)
     receipt.accepted(10)
-    a.inflight = deque([[1, [b"m"] * 6, bytes(6), receipt], [7, [b"m"] * 4, bytes(4), receipt]])
-    a.next_seq = 11
+    a.window.chunks = deque([[1, [b"m"] * 6, bytes(6), receipt],
+                             [7, [b"m"] * 4, bytes(4), receipt]])
+    a.window.next_seq = 11
     pool._ack(a, 3)
     assert receipt.undelivered == 7
     pool._ack(a, 8)

@@ -57,6 +57,9 @@ class StandIn:
     async def reload(self) -> dict[str, Any]:
         return {"applied": True, "changes": [], "problems": []}
 
+    def analyzer_pools(self) -> dict[str, Any]:
+        return self.listeners
+
 
 class Client:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -132,7 +132,7 @@ def test_batches_of_usual_records_take_the_fast_path(objs: list[Any]) -> None:
 
 # -- the body parser --
 
-LISTENER = HttpListener(HttpListenerConfig(), router=None)  # type: ignore[arg-type]
+LISTENER = HttpListener(HttpListenerConfig())
 
 
 def ndjson(draw: st.DrawFn, objs: list[Any]) -> tuple[bytes, list[int]]:

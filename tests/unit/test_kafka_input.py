@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from logd.component import BuildContext
 from logd.delivery import Receipt
 from logd.listeners.kafka import KafkaListener, KafkaListenerConfig, _Partition
 from logd.router import Router
@@ -22,7 +23,7 @@ class Rec:
 
 
 def listener(**kw: str) -> KafkaListener:
-    return KafkaListener(KafkaListenerConfig(name="k", **kw), Router({}, {}))
+    return KafkaListener(KafkaListenerConfig(name="k", **kw), BuildContext(router=Router({}, {})))
 
 
 def test_json_values_read_back_what_the_kafka_output_wrote() -> None:

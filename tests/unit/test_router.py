@@ -87,10 +87,11 @@ def test_an_output_that_cannot_take_a_batch_does_not_keep_it_from_the_others() -
     from logd.outputs.base import Output
 
     class Broken(Output):
-        def submit(self, batch: Batch) -> bool:
+        def submit(self, batch: Batch, receipt: object = None) -> bool:
             raise ValueError("a bug")
 
-    broken, fine = Broken("broken", MemoryBufferConfig()), Output("fine", MemoryBufferConfig())
+    broken = Broken("broken", "test", MemoryBufferConfig())
+    fine = Output("fine", "test", MemoryBufferConfig())
     router = Router({}, {"broken": broken, "fine": fine})
     router.dispatch(Batch([b"a", b"b"], None, "e", 0.0, 2))
     assert fine.buffer.queued_records == 2

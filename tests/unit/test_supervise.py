@@ -1,4 +1,5 @@
-"""The daemon's supervision of run tasks: restarts re-read a spool; cancellation is obeyed."""
+"""The topology's supervision of run tasks: restarts re-read a spool; cancellation is
+obeyed."""
 
 from __future__ import annotations
 
@@ -10,17 +11,18 @@ import pytest
 
 from logd.buffers.disk import DiskBuffer
 from logd.config import BufferConfig
-from logd.daemon import Daemon
+from logd.outputs.base import Output
 from logd.record import Batch
+from logd.topology import Topology
 
 pytestmark = pytest.mark.timeout(30)
 
 
-class Writer:
+class Writer(Output):
     """Takes a lease and crashes on its first run; writes everything on the next."""
 
     def __init__(self, buffer: DiskBuffer) -> None:
-        self.name = "out"
+        super().__init__("out", "test", buffer.cfg)
         self.buffer = buffer
         self.runs = 0
         self.written: list[bytes] = []
@@ -44,7 +46,7 @@ async def test_a_crashed_writer_reads_again_what_it_held(tmp_path: Path) -> None
     for tag in (b"a", b"b"):
         buf.put(Batch([tag], None, "e", 0.0, 1))
     writer = Writer(buf)
-    await Daemon._supervise(None, writer, None)  # type: ignore[arg-type]
+    await Topology._supervise(None, writer, None)  # type: ignore[arg-type]
     assert writer.runs == 2 and writer.written == [b"a", b"b"]
     assert buf.queued_records == 0
     buf.release()
@@ -65,7 +67,7 @@ async def test_a_replacement_waiting_for_its_predecessor_can_be_cancelled() -> N
         async def run(self) -> None:
             raise AssertionError("must not start")
 
-    waiting = asyncio.ensure_future(Daemon._supervise(None, Never(), predecessor))  # type: ignore[arg-type]
+    waiting = asyncio.ensure_future(Topology._supervise(None, Never(), predecessor))  # type: ignore[arg-type]
     await asyncio.sleep(0.05)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):

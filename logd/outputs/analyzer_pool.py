@@ -1,11 +1,12 @@
-"""The analyzer port: consumers connect and receive the stream, load-balanced by weight.
+"""The analyzer pool: consumers connect and receive the stream, load-balanced by weight.
 
-The pool is a listener (analyzers connect to it) and a destination (routes send to it): it
-has a bounded buffer like an output. Its run task takes batches from the buffer and cuts them
-into chunks; each chunk goes to the analyzer that stride scheduling says is due (O(log n)),
-within that analyzer's window of `max_unacked` messages. When the due analyzer's window is
-full the pool waits for its ACKs: shares follow the weights, and a slow analyzer slows the
-pool (an analyzer that cannot keep up lowers its weight; one that stops ACKing is dropped at
+The pool is a destination (routes send to it), with a bounded buffer like an output, that
+analyzers connect to (so it is configured as a listener, `type = "analyzer"`). Its run task
+takes batches from the buffer and cuts them into chunks; each chunk goes to the analyzer
+that stride scheduling says is due (O(log n)), within that analyzer's window of
+`max_unacked` messages (an AckWindow). When the due analyzer's window is full the pool
+waits for its ACKs: shares follow the weights, and a slow analyzer slows the pool (an
+analyzer that cannot keep up lowers its weight; one that stops ACKing is dropped at
 `ack_timeout`). While the pool waits its buffer fills and applies `when_full` upstream.
 
 An analyzer that disconnects, breaks the protocol, or leaves messages unacked past
@@ -21,9 +22,15 @@ import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from logd.analyzer_protocol import AnalyzerProtocolError, ControlDecoder, encode_frames
+from logd.analyzer_protocol import (
+    AckWindow,
+    AnalyzerProtocolError,
+    ControlDecoder,
+    encode_frames,
+)
+from logd.component import BuildContext, Listener
 from logd.config import (
     MemoryBufferConfig,
     component_name,
@@ -38,12 +45,9 @@ from logd.config import (
 from logd.delivery import Receipt
 from logd.listeners.serve import open_server
 from logd.logsetup import RateLimitedLog
-from logd.outputs.base import Output
+from logd.outputs.base import Destination
 from logd.tls import HANDSHAKE_TIMEOUT, ServerTls, TlsConfig, count_handshake_errors, peer_cn
 from logd.weighted import StridePicker
-
-if TYPE_CHECKING:
-    from logd.router import Router
 
 log = logging.getLogger("logd.analyzer")
 
@@ -72,9 +76,6 @@ class AnalyzerListenerConfig:
     name: str = component_name()
 
 
-_U32 = 0xFFFFFFFF
-
-
 class _Analyzer(asyncio.Protocol):
     def __init__(self, pool: AnalyzerPool) -> None:
         self.pool = pool
@@ -84,10 +85,7 @@ class _Analyzer(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.decoder = ControlDecoder()
         self.weight: float | None = None
-        self.next_seq = 1
-        self.acked = 0
-        # Unacked chunks in order: [first seq, payloads, severities, receipt or None].
-        self.inflight: deque[list[Any]] = deque()
+        self.window = AckWindow()  # sent, not yet ACKed; each chunk's tag is its receipt
         self.last_progress = time.monotonic()
         self.sent = 0
         self.redelivered_to = 0
@@ -97,7 +95,11 @@ class _Analyzer(asyncio.Protocol):
 
     @property
     def in_flight(self) -> int:
-        return self.next_seq - 1 - self.acked
+        return self.window.in_flight
+
+    @property
+    def acked(self) -> int:
+        return self.window.acked
 
     def who(self) -> dict[str, str]:
         """The peer, and the CN of its certificate if it presented one: for log lines."""
@@ -144,12 +146,11 @@ class _Analyzer(asyncio.Protocol):
         self.pool._lost(self, "disconnected")
 
 
-class AnalyzerPool(Output):
+class AnalyzerPool(Destination, Listener):
     kind = "listener"
-    is_destination = True
 
-    def __init__(self, cfg: AnalyzerListenerConfig, router: Router | None = None) -> None:
-        super().__init__(cfg.name, cfg.buffer)
+    def __init__(self, cfg: AnalyzerListenerConfig, ctx: BuildContext | None = None) -> None:
+        super().__init__(cfg.name, cfg.type, cfg.buffer, ctx)
         self.cfg = cfg
         self.picker = StridePicker()
         self.analyzers: dict[str, _Analyzer] = {}
@@ -286,8 +287,7 @@ class AnalyzerPool(Output):
                 if a.in_flight == 0:
                     a.last_progress = time.monotonic()  # the ACK clock starts with a send
                 a.transport.write(encode_frames(chunk, chunk_sevs))
-                a.inflight.append([a.next_seq, chunk, chunk_sevs, receipt])
-                a.next_seq += c
+                a.window.sent(chunk, chunk_sevs, receipt)
                 a.sent += c
                 if redelivery:
                     a.redelivered_to += c
@@ -355,36 +355,18 @@ class AnalyzerPool(Output):
         self._weight(a, check_weight(w), "operator")
 
     def _ack(self, a: _Analyzer, wire: int) -> None:
-        # The wire carries seq mod 2**32 (a connection can outlive 4 billion messages: two
-        # hours at 600k/s): the ACK means the one seq within the window that matches it.
-        ahead = (wire - a.acked) & _U32
-        if ahead == 0 or ahead >= 1 << 31:
-            return  # cumulative: an old ACK says nothing new
-        if ahead > a.in_flight:
-            self._protocol_error(a, "ack_beyond_sent",
-                                 f"ACK {wire} for messages up to {(a.next_seq - 1) & _U32} "
-                                 "only")
+        try:
+            done = a.window.ack(wire)
+        except AnalyzerProtocolError as e:
+            self._protocol_error(a, e.reason, str(e))
             return
-        seq = a.acked + ahead
-        done = ahead
-        a.acked = seq
+        if not done:
+            return  # cumulative: an old ACK says nothing new
         a.last_progress = time.monotonic()
-        self.acked_total += done
-        q = a.inflight
-        while q:
-            first, chunk, sevs, receipt = q[0]
-            last = first + len(chunk) - 1
-            if last <= seq:
-                q.popleft()
-                if receipt is not None:
-                    receipt.written(len(chunk))
-                continue
-            if first <= seq:
-                cut = seq - first + 1
-                q[0] = [seq + 1, chunk[cut:], sevs[cut:], receipt]
-                if receipt is not None:
-                    receipt.written(cut)
-            break
+        for receipt, n in done:
+            self.acked_total += n
+            if receipt is not None:
+                receipt.written(n)
         self._ready.set()
 
     def _protocol_error(self, a: _Analyzer, reason: str, detail: str) -> None:
@@ -404,10 +386,9 @@ class AnalyzerPool(Output):
             self.picker.remove(a.id)
         self.analyzers.pop(a.id, None)
         unacked = 0
-        for _, chunk, sevs, receipt in a.inflight:
+        for chunk, sevs, receipt in a.window.unacked():
             self._redeliver.append((chunk, sevs, receipt))
             unacked += len(chunk)
-        a.inflight.clear()
         if unacked:
             self.redelivered += unacked
             self.dropped_analyzers += 1
