@@ -19,9 +19,10 @@ run: $(STAMP)
 	mkdir -p var
 	$(BIN)/logd --config etc/logd.dev.toml
 
-## test: install what the tests need, lint, run the whole suite
+## test: install what the tests need, lint, type-check, run the whole suite
 test: $(STAMP) test-deps
 	$(BIN)/ruff check logd tests tools/loadgen tools/bench tools/analyzer
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 # Real servers the tests start (Debian packages): systemd-analyze checks the unit file;
@@ -39,9 +40,10 @@ test-deps:
 			>/dev/null; \
 	fi
 
-## lint: ruff over the tree
+## lint: ruff over the tree, mypy over logd
 lint: $(STAMP)
 	$(BIN)/ruff check logd tests tools/loadgen tools/bench tools/analyzer
+	$(BIN)/mypy
 
 ## bench: the benchmark scenarios (tools/bench --help for options)
 bench: $(STAMP)

@@ -20,7 +20,7 @@ Values that are not strings are kept as their JSON text.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
@@ -119,7 +119,7 @@ def level_text(obj: dict[str, Any] | None, sev: int) -> str:
 def level_texts(fields: list[dict[str, Any] | None], sevs: bytes) -> list[str]:
     """level_text of each record; column-wise when every record sent a string `level`."""
     if None not in fields:
-        levels = list(map(dict.get, fields, repeat("level")))  # type: ignore[arg-type]
+        levels: list[Any] = list(map(dict.get, fields, repeat("level")))  # type: ignore[arg-type]
         if set(map(type, levels)) <= _STR:
             return levels
     return [level_text(o, s) for o, s in zip(fields, sevs, strict=True)]
@@ -177,10 +177,10 @@ def app_of(obj: dict[str, Any] | None, source: str) -> str:
     return text(app)
 
 
-def apps_of(objs: list[dict[str, Any] | None], source: str) -> list[str]:
+def apps_of(objs: Sequence[dict[str, Any] | None], source: str) -> list[str]:
     """app_of each record, column-wise when every record has a string app_id."""
     if None not in objs:
-        apps = list(map(dict.get, objs, repeat("app_id")))  # type: ignore[arg-type]
+        apps: list[Any] = list(map(dict.get, objs, repeat("app_id")))  # type: ignore[arg-type]
         if None not in apps and set(map(type, apps)) <= _STR:
             return apps
     return [app_of(o, source) for o in objs]

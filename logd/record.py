@@ -253,7 +253,8 @@ class Batch:
         if self._frames is None or self.severities is not None:
             return None
         chunk, first, _ = self._frames
-        before = sum(map(len, self._payloads[:start]))  # type: ignore[index]
+        assert self._payloads is not None  # a batch with frames has its payloads
+        before = sum(map(len, self._payloads[:start]))
         lo = first + 5 * start + before
         return chunk, lo, lo + 5 * (stop - start) + sizes[-1]
 

@@ -55,7 +55,7 @@ class Tap:
     def take(self, limit: int = 1000) -> tuple[list[dict[str, Any]], int]:
         """Up to `limit` records as JSON-ready dicts, and how many were dropped since."""
         q = self._queue
-        out = []
+        out: list[dict[str, Any]] = []
         while q and len(out) < limit:
             received, source, sev, payload = q.popleft()
             self._bytes -= len(payload)

@@ -320,10 +320,10 @@ class Topology:
             _, still = await asyncio.wait(list(pending.values()),
                                           timeout=max(0.0, deadline - loop.time()))
             for name, out in destinations.items():
-                task = pending.get(id(out))
-                if task in still:
+                waited = pending.get(id(out))
+                if waited is not None and waited in still:
                     out.give_up()
-                    await _cancel(task)  # what it was sending returns to its counts
+                    await _cancel(waited)  # what it was sending returns to its counts
                     out.buffer.keep_held()  # a spool takes what it held in memory
                     left = out.pending_records()
                     lost += left

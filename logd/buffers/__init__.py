@@ -13,7 +13,7 @@ def make_buffer(cfg: BufferConfig | MemoryBufferConfig, owner: str) -> Buffer:
     if cfg.type == "disk":
         assert isinstance(cfg, BufferConfig)
         return DiskBuffer(cfg, owner)
-    return MemoryBuffer(cfg, owner)  # type: ignore[arg-type]
+    return MemoryBuffer(cfg, owner)
 
 
 __all__ = ["Buffer", "DiskBuffer", "Lease", "MemoryBuffer", "SpoolError", "make_buffer"]

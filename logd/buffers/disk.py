@@ -1257,7 +1257,7 @@ class HandedOver(Buffer):
     persistent = True
     entry_bytes = ENTRY_BYTES
 
-    def __init__(self, spool: DiskBuffer) -> None:
+    def __init__(self, spool: Buffer) -> None:
         # Not Buffer.__init__: the bound and the counters are the spool's, read through.
         self._spool = spool
         self._closed = False

@@ -129,7 +129,7 @@ class MemoryBuffer(Buffer):
     def get_nowait(self, max_cost: int) -> Lease | None:
         if not self._queue:
             return None
-        batches = []
+        batches: list[Any] = []
         cost = 0
         records = 0
         q = self._queue

@@ -160,7 +160,7 @@ def _rebalance_listener(listener: KafkaListener) -> Any:
     aiokafka is imported here, when a consumer starts, not when a config is checked."""
     from aiokafka.abc import ConsumerRebalanceListener
 
-    class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    class Rebalance(ConsumerRebalanceListener):
         async def on_partitions_revoked(self, revoked: Any) -> None:
             await listener._revoked(revoked)
 
@@ -308,9 +308,10 @@ class KafkaListener(Listener):
         if batch is not None:
             plan = self.router.plan(batch)
             if plan.blocking_full():
-                plan = await self._room_for(consumer, batch, plan)
-                if plan is None or self._parts.get(tp) is not part:
+                room = await self._room_for(consumer, batch, plan)
+                if room is None or self._parts.get(tp) is not part:
                     return  # stopping, or revoked meanwhile: read again, nothing lost
+                plan = room
             receipt = Receipt()
             self.router.submit(plan, receipt)
             self.records += batch.count

@@ -14,7 +14,7 @@ import socket
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from logd.component import BuildContext, Listener
 from logd.config import (
@@ -112,7 +112,7 @@ class _Connection(asyncio.Protocol):
             lst.ratelog.warning("refused", "connection refused: max_connections reached",
                                 listener=lst.name, **self.who,
                                 max_connections=lst.cfg.max_connections)
-            transport.abort()
+            cast(asyncio.Transport, transport).abort()
             return
         lst.connections.add(self)
         lst.accepted += 1

@@ -20,7 +20,7 @@ import logging
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -42,11 +42,12 @@ class _Guard(asyncio.Protocol):
     def __init__(self, server: GuardedServer) -> None:
         self.server = server
         self.inner: Any = None
-        self.transport: asyncio.BaseTransport | None = None
+        self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.state = _FRESH
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, base)  # a stream server's transports are
         srv = self.server
         if srv.closing or len(srv.connections) >= srv.max_connections:
             srv.errors["refused"] += 1
@@ -139,7 +140,7 @@ class GuardedServer:
         self.keepalive_timeout = keepalive_timeout
         self.max_connections = max_connections
         self.ssl_context = ssl_context
-        self.connections: dict[asyncio.BaseTransport, _Guard] = {}
+        self.connections: dict[asyncio.Transport, _Guard] = {}
         self.accepted = 0
         self.errors: Counter[str] = Counter()
         self.ratelog = RateLimitedLog(log)

@@ -70,7 +70,7 @@ class ClickHouseOutput(DatabaseOutput):
     def __init__(self, cfg: ClickHouseOutputConfig, ctx: BuildContext | None = None) -> None:
         super().__init__(cfg, ctx)
         u = urlparse(cfg.url)
-        self._conn_args = {"host": u.hostname, "port": u.port or 9000,
+        self._conn_args: dict[str, Any] = {"host": u.hostname, "port": u.port or 9000,
                            "user": u.username or "default", "password": u.password or "",
                            "database": "default"}
         self.database = (u.path or "/").strip("/") or "default"

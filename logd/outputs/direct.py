@@ -24,13 +24,16 @@ import mmap
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from logd.metrics import FLUSH_SECONDS_BUCKETS, Histogram
 
 log = logging.getLogger("logd.file")
+
+T = TypeVar("T")
 
 
 def alignment_for(directory: str) -> int:
@@ -120,7 +123,7 @@ class DirectIO:
             p = self._pools[size] = BufferPool(size, self.shards)
         return p
 
-    async def call(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def abandon(self) -> None:
