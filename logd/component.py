@@ -7,7 +7,7 @@ what was accepted; `close()` is idempotent and never raises.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +54,7 @@ class Component:
     async def close(self) -> None:
         """Release everything; safe to call twice and after a failed start."""
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Mapping[str, Any]:
         return {}
 
 

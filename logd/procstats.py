@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import psutil
@@ -55,7 +56,7 @@ def process_stats() -> dict[str, Any]:
         }
 
 
-def metrics_line(s: dict[str, Any]) -> str:
+def metrics_line(s: Mapping[str, Any]) -> str:
     """One output's counters in the seed-000 shape that users' scripts already parse."""
     written = s.get("accepted", 0)
     dropped = s.get("dropped", 0)

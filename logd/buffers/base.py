@@ -17,6 +17,7 @@ from typing import Any
 
 from logd.config import MemoryBufferConfig
 from logd.delivery import Receipt
+from logd.stats import BufferStats
 
 
 class Buffer(ABC):
@@ -114,5 +115,5 @@ class Buffer(ABC):
     def release(self) -> None:  # noqa: B027 (a hook: nothing by default)
         """Let go of any storage (the process stops, or the output is gone)."""
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> BufferStats:
         return {}

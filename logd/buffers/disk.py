@@ -67,6 +67,7 @@ from logd.buffers.base import Buffer
 from logd.config import BufferConfig
 from logd.delivery import Receipt
 from logd.logsetup import RateLimitedLog
+from logd.stats import BufferStats
 
 log = logging.getLogger("logd.spool")
 
@@ -1195,7 +1196,7 @@ class DiskBuffer(Buffer):
             os.close(self._lock_fd)  # releases the flock
         self._wfd = self._ack_fd = self._lock_fd = -1
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> BufferStats:
         return {"buffer": "disk", "spool_bytes": self._cost,
                 "spool_segments": len(self._sizes), "replayed": self.replayed_records,
                 "corrupt": self.corrupt_records, "spool_write_errors": self.write_errors,
@@ -1311,5 +1312,5 @@ class HandedOver(Buffer):
     def keep_held(self) -> None:
         pass  # the replacement's spool
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> BufferStats:
         return self._spool.stats()

@@ -17,6 +17,7 @@ from logd.buffers.base import Buffer
 from logd.config import MemoryBufferConfig
 from logd.delivery import Receipt
 from logd.record import Batch
+from logd.stats import BufferStats
 
 # Python keeps each payload as a bytes object in a list: about this much besides the bytes.
 RECORD_OVERHEAD = 41
@@ -166,5 +167,5 @@ class MemoryBuffer(Buffer):
         self._writable.set()
         self._data.set()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> BufferStats:
         return {"buffer": "memory"}

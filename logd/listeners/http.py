@@ -40,6 +40,7 @@ from logd.fields import COMMON_LEVELS, INFO, LEVEL_TYPES, record_time, severity_
 from logd.listeners.web import GuardedServer
 from logd.logsetup import RateLimitedLog
 from logd.record import Batch
+from logd.stats import HttpListenerStats
 from logd.tls import ServerTls, TlsConfig, count_handshake_errors
 
 if TYPE_CHECKING:
@@ -428,7 +429,7 @@ class HttpListener(Listener):
         return web.Response(body=render_stats(self.daemon_stats()).encode(),
                             headers={"Content-Type": CONTENT_TYPE})
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> HttpListenerStats:
         errors = dict(self.errors)
         errors.update(self.server.errors)
         return {"type": "http", "connections": len(self.server.connections),

@@ -53,6 +53,7 @@ from logd.delivery import Receipt
 from logd.fields import severities_of
 from logd.logsetup import RateLimitedLog
 from logd.record import Batch
+from logd.stats import KafkaListenerStats, KafkaPartitionStats
 
 if TYPE_CHECKING:
     from logd.router import Plan
@@ -504,9 +505,9 @@ class KafkaListener(Listener):
 
     # -- figures --
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> KafkaListenerStats:
         consumer = self._consumer
-        partitions: dict[str, dict[str, Any]] = {}
+        partitions: dict[str, KafkaPartitionStats] = {}
         total_lag = 0
         for tp, part in sorted(self._parts.items(), key=lambda kv: kv[1].key):
             highwater = consumer.highwater(tp) if consumer is not None else None

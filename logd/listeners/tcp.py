@@ -32,6 +32,7 @@ from logd.framing import FrameDecoder, FramingError, LineDecoder, invalid_utf8
 from logd.listeners.serve import open_server
 from logd.logsetup import RateLimitedLog
 from logd.record import Batch, frame_severities
+from logd.stats import TcpListenerStats
 from logd.tls import HANDSHAKE_TIMEOUT, ServerTls, TlsConfig, count_handshake_errors, peer_cn
 from logd.units import format_size
 
@@ -379,7 +380,7 @@ class TcpListener(Listener):
             self.server.close()
             self.server = None
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> TcpListenerStats:
         return {
             "type": "tcp",
             "connections": len(self.connections),

@@ -46,6 +46,7 @@ from logd.delivery import Receipt
 from logd.listeners.serve import open_server
 from logd.logsetup import RateLimitedLog
 from logd.outputs.base import Destination
+from logd.stats import AnalyzerPoolStats
 from logd.tls import HANDSHAKE_TIMEOUT, ServerTls, TlsConfig, count_handshake_errors, peer_cn
 from logd.weighted import StridePicker
 
@@ -427,9 +428,9 @@ class AnalyzerPool(Destination, Listener):
                  "connected_s": time.time() - a.connected_at}
                 for a in self.analyzers.values()]
 
-    def stats(self) -> dict[str, Any]:
-        out = super().stats()
-        out.update({
+    def stats(self) -> AnalyzerPoolStats:
+        out: AnalyzerPoolStats = {
+            **super().stats(),
             "type": "analyzer",
             "connections": len(self.analyzers),
             "accepted": self.buffer.accepted_records,
@@ -441,8 +442,6 @@ class AnalyzerPool(Destination, Listener):
             "redelivered": self.redelivered,
             "redelivery_queued": sum(len(p) for p, _, _ in self._redeliver),
             "dropped_analyzers": self.dropped_analyzers,
-            "bytes": 0,
-            "pauses": 0,
             "errors": dict(self.errors),
-        })
+        }
         return out

@@ -13,6 +13,7 @@ from logd.component import BuildContext, Component, StartError
 from logd.config import BufferConfig, MemoryBufferConfig
 from logd.delivery import Receipt
 from logd.record import Batch
+from logd.stats import DestinationStats
 
 
 class Destination(Component):
@@ -79,7 +80,7 @@ class Destination(Component):
     def give_up(self) -> None:
         """Called past the shutdown deadline, before close(): stop retrying, close promptly."""
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> DestinationStats:
         b = self.buffer
         accepted = b.accepted_records
         total = accepted + b.dropped_records

@@ -30,6 +30,7 @@ from logd.config import (
 from logd.outputs.clickhouse_columns import COLUMNS, ColumnBatch, join_columns
 from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
 from logd.record import Batch
+from logd.stats import DatabaseOutputStats
 from logd.units import redact_url
 
 log = logging.getLogger("logd.clickhouse")
@@ -132,7 +133,7 @@ class ClickHouseOutput(DatabaseOutput):
     def is_data_error(self, e: Exception) -> bool:
         return _is_data_error(e)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> DatabaseOutputStats:
         return {**super().stats(), "type": "clickhouse"}
 
 

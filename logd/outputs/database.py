@@ -38,6 +38,7 @@ from logd.config import (
 )
 from logd.metrics import BATCH_RECORDS_BUCKETS, FLUSH_SECONDS_BUCKETS, Histogram
 from logd.outputs.base import Output
+from logd.stats import DatabaseOutputStats
 
 log = logging.getLogger("logd.database")
 
@@ -246,9 +247,9 @@ class DatabaseOutput(Output):
     async def close(self) -> None:
         await self._drop_connection()
 
-    def stats(self) -> dict[str, Any]:
-        out = super().stats()
-        out.update({
+    def stats(self) -> DatabaseOutputStats:
+        out: DatabaseOutputStats = {
+            **super().stats(),
             "written": self.written,
             "bytes": self.bytes,
             "flushes": self.inserts,
@@ -260,5 +261,5 @@ class DatabaseOutput(Output):
             "max_flush_ms": 1000 * self.insert_s_max,
             "flush_seconds": self.insert_hist.snapshot(),
             "batch_records": self.batch_hist.snapshot(),
-        })
+        }
         return out

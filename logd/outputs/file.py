@@ -49,6 +49,7 @@ from logd.metrics import BATCH_RECORDS_BUCKETS, Histogram
 from logd.outputs.base import Output
 from logd.outputs.direct import DirectFile, DirectIO
 from logd.record import Batch
+from logd.stats import FileOutputStats
 
 log = logging.getLogger("logd.file")
 
@@ -330,10 +331,10 @@ class FileOutput(Output):
         out.append(b"")
         return b"\n".join(out)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> FileOutputStats:
         st = self._io.stats
-        out = super().stats()
-        out.update({
+        out: FileOutputStats = {
+            **super().stats(),
             "written": self.records,
             "bytes": self.bytes,
             "flushes": st.flushes,
@@ -352,7 +353,7 @@ class FileOutput(Output):
             "direct_io": self.cfg.direct_io and not self._io.fallback_warned,
             "flush_seconds": st.flush_hist.snapshot(),
             "batch_records": self.batch_hist.snapshot(),
-        })
+        }
         return out
 
     async def _file(self, path: str) -> DirectFile:

@@ -40,6 +40,7 @@ from logd.config import (
 from logd.fields import apps_of, record_rows, record_time, utc_datetime
 from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
 from logd.record import Batch
+from logd.stats import DatabaseOutputStats
 
 log = logging.getLogger("logd.kafka")
 
@@ -343,5 +344,5 @@ class KafkaOutput(DatabaseOutput):
                               errors.UnsupportedForMessageFormatError,
                               errors.PolicyViolationError))
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> DatabaseOutputStats:
         return {**super().stats(), "type": "kafka"}

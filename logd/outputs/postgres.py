@@ -35,6 +35,7 @@ from logd.config import (
 )
 from logd.fields import record_rows, record_time, utc_datetime
 from logd.outputs.database import DatabaseOutput, DatabaseOutputConfig
+from logd.stats import DatabaseOutputStats
 from logd.units import redact_url
 
 log = logging.getLogger("logd.postgres")
@@ -180,5 +181,5 @@ class PostgresOutput(DatabaseOutput):
         state = getattr(e, "sqlstate", None)
         return isinstance(state, str) and state[:2] in ("22", "23", "54")
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> DatabaseOutputStats:
         return {**super().stats(), "type": "postgres"}
