@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 
 PREFIX ?= /usr/local
 
+# ruff finds the .py files under a folder; the scripts in tools/ are named one by one.
+LINTED := logd tests tools tools/loadgen tools/bench tools/analyzer
+
 .PHONY: run test test-deps lint bench check-config install clean
 
 $(STAMP): pyproject.toml
@@ -21,7 +24,7 @@ run: $(STAMP)
 
 ## test: install what the tests need, lint, run the whole suite
 test: $(STAMP) test-deps
-	$(BIN)/ruff check logd tests tools/loadgen tools/bench tools/analyzer
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/pytest
 
 # Real servers the tests start (Debian packages): systemd-analyze checks the unit file;
@@ -41,7 +44,7 @@ test-deps:
 
 ## lint: ruff over the tree
 lint: $(STAMP)
-	$(BIN)/ruff check logd tests tools/loadgen tools/bench tools/analyzer
+	$(BIN)/ruff check $(LINTED)
 
 ## bench: the benchmark scenarios (tools/bench --help for options)
 bench: $(STAMP)

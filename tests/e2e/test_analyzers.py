@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from analyzer_client import TestAnalyzer
-from harness import LogdProcess, logctl, run_loadgen
-from test_tcp_file import frame
+
+from testkit.analyzer_client import TestAnalyzer
+from testkit.harness import LogdProcess, logctl, run_loadgen
+from testkit.wire import frame
 
 
 def pool_config(out: Path, ack_timeout: str = "30s", max_unacked: int = 10000) -> str:

@@ -14,15 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import LogdProcess, logctl, read_all_lines
-from test_tcp_file import frame, make_config
+
+from testkit.configs import emitter_file_config
+from testkit.harness import LogdProcess, logctl, read_all_lines
+from testkit.wire import frame
 
 
 @pytest.fixture
 def logd(tmp_path: Path) -> Iterator[LogdProcess]:
     out = tmp_path / "out"
     out.mkdir()
-    p = LogdProcess(make_config(out, listener_extra="max_frame_bytes = \"1KiB\"\n"
+    p = LogdProcess(emitter_file_config(out, listener_extra="max_frame_bytes = \"1KiB\"\n"
                                 "max_connections = 3000"), tmp_path).start()
     p.out = out  # type: ignore[attr-defined]
     yield p
@@ -148,7 +150,8 @@ def test_silent_and_slow_connections_do_not_stall_others(logd: LogdProcess) -> N
 def test_max_connections_refuses_the_excess(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    p = LogdProcess(make_config(out, listener_extra="max_connections = 5"), tmp_path).start()
+    p = LogdProcess(emitter_file_config(out, listener_extra="max_connections = 5"),
+                    tmp_path).start()
     try:
         kept = [connect(p) for _ in range(5)]
         for s in kept:
@@ -183,7 +186,7 @@ def test_two_thousand_connections_at_once(logd: LogdProcess) -> None:
 def test_oversized_line_keeps_the_lines_before_it(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    p = LogdProcess(make_config(out, framing="lines",
+    p = LogdProcess(emitter_file_config(out, framing="lines",
                                 listener_extra='max_frame_bytes = "1KiB"'), tmp_path).start()
     p.out = out  # type: ignore[attr-defined]
     try:
@@ -202,7 +205,7 @@ def test_oversized_line_keeps_the_lines_before_it(tmp_path: Path) -> None:
 def test_incomplete_frames_over_the_budget_close_the_biggest_holders(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    p = LogdProcess(make_config(out, listener_extra='max_frame_bytes = "1MiB"\n'
+    p = LogdProcess(emitter_file_config(out, listener_extra='max_frame_bytes = "1MiB"\n'
                                 'max_pending_bytes = "2MiB"'), tmp_path).start()
     p.out = out  # type: ignore[attr-defined]
     try:

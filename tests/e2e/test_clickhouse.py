@@ -1,4 +1,4 @@
-"""HTTP (and TCP) -> logd -> a real ClickHouse server (Debian's 18.16, see clickhouse_server)."""
+"""HTTP (and TCP) -> logd -> a real ClickHouse server (Debian's 18.16, see testkit.clickhouse)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clickhouse_server import ClickHouseError, ClickHouseServer
-from harness import REPO, LogdProcess, ingest_config, logctl
-from harness import post_records as post
-from test_tcp_file import frame
+
+from testkit.clickhouse import ClickHouseError, ClickHouseServer
+from testkit.configs import ingest_config
+from testkit.harness import REPO, LogdProcess, env_for_testkit, logctl
+from testkit.harness import post_records as post
+from testkit.wire import frame
 
 
 @pytest.fixture
@@ -285,9 +287,7 @@ def test_acknowledge_delivered_answers_after_the_insert(tmp_path: Path,
 _FULL_SPOOL_DRIVER = """
 import json, subprocess, sys, time, urllib.error, urllib.request
 from pathlib import Path
-sys.path.insert(0, {tests!r})
-sys.path.insert(0, {e2e!r})
-from harness import LogdProcess, logctl
+from testkit.harness import LogdProcess, logctl
 
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", {mnt!r}], check=True)
 logd = LogdProcess({config!r}, Path({work!r})).start()
@@ -347,14 +347,14 @@ def test_a_full_spool_disk_answers_503_and_loses_nothing(
         '[listeners.http]\ntype = "http"\n', '[listeners.http]\ntype = "http"\n'
         'full_wait = "1s"\n')  # a request waits this long for room, then 503
     (tmp_path / "driver.py").write_text(_FULL_SPOOL_DRIVER.format(
-        tests=str(REPO / "tests"), e2e=str(Path(__file__).parent), mnt=str(mnt), config=cfg,
+        mnt=str(mnt), config=cfg,
         work=str(work), sock=str(out / "control.sock")))
     unshare = ["unshare", "--mount", "--propagation", "private"]
     if os.geteuid() != 0:
         unshare.insert(1, "--map-root-user")
     driver = subprocess.Popen([*unshare, sys.executable, str(tmp_path / "driver.py")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, cwd=REPO)
+                              stderr=subprocess.PIPE, cwd=REPO, env=env_for_testkit())
     try:
         assert driver.stdout is not None and driver.stdin is not None
         line = driver.stdout.readline()

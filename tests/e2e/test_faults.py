@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clickhouse_server import ClickHouseServer
-from harness import REPO, LogdProcess, read_all_lines
+
+from testkit.clickhouse import ClickHouseServer
+from testkit.harness import REPO, LogdProcess, read_all_lines
 
 
 @pytest.fixture
@@ -363,7 +364,7 @@ def listener_stats_after_stop(p: LogdProcess) -> dict[str, Any]:
 
 
 def _count(ch: ClickHouseServer) -> int:
-    from clickhouse_server import ClickHouseError
+    from testkit.clickhouse import ClickHouseError
     try:
         return int(ch.query("SELECT count() FROM logs_db.logs").strip())
     except ClickHouseError:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import LogdProcess, read_all_lines
+
+from testkit.harness import LogdProcess, read_all_lines
 
 
 def http_config(out: Path, extra_listener: str = "", destination: str = "files") -> str:
@@ -185,7 +186,7 @@ def test_acknowledge_delivered_answers_once_every_destination_wrote_the_batch(
     analyzer's ACK; it never comes before, and the file holds the records when it does."""
     import threading
 
-    from analyzer_client import TestAnalyzer
+    from testkit.analyzer_client import TestAnalyzer
 
     out = tmp_path / "out"
     out.mkdir()

@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, LogdProcess, ingest_config
-from harness import post_records as post
-from kafka_broker import KafkaBroker
-from test_tcp_file import frame
+
+from testkit.configs import ingest_config
+from testkit.harness import REPO, LogdProcess
+from testkit.harness import post_records as post
+from testkit.kafka import KafkaBroker
+from testkit.wire import frame
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clickhouse_server import ClickHouseServer
-from harness import LogdProcess, read_all_lines
-from kafka_broker import KafkaBroker
-from postgres_server import PostgresServer
-from test_tcp_file import frame
+
+from testkit.clickhouse import ClickHouseServer
+from testkit.harness import LogdProcess, read_all_lines
+from testkit.kafka import KafkaBroker
+from testkit.postgres import PostgresServer
+from testkit.wire import frame
 
 pytestmark = pytest.mark.timeout(180)
 

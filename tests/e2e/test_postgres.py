@@ -1,4 +1,4 @@
-"""HTTP and TCP -> logd -> a real PostgreSQL server (Debian's binaries, see postgres_server)."""
+"""HTTP and TCP -> logd -> a real PostgreSQL server (Debian's binaries, see testkit.postgres)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, LogdProcess, ingest_config
-from harness import post_records as post
-from postgres_server import PostgresServer
-from test_tcp_file import frame
+
+from testkit.configs import ingest_config
+from testkit.harness import REPO, LogdProcess
+from testkit.harness import post_records as post
+from testkit.postgres import PostgresServer
+from testkit.wire import frame
 
 pytestmark = pytest.mark.timeout(180)
 

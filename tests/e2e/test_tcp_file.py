@@ -8,7 +8,6 @@ import random
 import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -16,31 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import LogdProcess, logctl, read_all_lines, run_loadgen
 
-
-def make_config(out_dir: Path, *, framing: str = "frames", path: str = "{app}.log",
-                output_extra: str = "", buffer: str = "", listener_extra: str = "") -> str:
-    return f"""
-[daemon]
-state_dir = "{out_dir}/state"
-control_socket = "{out_dir}/control.sock"
-shutdown_timeout = "30s"
-stats_interval = "0s"
-
-[listeners.emitters]
-type = "tcp"
-address = "127.0.0.1:0"
-framing = "{framing}"
-{listener_extra}
-
-[outputs.files]
-type = "file"
-path = "{out_dir}/{path}"
-flush_interval = "100ms"
-{output_extra}
-{buffer}
-"""
+from testkit.configs import emitter_file_config
+from testkit.harness import (
+    REPO,
+    LogdProcess,
+    env_for_testkit,
+    logctl,
+    read_all_lines,
+    run_loadgen,
+)
+from testkit.wire import frame, random_payloads, send_in_random_chunks
 
 
 @pytest.fixture
@@ -65,30 +50,10 @@ def start_logd(tmp_path: Path) -> Iterator:
             p.stop(signal.SIGKILL)
 
 
-def frame(payload: bytes, severity: int = 6) -> bytes:
-    return struct.pack(">IB", len(payload) + 1, severity) + payload
-
-
-def random_payloads(rng: random.Random, n: int, max_len: int = 3000) -> list[bytes]:
-    alphabet = bytes(range(32, 127))
-    return [bytes(rng.choices(alphabet, k=rng.randrange(0, max_len))) for _ in range(n)]
-
-
-def send_in_random_chunks(port: int, data: bytes, rng: random.Random) -> None:
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        pos = 0
-        while pos < len(data):
-            k = rng.choice((1, 7, 100, 4096, 65536, 300_000))
-            s.sendall(data[pos:pos + k])
-            pos += k
-        s.shutdown(socket.SHUT_WR)
-        s.recv(1)  # wait for logd to close: it has read everything
-
-
 def test_frames_are_written_byte_exact(start_logd, out_dir: Path) -> None:
     rng = random.Random(1)
     payloads = random_payloads(rng, 3000)
-    logd = start_logd(make_config(out_dir))
+    logd = start_logd(emitter_file_config(out_dir))
     send_in_random_chunks(logd.port("emitters"),
                           b"".join(frame(p, rng.randrange(8)) for p in payloads), rng)
     assert logd.stop() == 0
@@ -100,14 +65,14 @@ def test_frames_are_written_byte_exact(start_logd, out_dir: Path) -> None:
 def test_lines_are_written_byte_exact(start_logd, out_dir: Path) -> None:
     rng = random.Random(2)
     payloads = [p for p in random_payloads(rng, 3000) if p]
-    logd = start_logd(make_config(out_dir, framing="lines"))
+    logd = start_logd(emitter_file_config(out_dir, framing="lines"))
     send_in_random_chunks(logd.port("emitters"), b"".join(p + b"\n" for p in payloads), rng)
     assert logd.stop() == 0
     assert (out_dir / "emitters.log").read_bytes() == b"".join(p + b"\n" for p in payloads)
 
 
 def test_json_payloads_split_into_per_app_files(start_logd, out_dir: Path) -> None:
-    logd = start_logd(make_config(out_dir, framing="lines"))
+    logd = start_logd(emitter_file_config(out_dir, framing="lines"))
     lines = [b'{"app": "billing", "n": %d}' % i if i % 3 else b'{"app": "auth", "n": %d}' % i
              for i in range(300)]
     send_in_random_chunks(logd.port("emitters"), b"\n".join(lines) + b"\n", random.Random(3))
@@ -119,7 +84,7 @@ def test_json_payloads_split_into_per_app_files(start_logd, out_dir: Path) -> No
 def test_a_path_that_cannot_be_written_fails_only_its_records(start_logd,
                                                                out_dir: Path) -> None:
     (out_dir / "blocked").write_text("a file where logd wants a directory\n")
-    logd = start_logd(make_config(out_dir, framing="lines", path="{app}/x.log"))
+    logd = start_logd(emitter_file_config(out_dir, framing="lines", path="{app}/x.log"))
     lines = [b'{"app": "blocked", "n": %d}' % i if i % 2 else b'{"app": "fine", "n": %d}' % i
              for i in range(400)]
     with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
@@ -147,7 +112,7 @@ def test_time_rotation_follows_the_clock_across_restarts(start_logd, out_dir: Pa
     old.write_bytes(b"from yesterday\n")
     yesterday = time.time() - 86400
     os.utime(old, (yesterday, yesterday))
-    logd = start_logd(make_config(out_dir, framing="lines",
+    logd = start_logd(emitter_file_config(out_dir, framing="lines",
                                   output_extra='rotate_interval = "1h"'))
     with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
         s.sendall(b"from today\n")
@@ -158,7 +123,7 @@ def test_time_rotation_follows_the_clock_across_restarts(start_logd, out_dir: Pa
 
 
 def test_time_rotation_at_each_interval_boundary(start_logd, out_dir: Path) -> None:
-    logd = start_logd(make_config(out_dir, framing="lines",
+    logd = start_logd(emitter_file_config(out_dir, framing="lines",
                                   output_extra='rotate_interval = "1s"'))
     sent = 0
     with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
@@ -178,7 +143,7 @@ def test_time_rotation_at_each_interval_boundary(start_logd, out_dir: Path) -> N
 def test_loadgen_records_arrive_exactly_once_across_rotations(
         start_logd, out_dir: Path, framing: str) -> None:
     count = 200_000
-    logd = start_logd(make_config(out_dir, framing=framing,
+    logd = start_logd(emitter_file_config(out_dir, framing=framing,
                                   output_extra='rotate_bytes = "2MiB"\nkeep = 0'))
     summary = run_loadgen("--target", f"tcp://127.0.0.1:{logd.port('emitters')}",
                           "--rate", "0", "--count", str(count), "--size", "200",
@@ -209,10 +174,9 @@ def test_direct_io_falls_back_on_a_filesystem_that_refuses_it(tmp_path: Path) ->
     driver = f"""
 import json, os, socket, subprocess, sys
 from pathlib import Path
-sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from harness import LogdProcess
+from testkit.harness import LogdProcess
 subprocess.run(["mount", "-t", "ramfs", "ramfs", {str(mnt)!r}], check=True)
-logd = LogdProcess({make_config(mnt)!r}, Path({str(work)!r})).start()
+logd = LogdProcess({emitter_file_config(mnt)!r}, Path({str(work)!r})).start()
 with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
     s.sendall(Path({str(tmp_path / "frames.bin")!r}).read_bytes())
     s.shutdown(socket.SHUT_WR)
@@ -231,8 +195,7 @@ print(json.dumps({{
     if os.geteuid() != 0:
         unshare.insert(1, "--map-root-user")
     proc = subprocess.run([*unshare, sys.executable, str(tmp_path / "driver.py")],
-                          capture_output=True, timeout=90,
-                          cwd=Path(__file__).resolve().parents[2])
+                          capture_output=True, timeout=90, cwd=REPO, env=env_for_testkit())
     assert proc.returncode == 0, proc.stderr.decode()
     result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     assert result == {"code": 0, "fs": "ramfs", "same": True, "warnings": 1}
@@ -240,12 +203,12 @@ print(json.dumps({{
 
 def test_sigterm_drains_everything_accepted(start_logd, out_dir: Path) -> None:
     """Stop logd while loadgen is still sending: every record logd took is in the file."""
-    logd = start_logd(make_config(out_dir, buffer='buffer = { max_bytes = "256MiB" }'))
+    logd = start_logd(emitter_file_config(out_dir, buffer='buffer = { max_bytes = "256MiB" }'))
     port = logd.port("emitters")
     gen = subprocess.Popen([sys.executable, "tools/loadgen", "--target",
                             f"tcp://127.0.0.1:{port}", "--rate", "0", "--duration", "20",
                             "--size", "300", "--connections", "4"],
-                           cwd=Path(__file__).resolve().parents[2],
+                           cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # Wait until records are flowing and a good part has reached the disk.
@@ -273,7 +236,7 @@ def _wait_for_file_bytes(path: Path, n: int, logd: LogdProcess, timeout: float =
 
 def test_drop_newest_counts_every_drop(start_logd, out_dir: Path) -> None:
     """A batch bigger than the whole buffer cannot fit: it is dropped and counted."""
-    logd = start_logd(make_config(
+    logd = start_logd(emitter_file_config(
         out_dir, buffer='buffer = { max_bytes = "4KiB", when_full = "drop_newest" }'))
     payloads = [b"x" * 100] * 5000
     with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
@@ -289,7 +252,7 @@ def test_drop_newest_counts_every_drop(start_logd, out_dir: Path) -> None:
 
 
 def test_block_pauses_readers_and_loses_nothing(start_logd, out_dir: Path) -> None:
-    logd = start_logd(make_config(out_dir, buffer='buffer = { max_bytes = "4KiB" }'))
+    logd = start_logd(emitter_file_config(out_dir, buffer='buffer = { max_bytes = "4KiB" }'))
     count = 50_000
     run_loadgen("--target", f"tcp://127.0.0.1:{logd.port('emitters')}", "--rate", "0",
                 "--count", str(count), "--size", "100", "--connections", "2")
@@ -301,7 +264,7 @@ def test_block_pauses_readers_and_loses_nothing(start_logd, out_dir: Path) -> No
 
 def test_unterminated_last_line_is_kept_when_logd_stops(start_logd, out_dir: Path) -> None:
     """An emitter that is still connected at SIGTERM, its last line without LF: a record."""
-    logd = start_logd(make_config(out_dir, framing="lines"))
+    logd = start_logd(emitter_file_config(out_dir, framing="lines"))
     with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
         s.sendall(b"first\nsecond without newline")
         _wait_for_file_bytes(out_dir / "emitters.log", len(b"first\n"), logd)
@@ -315,7 +278,7 @@ def test_a_reader_tailing_the_file_never_sees_padding_or_a_shrink(
     import threading
     import time
 
-    logd = start_logd(make_config(out_dir, output_extra='buffer_size = "64KiB"')
+    logd = start_logd(emitter_file_config(out_dir, output_extra='buffer_size = "64KiB"')
                       .replace('flush_interval = "100ms"', 'flush_interval = "10ms"'))
     path = out_dir / "emitters.log"
     problems: list[str] = []

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 import trustme
-from analyzer_client import TestAnalyzer
-from harness import REPO, LogdProcess, logctl, read_all_lines, run_loadgen
-from test_tcp_file import frame, random_payloads
+
+from testkit.analyzer_client import TestAnalyzer
+from testkit.harness import REPO, LogdProcess, logctl, read_all_lines, run_loadgen
+from testkit.wire import frame, random_payloads
 
 
 class Pki:
