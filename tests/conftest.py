@@ -1,4 +1,4 @@
-"""Hypothesis profiles for the property tests (tests/unit/test_*_props.py).
+"""Hypothesis profiles for the property tests (tests/unit/**/test_*_props.py).
 
 "ci" (the default) is derandomized and keeps no example database: every run tries the same
 inputs, so a red build fails again on the next run and on a laptop, and no .hypothesis/
