@@ -1,4 +1,9 @@
-"""Fixtures every test folder shares: real servers, and the hypothesis profiles.
+"""Fixtures every test folder shares: the event loop, real servers, the hypothesis profiles.
+
+Event loop: async tests run on uvloop, as logd does. An exception that reaches a test's loop
+unhandled (a callback that raised, a task whose failure nobody retrieved) fails the test,
+even when the test itself passed: it would be a log line nobody reads in production.
+Warnings are errors (pyproject.toml).
 
 Servers: one ClickHouse, one PostgreSQL and one Kafka broker serve the whole run. Each starts
 when a test first asks for it and stops when the run ends; each test gets a database (or a
@@ -17,11 +22,16 @@ testkit.props.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvloop
 from hypothesis import settings
+from pytest_asyncio import is_async_test
 
 from testkit.clickhouse import ClickHouseDatabase, ClickHouseServer
 from testkit.kafka import KafkaBroker, KafkaTopic
@@ -32,6 +42,50 @@ settings.register_profile("ci", derandomize=True, database=None, deadline=None,
                           print_blob=True)
 settings.register_profile("explore", max_examples=1000, deadline=None, print_blob=True)
 settings.load_profile("ci")
+
+
+# -- the event loop --
+
+# What reached the exception handler of the loop of the test that runs now.
+_LOOP_ERRORS: list[dict[str, Any]] = []
+
+
+def _on_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    _LOOP_ERRORS.append(context)
+    loop.default_exception_handler(context)  # logged as well: the traceback shows in reports
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    loop = uvloop.new_event_loop()
+    loop.set_exception_handler(_on_loop_error)
+    return loop
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config,
+                                  item: pytest.Item) -> dict[str, Any]:
+    """pytest-asyncio makes every test's loop here."""
+    return {"uvloop": _new_loop}
+
+
+@pytest.fixture(autouse=True)
+def fail_on_loop_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails an async test whose loop saw an exception nobody handled.
+
+    Autouse fixtures are set up first and torn down last: this check runs after the test's
+    loop has been closed, with what its shutdown found (tasks that failed during
+    cancellation) included."""
+    if not is_async_test(request.node):
+        yield
+        return
+    _LOOP_ERRORS.clear()
+    yield
+    # A task that failed with nobody awaiting it reports itself when it is collected.
+    gc.collect()
+    errors = list(_LOOP_ERRORS)
+    _LOOP_ERRORS.clear()
+    if errors:
+        pytest.fail("exceptions reached the event loop unhandled:\n" + "\n".join(
+            f"- {e.get('message')}: {e.get('exception')!r}" for e in errors), pytrace=False)
 
 
 # -- ClickHouse --
