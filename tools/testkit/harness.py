@@ -20,7 +20,32 @@ TOOLS = REPO / "tools"
 LOADGEN = TOOLS / "loadgen"
 
 
-class LogdProcess:
+class LogLines:
+    """What logd's log says, for a logd with a `logs` list of its JSON log lines."""
+
+    logs: list[dict[str, Any]]
+
+    def _log_snapshot(self) -> list[dict[str, Any]]:
+        return list(self.logs)
+
+    def entries(self, msg: str) -> list[dict[str, Any]]:
+        """The log entries whose message starts with `msg`."""
+        return [e for e in self._log_snapshot() if e.get("msg", "").startswith(msg)]
+
+    def listener_stats(self, name: str) -> dict[str, Any]:
+        """The last "listener stats" line of `name` (logd logs them at its stop)."""
+        found = [e for e in self.entries("listener stats") if e.get("listener") == name]
+        assert found, f"no listener stats logged for {name}"
+        return found[-1]
+
+    def metrics(self, output: str) -> dict[str, float]:
+        """The last METRICS line of `output`, as numbers by field name."""
+        found = [e for e in self.entries("METRICS:") if e.get("output") == output]
+        assert found, f"no METRICS line for {output}"
+        return parse_metrics_line(found[-1]["msg"])
+
+
+class LogdProcess(LogLines):
     """logd as a subprocess; its JSON log lines are collected as they arrive."""
 
     def __init__(self, config: str, workdir: Path, env: dict[str, str] | None = None) -> None:
@@ -116,20 +141,9 @@ class LogdProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def entries(self, msg: str) -> list[dict[str, Any]]:
+    def _log_snapshot(self) -> list[dict[str, Any]]:
         with self._changed:
-            return [e for e in self.logs if e.get("msg", "").startswith(msg)]
-
-    def listener_stats(self, name: str) -> dict[str, Any]:
-        found = [e for e in self.entries("listener stats") if e.get("listener") == name]
-        assert found, f"no listener stats logged for {name}"
-        return found[-1]
-
-    def metrics(self, output: str) -> dict[str, float]:
-        """The last METRICS line of `output`, as numbers by field name."""
-        found = [e for e in self.entries("METRICS:") if e.get("output") == output]
-        assert found, f"no METRICS line for {output}"
-        return parse_metrics_line(found[-1]["msg"])
+            return list(self.logs)
 
 
 def parse_metrics_line(line: str) -> dict[str, float]:
