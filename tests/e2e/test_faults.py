@@ -302,8 +302,8 @@ def test_clients_that_give_up_on_503_lose_nothing_to_a_stalled_database(
         tmp_path: Path, started: list[LogdProcess],
         private_clickhouse: ClickHouseDatabase) -> None:
     """Seed 001's clients count any non-2xx as a failed batch. With a 16 MiB memory buffer
-    and ClickHouse frozen for 6 s under 4 such clients, requests wait for room instead of
-    being refused: every batch is answered 202 and stored."""
+    and ClickHouse frozen under 4 such clients until the buffer is full, requests wait for
+    room instead of being refused: every batch is answered 202 and stored."""
     out = tmp_path / "out"
     out.mkdir()
     config = daemon_table(out) + f"""
@@ -333,7 +333,11 @@ buffer = {{ type = "memory", max_bytes = "16MiB", when_full = "block" }}
             assert time.monotonic() < deadline, "ClickHouse got nothing"
             time.sleep(0.1)  # polling ClickHouse: no event to await from here
         os.kill(private_clickhouse.server.pid, signal.SIGSTOP)  # type: ignore[arg-type]
-        time.sleep(6)  # the stall under test
+        # The stall lasts until it has filled the buffer and requests wait for room.
+        deadline = time.monotonic() + 60
+        while not buffer_full_and_requests_held(p):
+            assert time.monotonic() < deadline, "the stall never filled the buffer"
+            time.sleep(0.05)  # polling /health and logd's counters: no event from outside
         os.kill(private_clickhouse.server.pid, signal.SIGCONT)  # type: ignore[arg-type]
         stdout, stderr = gen.communicate(timeout=180)
     finally:
@@ -348,6 +352,13 @@ buffer = {{ type = "memory", max_bytes = "16MiB", when_full = "block" }}
     assert p.stop() == 0
     assert private_clickhouse.count() == 400_000
     assert listener_stats_after_stop(p)["waited_full"] > 0, "the stall never filled the buffer"
+
+
+def buffer_full_and_requests_held(p: LogdProcess) -> bool:
+    """/health says the ClickHouse output cannot take more, and HTTP holds request bodies."""
+    status, health = _get(p.port("http"), "/health")
+    return (status == 503 and health["outputs"]["clickhouse"]["ready"] is False
+            and listener_stats(p, "http")["inflight_bytes"] > 0)
 
 
 def listener_stats_after_stop(p: LogdProcess) -> dict[str, Any]:

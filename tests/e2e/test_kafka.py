@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from logd.ctl import request
 from testkit.configs import ingest_config
 from testkit.harness import REPO, LogdProcess
 from testkit.harness import post_records as post
@@ -102,9 +103,15 @@ def test_a_broker_that_stops_answering_loses_nothing(
          "--batch", "200", "--json"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(2)  # load flows to the broker first
+        sock = str(p.out / "control.sock")  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 30
+        while request(sock, "outputs")["kafka"]["written"] == 0:  # load flows to the broker
+            assert time.monotonic() < deadline, "nothing reached the broker"
+            time.sleep(0.05)  # polling logd's counters: no event to await from outside
         broker.pause()
-        time.sleep(20)  # the outage under test: longer than the producer's request timeout
+        # The outage lasts until logd's producer gives up on a request (its timeout, 15 s)
+        # and logd says so.
+        p.wait_for(lambda e: e.get("msg") == "insert failed; retrying", timeout=60)
         broker.resume()
         out, err = gen.communicate(120)
         assert gen.returncode == 0, err.decode()

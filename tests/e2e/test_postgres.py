@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,13 @@ def logd(start_logd: Callable[[PostgresDatabase], LogdProcess],
     return start_logd(postgres)
 
 
+def wait_for_rows(pg: PostgresDatabase, n: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while pg.count() < n:
+        assert time.monotonic() < deadline, f"{pg.count()} of {n} rows in PostgreSQL"
+        time.sleep(0.2)  # polling PostgreSQL: no event to await from here
+
+
 def test_records_arrive_with_their_fields(logd: LogdProcess, postgres: PostgresDatabase) -> None:
     post(logd, [
         {"app_id": "payment-service", "level": "ERROR", "message": "card declined",
@@ -88,22 +96,28 @@ def test_records_arrive_with_their_fields(logd: LogdProcess, postgres: PostgresD
     assert "logs_app_created_idx" in indexes and "logs_created_idx" in indexes
 
 
+def failed_attempt(entry: dict[str, Any]) -> bool:
+    """A log line of the PostgreSQL output failing to reach its server."""
+    return entry.get("output") == "pg" and entry.get("msg") in (
+        "insert failed; retrying", "cannot connect to PostgreSQL; retrying")
+
+
 def test_postgres_down_under_load_loses_nothing(
         start_logd: Callable[[PostgresDatabase], LogdProcess],
         private_postgres: PostgresDatabase) -> None:
+    """PostgreSQL stops while records arrive at 8,000/s and stays down until logd has
+    failed to reach it five times (its backoff at retry_max): nothing is lost or doubled."""
     logd = start_logd(private_postgres)
     gen = subprocess.Popen(
         [sys.executable, "tools/loadgen", "--target",
-         f"http://127.0.0.1:{logd.port('http')}/api/logs", "--rate", "4000", "--duration", "12",
-         "--batch", "200", "--json"],
+         f"http://127.0.0.1:{logd.port('http')}/api/logs", "--rate", "8000", "--count",
+         "48000", "--batch", "200", "--json"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while private_postgres.count() == 0:
-            assert time.monotonic() < deadline, "nothing reached PostgreSQL"
-            time.sleep(0.2)  # polling PostgreSQL: no event to await from here
+        wait_for_rows(private_postgres, 1, timeout=30)  # records flow before the outage
         private_postgres.server.stop()
-        time.sleep(5)  # the outage under test
+        # The outage lasts until logd has noticed it and retried with backoff.
+        logd.wait_for(failed_attempt, timeout=60, count=5)
         private_postgres.server.start()
         out, err = gen.communicate(120)
         assert gen.returncode == 0, err.decode()
@@ -152,9 +166,6 @@ def test_a_disk_spool_replays_into_postgres_after_kill_9(
         first.stop(signal.SIGKILL)
     private_postgres.server.start()
     second = LogdProcess(cfg, tmp_path).start()
-    deadline = time.monotonic() + 60
-    while private_postgres.count() < 1000:
-        assert time.monotonic() < deadline, f"{private_postgres.count()} of 1000 rows"
-        time.sleep(0.2)  # polling PostgreSQL: no event to await from here
+    wait_for_rows(private_postgres, 1000)
     assert second.stop() == 0
     assert private_postgres.query("SELECT count(DISTINCT message) FROM logs") == "1000\n"

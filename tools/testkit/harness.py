@@ -81,16 +81,19 @@ class LogdProcess(LogLines):
         with self._changed:
             self._changed.notify_all()
 
-    def wait_for(self, pred: Callable[[dict[str, Any]], bool],
-                 timeout: float = 15.0) -> dict[str, Any]:
-        """The first log entry matching `pred`, waiting for it; fails if logd exits first."""
+    def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
+                 count: int = 1) -> dict[str, Any]:
+        """The `count`-th log entry matching `pred` (the first, by default), waiting for it;
+        fails if logd exits first."""
         end = time.monotonic() + timeout
-        seen = 0
+        seen = matched = 0
         with self._changed:
             while True:
                 for entry in self.logs[seen:]:
                     if pred(entry):
-                        return entry
+                        matched += 1
+                        if matched == count:
+                            return entry
                 seen = len(self.logs)
                 assert self.proc is not None
                 if self.proc.poll() is not None and not (self._reader and

@@ -101,18 +101,20 @@ class RunningDaemon(LogLines):
         """What the control socket's `stats` answers."""
         return self.daemon.stats()
 
-    async def wait_for(self, pred: Callable[[dict[str, Any]], bool],
-                       timeout: float = 15.0) -> dict[str, Any]:
-        """The first log entry matching `pred`, waiting for it; fails if the daemon ends
-        first."""
+    async def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
+                       count: int = 1) -> dict[str, Any]:
+        """The `count`-th log entry matching `pred` (the first, by default), waiting for
+        it; fails if the daemon ends first."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
-        seen = 0
+        seen = matched = 0
         while True:
             entries = self._capture.entries
             for entry in entries[seen:]:
                 if pred(entry):
-                    return entry
+                    matched += 1
+                    if matched == count:
+                        return entry
             seen = len(entries)
             if self.task.done():
                 raise AssertionError(f"logd stopped ({self._outcome()}):\n{self.tail()}")
