@@ -250,7 +250,7 @@ def test_reload_hands_the_spool_to_the_changed_output(
         gen = subprocess.Popen(
             [sys.executable, "tools/loadgen", "--target",
              f"http://127.0.0.1:{p.port('http')}/api/logs", "--rate", "5000",
-             "--duration", "6", "--batch", "100", "--json"],
+             "--duration", "3", "--batch", "100", "--json"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         wait_for_rows(clickhouse, 1)
         p.config_path.write_text(config(out, clickhouse, batch_timeout="50ms", buffer=DISK))
@@ -274,7 +274,9 @@ def test_acknowledge_delivered_answers_after_the_insert(tmp_path: Path,
                                                         clickhouse: ClickHouseDatabase) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    cfg = config(out, clickhouse, batch_timeout="2s").replace(
+    # A batch waits 500 ms for more rows: an answer that came before the insert would find
+    # the rows missing.
+    cfg = config(out, clickhouse, batch_timeout="500ms").replace(
         '[listeners.http]\ntype = "http"\n',
         '[listeners.http]\ntype = "http"\nacknowledge = "delivered"\n')
     p = LogdProcess(cfg, tmp_path).start()

@@ -181,7 +181,7 @@ retry_max = "1s"
     port = p.port("http")
     gen = subprocess.run(
         [sys.executable, "tools/loadgen", "--target", f"http://127.0.0.1:{port}/api/logs",
-         "--rate", "20000", "--duration", "10", "--batch", "500", "--size", "300",
+         "--rate", "40000", "--count", "200000", "--batch", "500", "--size", "300",
          "--apps", "one:1", "--give-up", "--json"],
         cwd=REPO, capture_output=True, timeout=120)
     summary = json.loads(gen.stdout.decode().strip().splitlines()[-1])
