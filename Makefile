@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 
 PREFIX ?= /usr/local
 
+# ruff finds the .py files under a folder; the scripts in tools/ are named one by one.
+LINTED := logd tests tools tools/loadgen tools/bench tools/analyzer
+
 .PHONY: run test test-deps lint bench check-config install clean
 
 $(STAMP): pyproject.toml
@@ -21,7 +24,7 @@ run: $(STAMP)
 
 ## test: install what the tests need, lint, type-check, run the whole suite
 test: $(STAMP) test-deps
-	$(BIN)/ruff check logd tests tools/loadgen tools/bench tools/analyzer
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/mypy
 	$(BIN)/pytest
 
@@ -42,7 +45,7 @@ test-deps:
 
 ## lint: ruff over the tree, mypy over logd
 lint: $(STAMP)
-	$(BIN)/ruff check logd tests tools/loadgen tools/bench tools/analyzer
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/mypy
 
 ## bench: the benchmark scenarios (tools/bench --help for options)

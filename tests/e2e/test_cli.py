@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import REPO, LogdProcess
-from test_tcp_file import make_config
+from testkit.configs import emitter_file_config
+from testkit.harness import REPO, LogdProcess
 
 
 def logd(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -28,7 +28,7 @@ def test_shipped_configs_are_valid() -> None:
 
 def test_check_config_names_every_bad_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text(make_config(tmp_path).replace('framing = "frames"', 'framing = "octets"')
+    bad.write_text(emitter_file_config(tmp_path).replace('framing = "frames"', 'framing = "octets"')
                    + 'rotate_bytes = "12 parsecs"\nbogus = 1\n')
     result = logd("--check-config", str(bad))
     assert result.returncode == 2
@@ -57,7 +57,7 @@ def test_port_in_use_fails_start_naming_the_listener(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        config = make_config(tmp_path).replace("127.0.0.1:0", f"127.0.0.1:{port}")
+        config = emitter_file_config(tmp_path).replace("127.0.0.1:0", f"127.0.0.1:{port}")
         (tmp_path / "logd.toml").write_text(config)
         result = logd("--config", str(tmp_path / "logd.toml"))
     assert result.returncode == 1
@@ -73,7 +73,7 @@ def test_help_describes_the_command() -> None:
 def test_daemon_logs_are_json_lines(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    p = LogdProcess(make_config(out), tmp_path).start()
+    p = LogdProcess(emitter_file_config(out), tmp_path).start()
     assert p.stop() == 0
     assert p.raw_stderr and len(p.logs) == len(p.raw_stderr)
     assert {"ts", "level", "logger", "msg"} <= set(p.logs[0])
@@ -85,7 +85,7 @@ def test_a_doubled_stop_signal_still_drains(tmp_path: Path) -> None:
 
     out = tmp_path / "out"
     out.mkdir()
-    p = LogdProcess(make_config(out), tmp_path).start()
+    p = LogdProcess(emitter_file_config(out), tmp_path).start()
     assert p.proc is not None
     p.proc.send_signal(signal.SIGTERM)
     p.proc.send_signal(signal.SIGINT)

@@ -1,4 +1,4 @@
-"""HTTP (and TCP) -> logd -> a real ClickHouse server (Debian's 18.16, see clickhouse_server)."""
+"""HTTP (and TCP) -> logd -> a real ClickHouse server (Debian's 18.16, see testkit.clickhouse)."""
 
 from __future__ import annotations
 
@@ -9,34 +9,26 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clickhouse_server import ClickHouseError, ClickHouseServer
-from harness import REPO, LogdProcess, ingest_config, logctl
-from harness import post_records as post
-from test_tcp_file import frame
+
+from testkit.clickhouse import ClickHouseDatabase
+from testkit.configs import ingest_config
+from testkit.harness import REPO, LogdProcess, env_for_testkit, logctl
+from testkit.harness import post_records as post
+from testkit.wire import frame
 
 
-@pytest.fixture
-def clickhouse(tmp_path: Path) -> Iterator[ClickHouseServer]:
-    server = ClickHouseServer(tmp_path / "clickhouse")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-def config(out: Path, ch: ClickHouseServer, batch_timeout: str = "200ms",
+def config(out: Path, ch: ClickHouseDatabase, batch_timeout: str = "200ms",
            buffer: str = '{ max_bytes = "256MiB", when_full = "block" }',
            shutdown_timeout: str = "60s") -> str:
     return ingest_config(out, shutdown_timeout) + f"""
 [outputs.clickhouse]
 type = "clickhouse"
-url = "clickhouse://default@127.0.0.1:{ch.tcp_port}/logs_db"
+url = "{ch.url}"
 table = "logs"
 batch_rows = 5000
 batch_timeout = "{batch_timeout}"
@@ -46,32 +38,37 @@ buffer = {buffer}
 
 
 @pytest.fixture
-def logd(tmp_path: Path, clickhouse: ClickHouseServer) -> Iterator[LogdProcess]:
-    out = tmp_path / "out"
-    out.mkdir()
-    p = LogdProcess(config(out, clickhouse), tmp_path).start()
-    p.out = out  # type: ignore[attr-defined]
-    yield p
-    if p.alive():
-        p.stop(signal.SIGKILL)
+def start_logd(tmp_path: Path) -> Iterator[Callable[[ClickHouseDatabase], LogdProcess]]:
+    """Starts logd writing to a database (config's defaults); kills what is left at the end."""
+    started: list[LogdProcess] = []
+
+    def start(ch: ClickHouseDatabase) -> LogdProcess:
+        out = tmp_path / "out"
+        out.mkdir()
+        p = LogdProcess(config(out, ch), tmp_path).start()
+        p.out = out  # type: ignore[attr-defined]
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        if p.alive():
+            p.stop(signal.SIGKILL)
 
 
+@pytest.fixture
+def logd(start_logd: Callable[[ClickHouseDatabase], LogdProcess],
+         clickhouse: ClickHouseDatabase) -> LogdProcess:
+    return start_logd(clickhouse)
 
 
-def count(ch: ClickHouseServer) -> int:
-    try:
-        return int(ch.query("SELECT count() FROM logs_db.logs").strip())
-    except ClickHouseError:  # logd has not created the table yet
-        return 0
-
-
-def rows(ch: ClickHouseServer, sql: str) -> list[dict[str, Any]]:
+def rows(ch: ClickHouseDatabase, sql: str) -> list[dict[str, Any]]:
     text = ch.query(sql + " FORMAT JSONEachRow")
     return [json.loads(line) for line in text.splitlines() if line]
 
 
 def test_posted_records_arrive_with_their_fields(logd: LogdProcess,
-                                                 clickhouse: ClickHouseServer) -> None:
+                                                 clickhouse: ClickHouseDatabase) -> None:
     batch = [
         {"app_id": "payment-service", "level": "ERROR", "message": "card declined",
          "source": "api", "metadata": {"order": 17}, "timestamp": "2026-11-23T10:00:00Z"},
@@ -84,7 +81,7 @@ def test_posted_records_arrive_with_their_fields(logd: LogdProcess,
         s.sendall(frame(b"from tcp", 3))
     assert logd.stop() == 0
     got = rows(clickhouse, "SELECT app_id, level, message, source, toString(created_at) AS t, "
-               "metadata FROM logs_db.logs ORDER BY app_id")
+               "metadata FROM logs ORDER BY app_id")
     assert [(r["app_id"], r["level"], r["message"], r["source"]) for r in got] == [
         ("api-gateway", "info", "plain", "http"),
         ("auth-service", "warning", "slow login", "http"),
@@ -98,21 +95,30 @@ def test_posted_records_arrive_with_their_fields(logd: LogdProcess,
     assert json.loads(by_app["api-gateway"]["metadata"]) == {}
 
 
-def test_clickhouse_down_for_20s_under_load_loses_nothing(
-        logd: LogdProcess, clickhouse: ClickHouseServer) -> None:
+def failed_attempt(entry: dict[str, Any]) -> bool:
+    """A log line of the ClickHouse output failing to reach its server."""
+    return entry.get("output") == "clickhouse" and entry.get("msg") in (
+        "insert failed; retrying", "cannot connect to ClickHouse; retrying")
+
+
+def test_clickhouse_down_under_load_loses_nothing(
+        start_logd: Callable[[ClickHouseDatabase], LogdProcess],
+        private_clickhouse: ClickHouseDatabase) -> None:
+    """ClickHouse stops while records arrive at 10,000/s and stays down until logd has
+    failed to reach it five times (its backoff at retry_max): nothing is lost or doubled."""
+    logd = start_logd(private_clickhouse)
     gen = subprocess.Popen(
         [sys.executable, "tools/loadgen", "--target",
-         f"http://127.0.0.1:{logd.port('http')}/api/logs", "--rate", "4000", "--duration", "30",
-         "--batch", "200", "--connections", "2", "--json"],
+         f"http://127.0.0.1:{logd.port('http')}/api/logs", "--rate", "10000", "--count",
+         "120000", "--batch", "200", "--connections", "2", "--json"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while count(clickhouse) == 0:
-            assert time.monotonic() < deadline, "nothing reached ClickHouse"
-            time.sleep(0.2)  # polling ClickHouse: no event to await from here
-        clickhouse.stop()
-        time.sleep(20)  # the outage under test
-        clickhouse.start()
+        logd.wait_for(lambda e: e.get("msg") == "connected")
+        wait_for_rows(private_clickhouse, 1, timeout=30)  # records flow before the outage
+        private_clickhouse.server.stop()
+        # The outage lasts until logd has noticed it and retried with backoff.
+        logd.wait_for(failed_attempt, timeout=60, count=5)
+        private_clickhouse.server.start()
         out, err = gen.communicate(120)
         assert gen.returncode == 0, err.decode()
     finally:
@@ -122,21 +128,21 @@ def test_clickhouse_down_for_20s_under_load_loses_nothing(
     sent = json.loads(out.decode().strip().splitlines()[-1])["sent"]
     assert sent >= 100_000
     assert logd.stop() == 0
-    total, distinct = clickhouse.query(
-        "SELECT count(), uniqExact(metadata) FROM logs_db.logs").split()
+    total, distinct = private_clickhouse.query(
+        "SELECT count(), uniqExact(metadata) FROM logs").split()
     assert int(total) == sent, "every accepted record is in ClickHouse"
     assert int(distinct) == sent, "and none twice"
     assert logd.entries("insert failed; retrying") or logd.entries("cannot connect")
 
 
 def test_rows_clickhouse_refuses_go_to_the_dead_letter_file(
-        logd: LogdProcess, clickhouse: ClickHouseServer) -> None:
+        logd: LogdProcess, clickhouse: ClickHouseDatabase) -> None:
     # A column whose default throws for one message: the server refuses that row's batch.
     # logd made its table on connecting; this one replaces it.
     logd.wait_for(lambda e: e.get("msg") == "connected")
-    clickhouse.query("DROP TABLE IF EXISTS logs_db.logs")
+    clickhouse.query("DROP TABLE IF EXISTS logs")
     clickhouse.query(
-        "CREATE TABLE logs_db.logs (app_id String, level String, message String, "
+        "CREATE TABLE logs (app_id String, level String, message String, "
         "source String, created_at DateTime, metadata String, "
         "poison UInt8 DEFAULT throwIf(message = 'poison')) ENGINE = MergeTree() "
         "PARTITION BY toYYYYMMDD(created_at) ORDER BY (app_id, created_at)")
@@ -144,7 +150,7 @@ def test_rows_clickhouse_refuses_go_to_the_dead_letter_file(
     records[37] = {"app_id": "a", "message": "poison"}
     assert post(logd, records) == {"accepted": 100}
     assert logd.stop() == 0
-    assert clickhouse.query("SELECT count() FROM logs_db.logs").strip() == "99"
+    assert clickhouse.query("SELECT count() FROM logs").strip() == "99"
     dead = (logd.out / "state" / "clickhouse.dead-letter.ndjson").read_text().splitlines()
     assert len(dead) == 1
     entry = json.loads(dead[0])
@@ -152,20 +158,20 @@ def test_rows_clickhouse_refuses_go_to_the_dead_letter_file(
 
 
 def test_a_table_with_other_column_types_is_written_through_asynchs_encoder(
-        logd: LogdProcess, clickhouse: ClickHouseServer) -> None:
+        logd: LogdProcess, clickhouse: ClickHouseDatabase) -> None:
     # Made by hand with types logd does not encode itself (Nullable, a DateTime with a zone,
     # FixedString): the rows still arrive, converted by asynch.
     logd.wait_for(lambda e: e.get("msg") == "connected")
-    clickhouse.query("DROP TABLE IF EXISTS logs_db.logs")
+    clickhouse.query("DROP TABLE IF EXISTS logs")
     clickhouse.query(
-        "CREATE TABLE logs_db.logs (app_id FixedString(8), level String, "
+        "CREATE TABLE logs (app_id FixedString(8), level String, "
         "message Nullable(String), source String, created_at DateTime('UTC'), "
         "metadata String) ENGINE = MergeTree() ORDER BY created_at")
     assert post(logd, [{"app_id": "billing", "message": f"m{i}", "timestamp": 1795426800 + i,
                         "metadata": {"i": i}} for i in range(50)]) == {"accepted": 50}
     assert logd.stop() == 0
     got = rows(clickhouse, "SELECT app_id, message, toString(created_at) AS t, metadata "
-               "FROM logs_db.logs ORDER BY created_at")
+               "FROM logs ORDER BY created_at")
     assert len(got) == 50
     assert got[7]["app_id"].rstrip("\u0000") == "billing"
     assert (got[7]["message"], got[7]["t"]) == ("m7", "2026-11-23 09:40:07")
@@ -175,50 +181,50 @@ def test_a_table_with_other_column_types_is_written_through_asynchs_encoder(
 DISK = '{ type = "disk", max_bytes = "64MiB", when_full = "block" }'
 
 
-def wait_for_rows(ch: ClickHouseServer, n: int, timeout: float = 60) -> None:
+def wait_for_rows(ch: ClickHouseDatabase, n: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while count(ch) < n:
-        assert time.monotonic() < deadline, f"{count(ch)} of {n} rows in ClickHouse"
+    while ch.count() < n:
+        assert time.monotonic() < deadline, f"{ch.count()} of {n} rows in ClickHouse"
         time.sleep(0.2)  # polling ClickHouse: no event to await from here
 
 
 def test_a_disk_spool_keeps_what_was_accepted_through_kill_9(
-        tmp_path: Path, clickhouse: ClickHouseServer) -> None:
-    clickhouse.stop()  # nothing can be written: everything waits in the spool
+        tmp_path: Path, private_clickhouse: ClickHouseDatabase) -> None:
+    private_clickhouse.server.stop()  # nothing can be written: everything waits in the spool
     out = tmp_path / "out"
     out.mkdir()
-    first = LogdProcess(config(out, clickhouse, buffer=DISK), tmp_path).start()
+    first = LogdProcess(config(out, private_clickhouse, buffer=DISK), tmp_path).start()
     try:
         for b in range(10):
             assert post(first, [{"app_id": "a", "message": f"m{b}-{i}"}
                                 for i in range(500)]) == {"accepted": 500}
     finally:
         first.stop(signal.SIGKILL)
-    clickhouse.start()
-    second = LogdProcess(config(out, clickhouse, buffer=DISK), tmp_path).start()
+    private_clickhouse.server.start()
+    second = LogdProcess(config(out, private_clickhouse, buffer=DISK), tmp_path).start()
     try:
         replay = second.wait_for(lambda e: e.get("msg", "").startswith("spool has records"))
         assert replay["records"] == 5000
-        wait_for_rows(clickhouse, 5000)
+        wait_for_rows(private_clickhouse, 5000)
         assert second.stop() == 0
     finally:
         if second.alive():
             second.stop(signal.SIGKILL)
-    assert clickhouse.query("SELECT count(), uniqExact(message) FROM logs_db.logs").split() == \
+    assert private_clickhouse.query("SELECT count(), uniqExact(message) FROM logs").split() == \
         ["5000", "5000"]
     # written and acknowledged: a third start has nothing to send again
-    third = LogdProcess(config(out, clickhouse, buffer=DISK), tmp_path).start()
+    third = LogdProcess(config(out, private_clickhouse, buffer=DISK), tmp_path).start()
     assert third.stop() == 0
     assert not third.entries("spool has records from before; sending them first")
-    assert count(clickhouse) == 5000
+    assert private_clickhouse.count() == 5000
 
 
 def test_a_stop_with_clickhouse_down_leaves_records_in_the_spool(
-        tmp_path: Path, clickhouse: ClickHouseServer) -> None:
-    clickhouse.stop()
+        tmp_path: Path, private_clickhouse: ClickHouseDatabase) -> None:
+    private_clickhouse.server.stop()
     out = tmp_path / "out"
     out.mkdir()
-    cfg = config(out, clickhouse, buffer=DISK, shutdown_timeout="1s")
+    cfg = config(out, private_clickhouse, buffer=DISK, shutdown_timeout="1s")
     first = LogdProcess(cfg, tmp_path).start()
     assert post(first, [{"message": f"m{i}"} for i in range(300)]) == {"accepted": 300}
     shown = logctl("--socket", str(out / "control.sock"), "stats")
@@ -228,15 +234,15 @@ def test_a_stop_with_clickhouse_down_leaves_records_in_the_spool(
     assert first.stop() == 0, "nothing is lost: the spool keeps it"
     kept = first.wait_for(lambda e: "stay in the spool" in e.get("msg", ""))
     assert kept["records"] == 300
-    clickhouse.start()
+    private_clickhouse.server.start()
     second = LogdProcess(cfg, tmp_path).start()
-    wait_for_rows(clickhouse, 300)
+    wait_for_rows(private_clickhouse, 300)
     assert second.stop() == 0
-    assert count(clickhouse) == 300
+    assert private_clickhouse.count() == 300
 
 
 def test_reload_hands_the_spool_to_the_changed_output(
-        tmp_path: Path, clickhouse: ClickHouseServer) -> None:
+        tmp_path: Path, clickhouse: ClickHouseDatabase) -> None:
     out = tmp_path / "out"
     out.mkdir()
     p = LogdProcess(config(out, clickhouse, buffer=DISK), tmp_path).start()
@@ -244,7 +250,7 @@ def test_reload_hands_the_spool_to_the_changed_output(
         gen = subprocess.Popen(
             [sys.executable, "tools/loadgen", "--target",
              f"http://127.0.0.1:{p.port('http')}/api/logs", "--rate", "5000",
-             "--duration", "6", "--batch", "100", "--json"],
+             "--duration", "3", "--batch", "100", "--json"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         wait_for_rows(clickhouse, 1)
         p.config_path.write_text(config(out, clickhouse, batch_timeout="50ms", buffer=DISK))
@@ -259,16 +265,18 @@ def test_reload_hands_the_spool_to_the_changed_output(
         if p.alive():
             p.stop(signal.SIGKILL)
     total, distinct = clickhouse.query(
-        "SELECT count(), uniqExact(metadata) FROM logs_db.logs").split()
+        "SELECT count(), uniqExact(metadata) FROM logs").split()
     assert int(distinct) == sent, "every accepted record is in ClickHouse"
     assert int(total) >= sent
 
 
 def test_acknowledge_delivered_answers_after_the_insert(tmp_path: Path,
-                                                        clickhouse: ClickHouseServer) -> None:
+                                                        clickhouse: ClickHouseDatabase) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    cfg = config(out, clickhouse, batch_timeout="2s").replace(
+    # A batch waits 500 ms for more rows: an answer that came before the insert would find
+    # the rows missing.
+    cfg = config(out, clickhouse, batch_timeout="500ms").replace(
         '[listeners.http]\ntype = "http"\n',
         '[listeners.http]\ntype = "http"\nacknowledge = "delivered"\n')
     p = LogdProcess(cfg, tmp_path).start()
@@ -277,7 +285,7 @@ def test_acknowledge_delivered_answers_after_the_insert(tmp_path: Path,
             batch = [{"app_id": "acked", "message": f"{round_}-{i}"} for i in range(100)]
             assert post(p, batch) == {"accepted": 100}
             # The answer came after ClickHouse acknowledged the insert: the rows are there.
-            assert count(clickhouse) == 100 * (round_ + 1)
+            assert clickhouse.count() == 100 * (round_ + 1)
     finally:
         assert p.stop() == 0
 
@@ -285,9 +293,7 @@ def test_acknowledge_delivered_answers_after_the_insert(tmp_path: Path,
 _FULL_SPOOL_DRIVER = """
 import json, subprocess, sys, time, urllib.error, urllib.request
 from pathlib import Path
-sys.path.insert(0, {tests!r})
-sys.path.insert(0, {e2e!r})
-from harness import LogdProcess, logctl
+from testkit.harness import LogdProcess, logctl
 
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", {mnt!r}], check=True)
 logd = LogdProcess({config!r}, Path({work!r})).start()
@@ -330,31 +336,31 @@ print(json.dumps({{"code": code, "healthy": healthy,
 
 
 def test_a_full_spool_disk_answers_503_and_loses_nothing(
-        tmp_path: Path, clickhouse: ClickHouseServer) -> None:
+        tmp_path: Path, private_clickhouse: ClickHouseDatabase) -> None:
     """The spool on a 1 MiB tmpfs (a private mount namespace), ClickHouse down: once the
     disk is full HTTP says 503 instead of accepting what it would drop; every record that
     was accepted reaches ClickHouse once it is back."""
     import os
-    clickhouse.stop()
+    private_clickhouse.server.stop()
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     out = tmp_path / "out"
     out.mkdir()
     work = tmp_path / "work"
     work.mkdir()
-    cfg = config(out, clickhouse, buffer=f'{{ type = "disk", path = "{mnt}/spool", '
+    cfg = config(out, private_clickhouse, buffer=f'{{ type = "disk", path = "{mnt}/spool", '
                  'max_bytes = "64MiB", when_full = "block" }').replace(
         '[listeners.http]\ntype = "http"\n', '[listeners.http]\ntype = "http"\n'
         'full_wait = "1s"\n')  # a request waits this long for room, then 503
     (tmp_path / "driver.py").write_text(_FULL_SPOOL_DRIVER.format(
-        tests=str(REPO / "tests"), e2e=str(Path(__file__).parent), mnt=str(mnt), config=cfg,
+        mnt=str(mnt), config=cfg,
         work=str(work), sock=str(out / "control.sock")))
     unshare = ["unshare", "--mount", "--propagation", "private"]
     if os.geteuid() != 0:
         unshare.insert(1, "--map-root-user")
     driver = subprocess.Popen([*unshare, sys.executable, str(tmp_path / "driver.py")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, cwd=REPO)
+                              stderr=subprocess.PIPE, cwd=REPO, env=env_for_testkit())
     try:
         assert driver.stdout is not None and driver.stdin is not None
         line = driver.stdout.readline()
@@ -364,7 +370,7 @@ def test_a_full_spool_disk_answers_503_and_loses_nothing(
         assert full["problem"].startswith("cannot write the spool: No space left on device")
         # HTTP's batches are refused, not held in memory: its clients retry them.
         assert full["held"] == 0 and full["spool_refused"] >= 3 * 500
-        clickhouse.start()
+        private_clickhouse.server.start()
         stdout, stderr = driver.communicate(b"go\n", timeout=120)
     finally:
         if driver.poll() is None:
@@ -373,18 +379,18 @@ def test_a_full_spool_disk_answers_503_and_loses_nothing(
     assert driver.returncode == 0, stderr.decode()
     done = json.loads(stdout.decode().strip().splitlines()[-1])
     assert done == {"code": 0, "healthy": True, "started": ["ENOSPC"], "again": 1, "lost": 0}
-    assert clickhouse.query("SELECT count(), uniqExact(message) FROM logs_db.logs").split() \
+    assert private_clickhouse.query("SELECT count(), uniqExact(message) FROM logs").split() \
         == [str(full["accepted"])] * 2
 
 
 SMALL_SEGMENTS = '{ type = "disk", max_bytes = "8MiB", when_full = "block" }'  # 1 MiB segments
 
 
-def _spool_with(tmp_path: Path, clickhouse: ClickHouseServer, batches: int
+def _spool_with(tmp_path: Path, clickhouse: ClickHouseDatabase, batches: int
                 ) -> tuple[Path, int]:
     """Records answered 202 into a spool while ClickHouse is down, then kill -9: (the output
     directory, records accepted)."""
-    clickhouse.stop()
+    clickhouse.server.stop()
     out = tmp_path / "out"
     out.mkdir()
     p = LogdProcess(config(out, clickhouse, buffer=SMALL_SEGMENTS), tmp_path).start()
@@ -395,49 +401,49 @@ def _spool_with(tmp_path: Path, clickhouse: ClickHouseServer, batches: int
                                  for i in range(500)])["accepted"]
     finally:
         p.stop(signal.SIGKILL)
-    clickhouse.start()
+    clickhouse.server.start()
     return out, accepted
 
 
 def test_random_bytes_in_the_ack_file_replay_everything_and_lose_nothing(
-        tmp_path: Path, clickhouse: ClickHouseServer) -> None:
-    out, accepted = _spool_with(tmp_path, clickhouse, 40)
+        tmp_path: Path, private_clickhouse: ClickHouseDatabase) -> None:
+    out, accepted = _spool_with(tmp_path, private_clickhouse, 40)
     spool = out / "state" / "spool" / "clickhouse"
     (spool / "ack").write_bytes(os.urandom(32))
-    p = LogdProcess(config(out, clickhouse, buffer=SMALL_SEGMENTS), tmp_path).start()
+    p = LogdProcess(config(out, private_clickhouse, buffer=SMALL_SEGMENTS), tmp_path).start()
     try:
         [said] = p.entries("spool ack file cannot be trusted")
         assert said["level"] == "error" and said["path"] == str(spool / "ack")
-        wait_for_rows(clickhouse, accepted)
+        wait_for_rows(private_clickhouse, accepted)
         assert p.stop() == 0
     finally:
         if p.alive():
             p.stop(signal.SIGKILL)
-    total, distinct = clickhouse.query(
-        "SELECT count(), uniqExact(message) FROM logs_db.logs").split()
+    total, distinct = private_clickhouse.query(
+        "SELECT count(), uniqExact(message) FROM logs").split()
     assert (int(total), int(distinct)) == (accepted, accepted)
     print(f"damaged ack: 2xx {accepted}, stored {total}, distinct {distinct}")
 
 
 def test_a_deleted_segment_is_reported_with_the_records_it_held(
-        tmp_path: Path, clickhouse: ClickHouseServer) -> None:
-    out, accepted = _spool_with(tmp_path, clickhouse, 40)
+        tmp_path: Path, private_clickhouse: ClickHouseDatabase) -> None:
+    out, accepted = _spool_with(tmp_path, private_clickhouse, 40)
     spool = out / "state" / "spool" / "clickhouse"
     segments = sorted(spool.glob("*.seg"))
     assert len(segments) >= 4, [s.name for s in segments]
     victim = segments[1]
     victim.unlink()
-    p = LogdProcess(config(out, clickhouse, buffer=SMALL_SEGMENTS), tmp_path).start()
+    p = LogdProcess(config(out, private_clickhouse, buffer=SMALL_SEGMENTS), tmp_path).start()
     try:
         [said] = p.entries("spool segments are missing")
         assert said["level"] == "error" and said["segments"] == [victim.name]
         lost = said["records"]
         assert 0 < lost < accepted
-        wait_for_rows(clickhouse, accepted - lost)
+        wait_for_rows(private_clickhouse, accepted - lost)
         assert p.stop() == 0
     finally:
         if p.alive():
             p.stop(signal.SIGKILL)
-    stored = count(clickhouse)
+    stored = private_clickhouse.count()
     assert stored == accepted - lost, "exactly what the missing segment held is missing"
     print(f"deleted segment: 2xx {accepted}, stored {stored}, reported lost {lost}")

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clickhouse_server import ClickHouseServer
-from harness import REPO, LogdProcess, read_all_lines
+
+from testkit.clickhouse import ClickHouseDatabase
+from testkit.harness import REPO, LogdProcess, read_all_lines
 
 
 @pytest.fixture
@@ -180,7 +181,7 @@ retry_max = "1s"
     port = p.port("http")
     gen = subprocess.run(
         [sys.executable, "tools/loadgen", "--target", f"http://127.0.0.1:{port}/api/logs",
-         "--rate", "20000", "--duration", "10", "--batch", "500", "--size", "300",
+         "--rate", "40000", "--count", "200000", "--batch", "500", "--size", "300",
          "--apps", "one:1", "--give-up", "--json"],
         cwd=REPO, capture_output=True, timeout=120)
     summary = json.loads(gen.stdout.decode().strip().splitlines()[-1])
@@ -297,21 +298,12 @@ def test_slowloris_connections_are_closed_and_good_clients_served(
 
 # -- clients that give up on the first non-2xx ------------------------------------------------
 
-@pytest.fixture
-def clickhouse(tmp_path: Path) -> Iterator[ClickHouseServer]:
-    server = ClickHouseServer(tmp_path / "clickhouse")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
 def test_clients_that_give_up_on_503_lose_nothing_to_a_stalled_database(
-        tmp_path: Path, started: list[LogdProcess], clickhouse: ClickHouseServer) -> None:
+        tmp_path: Path, started: list[LogdProcess],
+        private_clickhouse: ClickHouseDatabase) -> None:
     """Seed 001's clients count any non-2xx as a failed batch. With a 16 MiB memory buffer
-    and ClickHouse frozen for 6 s under 4 such clients, requests wait for room instead of
-    being refused: every batch is answered 202 and stored."""
+    and ClickHouse frozen under 4 such clients until the buffer is full, requests wait for
+    room instead of being refused: every batch is answered 202 and stored."""
     out = tmp_path / "out"
     out.mkdir()
     config = daemon_table(out) + f"""
@@ -321,7 +313,7 @@ address = "127.0.0.1:0"
 
 [outputs.clickhouse]
 type = "clickhouse"
-url = "clickhouse://default@127.0.0.1:{clickhouse.tcp_port}/logs_db"
+url = "{private_clickhouse.url}"
 batch_timeout = "200ms"
 retry_max = "1s"
 buffer = {{ type = "memory", max_bytes = "16MiB", when_full = "block" }}
@@ -337,34 +329,37 @@ buffer = {{ type = "memory", max_bytes = "16MiB", when_full = "block" }}
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while _count(clickhouse) < 50_000:
+        while private_clickhouse.count() < 50_000:
             assert time.monotonic() < deadline, "ClickHouse got nothing"
             time.sleep(0.1)  # polling ClickHouse: no event to await from here
-        os.kill(clickhouse.pid, signal.SIGSTOP)  # type: ignore[arg-type]
-        time.sleep(6)  # the stall under test
-        os.kill(clickhouse.pid, signal.SIGCONT)  # type: ignore[arg-type]
+        os.kill(private_clickhouse.server.pid, signal.SIGSTOP)  # type: ignore[arg-type]
+        # The stall lasts until it has filled the buffer and requests wait for room.
+        deadline = time.monotonic() + 60
+        while not buffer_full_and_requests_held(p):
+            assert time.monotonic() < deadline, "the stall never filled the buffer"
+            time.sleep(0.05)  # polling /health and logd's counters: no event from outside
+        os.kill(private_clickhouse.server.pid, signal.SIGCONT)  # type: ignore[arg-type]
         stdout, stderr = gen.communicate(timeout=180)
     finally:
         if gen.poll() is None:
             gen.kill()
             gen.wait()
         with contextlib.suppress(ProcessLookupError, TypeError):
-            os.kill(clickhouse.pid, signal.SIGCONT)  # type: ignore[arg-type]
+            os.kill(private_clickhouse.server.pid, signal.SIGCONT)  # type: ignore[arg-type]
     summary = json.loads(stdout.decode().strip().splitlines()[-1])
     assert summary["given_up"] == 0, stderr.decode()
     assert summary["sent"] == 400_000
     assert p.stop() == 0
-    assert _count(clickhouse) == 400_000
+    assert private_clickhouse.count() == 400_000
     assert listener_stats_after_stop(p)["waited_full"] > 0, "the stall never filled the buffer"
+
+
+def buffer_full_and_requests_held(p: LogdProcess) -> bool:
+    """/health says the ClickHouse output cannot take more, and HTTP holds request bodies."""
+    status, health = _get(p.port("http"), "/health")
+    return (status == 503 and health["outputs"]["clickhouse"]["ready"] is False
+            and listener_stats(p, "http")["inflight_bytes"] > 0)
 
 
 def listener_stats_after_stop(p: LogdProcess) -> dict[str, Any]:
     return p.listener_stats("http")
-
-
-def _count(ch: ClickHouseServer) -> int:
-    from clickhouse_server import ClickHouseError
-    try:
-        return int(ch.query("SELECT count() FROM logs_db.logs").strip())
-    except ClickHouseError:
-        return 0

@@ -14,25 +14,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, LogdProcess, ingest_config
-from harness import post_records as post
-from kafka_broker import KafkaBroker
-from test_tcp_file import frame
+
+from logd.ctl import request
+from testkit.configs import ingest_config
+from testkit.harness import REPO, LogdProcess
+from testkit.harness import post_records as post
+from testkit.kafka import KafkaTopic
+from testkit.wire import frame
 
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture
-def broker() -> Iterator[KafkaBroker]:
-    b = KafkaBroker()
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
-def config(out: Path, b: KafkaBroker, extra: str = "") -> str:
+def config(out: Path, b: KafkaTopic, extra: str = "") -> str:
     return ingest_config(out) + f"""
 [outputs.kafka]
 type = "kafka"
@@ -44,7 +37,7 @@ retry_max = "1s"
 """
 
 
-def start(tmp_path: Path, b: KafkaBroker, extra: str = "") -> LogdProcess:
+def start(tmp_path: Path, b: KafkaTopic, extra: str = "") -> LogdProcess:
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     p = LogdProcess(config(out, b, extra), tmp_path).start()
@@ -61,17 +54,15 @@ def stopper() -> Iterator[list[LogdProcess]]:
             p.stop(signal.SIGKILL)
 
 
-
-
-def test_records_arrive_keyed_by_app(tmp_path: Path, broker: KafkaBroker,
+def test_records_arrive_keyed_by_app(tmp_path: Path, kafka: KafkaTopic,
                                      stopper: list[LogdProcess]) -> None:
-    p = start(tmp_path, broker)
+    p = start(tmp_path, kafka)
     stopper.append(p)
     post(p, [{"app_id": f"app-{i % 3}", "message": f"m{i}"} for i in range(300)])
     with socket.create_connection(("127.0.0.1", p.port("emitters"))) as s:
         s.sendall(frame(b"from tcp", 3))
     assert p.stop() == 0
-    got = broker.consume(broker.topic, 301)
+    got = kafka.consume(301)
     assert len(got) == 301
     values = [json.loads(v) for _, k, v in got if k != b"emitters"]
     assert sorted(v["message"] for v in values) == sorted(f"m{i}" for i in range(300))
@@ -85,25 +76,26 @@ def test_records_arrive_keyed_by_app(tmp_path: Path, broker: KafkaBroker,
     assert app0 == [f"m{i}" for i in range(0, 300, 3)]
 
 
-def test_json_format_carries_the_mapped_fields(tmp_path: Path, broker: KafkaBroker,
+def test_json_format_carries_the_mapped_fields(tmp_path: Path, kafka: KafkaTopic,
                                                stopper: list[LogdProcess]) -> None:
-    p = start(tmp_path, broker, 'format = "json"\nkey = "none"')
+    p = start(tmp_path, kafka, 'format = "json"\nkey = "none"')
     stopper.append(p)
     post(p, [{"app_id": "billing", "level": "ERROR", "message": "declined",
               "timestamp": "2026-11-23T10:00:00.5Z", "metadata": {"order": 17}}])
     assert p.stop() == 0
-    [(_, key, value)] = broker.consume(broker.topic, 1)
+    [(_, key, value)] = kafka.consume(1)
     assert key is None
     assert json.loads(value) == {"time": "2026-11-23T10:00:00.500000Z", "app_id": "billing",
                                  "level": "ERROR", "message": "declined", "source": "http",
                                  "metadata": {"order": 17}}
 
 
-def test_a_broker_that_stops_answering_loses_nothing(tmp_path: Path, broker: KafkaBroker,
-                                                     stopper: list[LogdProcess]) -> None:
+def test_a_broker_that_stops_answering_loses_nothing(
+        tmp_path: Path, private_kafka: KafkaTopic, stopper: list[LogdProcess]) -> None:
+    broker = private_kafka.broker
     if broker.external:
         pytest.skip("an external Kafka cannot be paused")
-    p = start(tmp_path, broker)
+    p = start(tmp_path, private_kafka)
     stopper.append(p)
     gen = subprocess.Popen(
         [sys.executable, "tools/loadgen", "--target",
@@ -111,9 +103,15 @@ def test_a_broker_that_stops_answering_loses_nothing(tmp_path: Path, broker: Kaf
          "--batch", "200", "--json"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(2)  # load flows to the broker first
+        sock = str(p.out / "control.sock")  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 30
+        while request(sock, "outputs")["kafka"]["written"] == 0:  # load flows to the broker
+            assert time.monotonic() < deadline, "nothing reached the broker"
+            time.sleep(0.05)  # polling logd's counters: no event to await from outside
         broker.pause()
-        time.sleep(20)  # the outage under test: longer than the producer's request timeout
+        # The outage lasts until logd's producer gives up on a request (its timeout, 15 s)
+        # and logd says so.
+        p.wait_for(lambda e: e.get("msg") == "insert failed; retrying", timeout=60)
         broker.resume()
         out, err = gen.communicate(120)
         assert gen.returncode == 0, err.decode()
@@ -125,21 +123,21 @@ def test_a_broker_that_stops_answering_loses_nothing(tmp_path: Path, broker: Kaf
     sent = json.loads(out.decode().strip().splitlines()[-1])["sent"]
     assert sent >= 20_000
     assert p.stop() == 0
-    got = broker.consume(broker.topic, sent, timeout=60)
+    got = private_kafka.consume(sent, timeout=60)
     seqs = Counter(json.dumps(json.loads(v)["metadata"], sort_keys=True) for _, _, v in got)
     assert len(seqs) == sent, "every accepted record is in the topic"
     assert p.entries("insert failed; retrying"), "the outage was noticed"
 
 
-def test_a_record_too_large_goes_to_the_dead_letter_file(tmp_path: Path, broker: KafkaBroker,
+def test_a_record_too_large_goes_to_the_dead_letter_file(tmp_path: Path, kafka: KafkaTopic,
                                                          stopper: list[LogdProcess]) -> None:
-    p = start(tmp_path, broker, 'max_record_bytes = "4KiB"')
+    p = start(tmp_path, kafka, 'max_record_bytes = "4KiB"')
     stopper.append(p)
     records = [{"app_id": "a", "message": f"fine {i}"} for i in range(50)]
     records[20] = {"app_id": "a", "message": "x" * 10_000}
     post(p, records)
     assert p.stop() == 0
-    got = broker.consume(broker.topic, 49)
+    got = kafka.consume(49)
     assert len(got) == 49
     dead = (p.out / "state" / "kafka.dead-letter.ndjson").read_text().splitlines()  # type: ignore[attr-defined]
     assert len(dead) == 1

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clickhouse_server import ClickHouseServer
-from harness import LogdProcess, post_records, read_all_lines
-from kafka_broker import KafkaBroker
+
+from testkit.clickhouse import ClickHouseServer
+from testkit.harness import LogdProcess, post_records, read_all_lines
+from testkit.kafka import KafkaBroker
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -250,7 +251,7 @@ def _listener(p: LogdProcess) -> dict[str, Any]:
 
 
 def _count(ch: ClickHouseServer, table: str = "logs") -> int:
-    from clickhouse_server import ClickHouseError
+    from testkit.clickhouse import ClickHouseError
     try:
         return int(ch.query(f"SELECT count() FROM logs_db.{table}").strip())
     except ClickHouseError:

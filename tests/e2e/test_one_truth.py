@@ -7,16 +7,16 @@ from __future__ import annotations
 import json
 import socket
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clickhouse_server import ClickHouseServer
-from harness import LogdProcess, read_all_lines
-from kafka_broker import KafkaBroker
-from postgres_server import PostgresServer
-from test_tcp_file import frame
+
+from testkit.clickhouse import ClickHouseDatabase
+from testkit.harness import LogdProcess, read_all_lines
+from testkit.kafka import KafkaTopic
+from testkit.postgres import PostgresDatabase
+from testkit.wire import frame
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -36,25 +36,10 @@ RECORDS: list[tuple[dict[str, Any], int, bool]] = [
 LISTENERS = ("http", "lines", "frames")
 
 
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[tuple[ClickHouseServer, PostgresServer, KafkaBroker]]:
-    ch = ClickHouseServer(tmp_path / "clickhouse")
-    pg = PostgresServer()
-    broker = KafkaBroker()
-    try:
-        ch.start()
-        pg.start()
-        broker.start()
-        yield ch, pg, broker
-    finally:
-        broker.stop()
-        pg.cleanup()
-        ch.cleanup()
-
-
 def test_every_listener_and_output_reads_a_record_the_same_way(
-        tmp_path: Path, servers: tuple[ClickHouseServer, PostgresServer, KafkaBroker]) -> None:
-    ch, pg, broker = servers
+        tmp_path: Path, clickhouse: ClickHouseDatabase, postgres: PostgresDatabase,
+        kafka: KafkaTopic) -> None:
+    ch, pg = clickhouse, postgres
     out = tmp_path / "out"
     out.mkdir()
     config = f"""
@@ -82,7 +67,7 @@ path = "{out}/{{app}}.log"
 
 [outputs.ch]
 type = "clickhouse"
-url = "clickhouse://default@127.0.0.1:{ch.tcp_port}/logs_db"
+url = "{ch.url}"
 batch_timeout = "100ms"
 
 [outputs.pg]
@@ -92,8 +77,8 @@ batch_timeout = "100ms"
 
 [outputs.kafka]
 type = "kafka"
-brokers = ["{broker.bootstrap}"]
-topic = "{broker.topic}"
+brokers = ["{kafka.bootstrap}"]
+topic = "{kafka.topic}"
 format = "json"
 batch_timeout = "50ms"
 
@@ -133,14 +118,14 @@ to = ["files", "ch", "pg", "kafka"]
     want = sorted(expected(m) for m in routed)
     got_ch = [json.loads(line) for line in ch.query(
         "SELECT app_id, level, message, source, toString(created_at) AS t, metadata "
-        "FROM logs_db.logs FORMAT JSONEachRow").splitlines()]
+        "FROM logs FORMAT JSONEachRow").splitlines()]
     assert sorted((r["app_id"], r["level"], r["message"], r["source"]) for r in got_ch) == want
     got_pg = [line.split("|") for line in pg.query(
         "SELECT app_id, level, message, source, "
         "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), metadata::text "
         "FROM logs").splitlines()]
     assert sorted(tuple(r[:4]) for r in got_pg) == want
-    got_kafka = [json.loads(v) for _, _, v in broker.consume(broker.topic, len(routed))]
+    got_kafka = [json.loads(v) for _, _, v in kafka.consume(len(routed))]
     assert sorted((v["app_id"], v["level"], v["message"], v["source"])
                   for v in got_kafka) == want
 

@@ -17,8 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, LogdProcess, logctl, read_all_lines
-from test_tcp_file import frame, make_config
+
+from testkit.configs import emitter_file_config
+from testkit.harness import REPO, LogdProcess, logctl, read_all_lines
+from testkit.wire import frame
 
 STATS_KEYS = {"process", "daemon", "listeners", "outputs", "router"}
 PROCESS_KEYS = {"pid", "rss_bytes", "cpu_user_s", "cpu_system_s", "open_fds", "threads",
@@ -34,7 +36,7 @@ OUTPUT_KEYS = {"queued_records", "queued_bytes", "accepted", "dropped", "dropped
 def running(tmp_path: Path) -> Iterator[LogdProcess]:
     out = tmp_path / "out"
     out.mkdir()
-    p = LogdProcess(make_config(out).replace('stats_interval = "0s"',
+    p = LogdProcess(emitter_file_config(out).replace('stats_interval = "0s"',
                                              'stats_interval = "0s"\n'
                                              'metrics_address = "127.0.0.1:0"'),
                     tmp_path).start()
@@ -230,7 +232,7 @@ def test_sd_notify_messages_arrive_in_order(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
         listener.bind(str(notify))
         listener.settimeout(15)
-        p = LogdProcess(make_config(out), tmp_path,
+        p = LogdProcess(emitter_file_config(out), tmp_path,
                         env={"NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "200000"})
         p.start()
         try:
@@ -266,7 +268,7 @@ def test_the_control_socket_is_0660_under_any_umask(tmp_path: Path) -> None:
     out.mkdir()
     old = os.umask(0)  # logd inherits it
     try:
-        p = LogdProcess(make_config(out), tmp_path).start()
+        p = LogdProcess(emitter_file_config(out), tmp_path).start()
     finally:
         os.umask(old)
     try:

@@ -1,4 +1,4 @@
-"""HTTP and TCP -> logd -> a real PostgreSQL server (Debian's binaries, see postgres_server)."""
+"""HTTP and TCP -> logd -> a real PostgreSQL server (Debian's binaries, see testkit.postgres)."""
 
 from __future__ import annotations
 
@@ -9,29 +9,22 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from harness import REPO, LogdProcess, ingest_config
-from harness import post_records as post
-from postgres_server import PostgresServer
-from test_tcp_file import frame
+
+from testkit.configs import ingest_config
+from testkit.harness import REPO, LogdProcess
+from testkit.harness import post_records as post
+from testkit.postgres import PostgresDatabase
+from testkit.wire import frame
 
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-def config(out: Path, pg: PostgresServer, buffer: str = '{ max_bytes = "64MiB" }') -> str:
+def config(out: Path, pg: PostgresDatabase, buffer: str = '{ max_bytes = "64MiB" }') -> str:
     return ingest_config(out) + f"""
 [outputs.pg]
 type = "postgres"
@@ -44,26 +37,38 @@ buffer = {buffer}
 
 
 @pytest.fixture
-def logd(tmp_path: Path, postgres: PostgresServer) -> Iterator[LogdProcess]:
-    out = tmp_path / "out"
-    out.mkdir()
-    p = LogdProcess(config(out, postgres), tmp_path).start()
-    p.out = out  # type: ignore[attr-defined]
-    yield p
-    if p.alive():
-        p.stop(signal.SIGKILL)
+def start_logd(tmp_path: Path) -> Iterator[Callable[[PostgresDatabase], LogdProcess]]:
+    """Starts logd writing to a database; kills what is left at the end."""
+    started: list[LogdProcess] = []
+
+    def start(pg: PostgresDatabase) -> LogdProcess:
+        out = tmp_path / "out"
+        out.mkdir()
+        p = LogdProcess(config(out, pg), tmp_path).start()
+        p.out = out  # type: ignore[attr-defined]
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        if p.alive():
+            p.stop(signal.SIGKILL)
 
 
+@pytest.fixture
+def logd(start_logd: Callable[[PostgresDatabase], LogdProcess],
+         postgres: PostgresDatabase) -> LogdProcess:
+    return start_logd(postgres)
 
 
-def count(pg: PostgresServer) -> int:
-    try:
-        return int(pg.query("SELECT count(*) FROM logs"))
-    except Exception:  # logd has not made the table yet, or the server is down
-        return 0
+def wait_for_rows(pg: PostgresDatabase, n: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while pg.count() < n:
+        assert time.monotonic() < deadline, f"{pg.count()} of {n} rows in PostgreSQL"
+        time.sleep(0.2)  # polling PostgreSQL: no event to await from here
 
 
-def test_records_arrive_with_their_fields(logd: LogdProcess, postgres: PostgresServer) -> None:
+def test_records_arrive_with_their_fields(logd: LogdProcess, postgres: PostgresDatabase) -> None:
     post(logd, [
         {"app_id": "payment-service", "level": "ERROR", "message": "card declined",
          "source": "api", "metadata": {"order": 17}, "timestamp": "2026-11-23T10:00:00.250Z"},
@@ -91,21 +96,29 @@ def test_records_arrive_with_their_fields(logd: LogdProcess, postgres: PostgresS
     assert "logs_app_created_idx" in indexes and "logs_created_idx" in indexes
 
 
-def test_postgres_down_under_load_loses_nothing(logd: LogdProcess,
-                                                postgres: PostgresServer) -> None:
+def failed_attempt(entry: dict[str, Any]) -> bool:
+    """A log line of the PostgreSQL output failing to reach its server."""
+    return entry.get("output") == "pg" and entry.get("msg") in (
+        "insert failed; retrying", "cannot connect to PostgreSQL; retrying")
+
+
+def test_postgres_down_under_load_loses_nothing(
+        start_logd: Callable[[PostgresDatabase], LogdProcess],
+        private_postgres: PostgresDatabase) -> None:
+    """PostgreSQL stops while records arrive at 8,000/s and stays down until logd has
+    failed to reach it five times (its backoff at retry_max): nothing is lost or doubled."""
+    logd = start_logd(private_postgres)
     gen = subprocess.Popen(
         [sys.executable, "tools/loadgen", "--target",
-         f"http://127.0.0.1:{logd.port('http')}/api/logs", "--rate", "4000", "--duration", "12",
-         "--batch", "200", "--json"],
+         f"http://127.0.0.1:{logd.port('http')}/api/logs", "--rate", "8000", "--count",
+         "48000", "--batch", "200", "--json"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while count(postgres) == 0:
-            assert time.monotonic() < deadline, "nothing reached PostgreSQL"
-            time.sleep(0.2)  # polling PostgreSQL: no event to await from here
-        postgres.stop()
-        time.sleep(5)  # the outage under test
-        postgres.start()
+        wait_for_rows(private_postgres, 1, timeout=30)  # records flow before the outage
+        private_postgres.server.stop()
+        # The outage lasts until logd has noticed it and retried with backoff.
+        logd.wait_for(failed_attempt, timeout=60, count=5)
+        private_postgres.server.start()
         out, err = gen.communicate(120)
         assert gen.returncode == 0, err.decode()
     finally:
@@ -115,7 +128,7 @@ def test_postgres_down_under_load_loses_nothing(logd: LogdProcess,
     sent = json.loads(out.decode().strip().splitlines()[-1])["sent"]
     assert sent >= 40_000
     assert logd.stop() == 0
-    total, distinct = postgres.query(
+    total, distinct = private_postgres.query(
         "SELECT count(*), count(DISTINCT metadata) FROM logs").split("|")
     assert int(total) == sent, "every accepted record is in PostgreSQL"
     assert int(distinct) == sent, "and none twice"
@@ -124,7 +137,7 @@ def test_postgres_down_under_load_loses_nothing(logd: LogdProcess,
 
 
 def test_rows_postgres_refuses_go_to_the_dead_letter_file(
-        logd: LogdProcess, postgres: PostgresServer) -> None:
+        logd: LogdProcess, postgres: PostgresDatabase) -> None:
     logd.wait_for(lambda e: e.get("msg") == "connected")
     postgres.query("ALTER TABLE logs ADD CONSTRAINT no_poison CHECK (message <> 'poison')")
     records = [{"app_id": "a", "message": f"fine {i}"} for i in range(100)]
@@ -140,22 +153,19 @@ def test_rows_postgres_refuses_go_to_the_dead_letter_file(
     assert any("no_poison" in e["reason"] for e in dead)
 
 
-def test_a_disk_spool_replays_into_postgres_after_kill_9(tmp_path: Path,
-                                                         postgres: PostgresServer) -> None:
-    postgres.stop()
+def test_a_disk_spool_replays_into_postgres_after_kill_9(
+        tmp_path: Path, private_postgres: PostgresDatabase) -> None:
+    private_postgres.server.stop()
     out = tmp_path / "out"
     out.mkdir()
-    cfg = config(out, postgres, buffer='{ type = "disk", max_bytes = "64MiB" }')
+    cfg = config(out, private_postgres, buffer='{ type = "disk", max_bytes = "64MiB" }')
     first = LogdProcess(cfg, tmp_path).start()
     try:
         post(first, [{"message": f"m{i}"} for i in range(1000)])
     finally:
         first.stop(signal.SIGKILL)
-    postgres.start()
+    private_postgres.server.start()
     second = LogdProcess(cfg, tmp_path).start()
-    deadline = time.monotonic() + 60
-    while count(postgres) < 1000:
-        assert time.monotonic() < deadline, f"{count(postgres)} of 1000 rows"
-        time.sleep(0.2)  # polling PostgreSQL: no event to await from here
+    wait_for_rows(private_postgres, 1000)
     assert second.stop() == 0
-    assert postgres.query("SELECT count(DISTINCT message) FROM logs") == "1000\n"
+    assert private_postgres.query("SELECT count(DISTINCT message) FROM logs") == "1000\n"

@@ -1,14 +1,13 @@
-"""End to end: emitters -> logd (a real process) -> files on disk."""
+"""End to end: emitters -> logd (a real process) -> files on disk: what needs a process
+of its own. The rest of emitters -> files runs logd in-process: tests/component."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
-import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -16,31 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import LogdProcess, logctl, read_all_lines, run_loadgen
 
-
-def make_config(out_dir: Path, *, framing: str = "frames", path: str = "{app}.log",
-                output_extra: str = "", buffer: str = "", listener_extra: str = "") -> str:
-    return f"""
-[daemon]
-state_dir = "{out_dir}/state"
-control_socket = "{out_dir}/control.sock"
-shutdown_timeout = "30s"
-stats_interval = "0s"
-
-[listeners.emitters]
-type = "tcp"
-address = "127.0.0.1:0"
-framing = "{framing}"
-{listener_extra}
-
-[outputs.files]
-type = "file"
-path = "{out_dir}/{path}"
-flush_interval = "100ms"
-{output_extra}
-{buffer}
-"""
+from testkit.configs import emitter_file_config
+from testkit.harness import (
+    REPO,
+    LogdProcess,
+    env_for_testkit,
+    read_all_lines,
+    run_loadgen,
+)
+from testkit.wire import frame, random_payloads
 
 
 @pytest.fixture
@@ -65,134 +49,6 @@ def start_logd(tmp_path: Path) -> Iterator:
             p.stop(signal.SIGKILL)
 
 
-def frame(payload: bytes, severity: int = 6) -> bytes:
-    return struct.pack(">IB", len(payload) + 1, severity) + payload
-
-
-def random_payloads(rng: random.Random, n: int, max_len: int = 3000) -> list[bytes]:
-    alphabet = bytes(range(32, 127))
-    return [bytes(rng.choices(alphabet, k=rng.randrange(0, max_len))) for _ in range(n)]
-
-
-def send_in_random_chunks(port: int, data: bytes, rng: random.Random) -> None:
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        pos = 0
-        while pos < len(data):
-            k = rng.choice((1, 7, 100, 4096, 65536, 300_000))
-            s.sendall(data[pos:pos + k])
-            pos += k
-        s.shutdown(socket.SHUT_WR)
-        s.recv(1)  # wait for logd to close: it has read everything
-
-
-def test_frames_are_written_byte_exact(start_logd, out_dir: Path) -> None:
-    rng = random.Random(1)
-    payloads = random_payloads(rng, 3000)
-    logd = start_logd(make_config(out_dir))
-    send_in_random_chunks(logd.port("emitters"),
-                          b"".join(frame(p, rng.randrange(8)) for p in payloads), rng)
-    assert logd.stop() == 0
-    assert (out_dir / "emitters.log").read_bytes() == b"".join(p + b"\n" for p in payloads)
-    m = logd.metrics("files")
-    assert m["Logs"] == len(payloads) and m["Dropped"] == 0
-
-
-def test_lines_are_written_byte_exact(start_logd, out_dir: Path) -> None:
-    rng = random.Random(2)
-    payloads = [p for p in random_payloads(rng, 3000) if p]
-    logd = start_logd(make_config(out_dir, framing="lines"))
-    send_in_random_chunks(logd.port("emitters"), b"".join(p + b"\n" for p in payloads), rng)
-    assert logd.stop() == 0
-    assert (out_dir / "emitters.log").read_bytes() == b"".join(p + b"\n" for p in payloads)
-
-
-def test_json_payloads_split_into_per_app_files(start_logd, out_dir: Path) -> None:
-    logd = start_logd(make_config(out_dir, framing="lines"))
-    lines = [b'{"app": "billing", "n": %d}' % i if i % 3 else b'{"app": "auth", "n": %d}' % i
-             for i in range(300)]
-    send_in_random_chunks(logd.port("emitters"), b"\n".join(lines) + b"\n", random.Random(3))
-    assert logd.stop() == 0
-    assert (out_dir / "billing.log").read_bytes().count(b"\n") == 200
-    assert (out_dir / "auth.log").read_bytes().count(b"\n") == 100
-
-
-def test_a_path_that_cannot_be_written_fails_only_its_records(start_logd,
-                                                               out_dir: Path) -> None:
-    (out_dir / "blocked").write_text("a file where logd wants a directory\n")
-    logd = start_logd(make_config(out_dir, framing="lines", path="{app}/x.log"))
-    lines = [b'{"app": "blocked", "n": %d}' % i if i % 2 else b'{"app": "fine", "n": %d}' % i
-             for i in range(400)]
-    with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
-        for i in range(0, 400, 50):  # several batches: the refused path must not stall
-            s.sendall(b"\n".join(lines[i:i + 50]) + b"\n")
-    warned = logd.wait_for(lambda e: "cannot write to this path" in e.get("msg", ""))
-    assert warned["path"].endswith("blocked/x.log") and "File exists" in warned["error"]
-    (out_dir / "blocked").unlink()  # fixed: the path is tried again after a pause
-    deadline = time.monotonic() + 30
-    with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
-        while not (out_dir / "blocked" / "x.log").exists():
-            assert time.monotonic() < deadline, "the fixed path was never tried again"
-            s.sendall(b'{"app": "blocked", "late": true}\n')
-            time.sleep(0.2)  # the retry pause runs on logd's clock: nothing to await
-    result = logctl("--socket", str(out_dir / "control.sock"), "outputs", "--json")
-    failed = json.loads(result.stdout)["files"]["failed"]
-    assert logd.stop() == 0
-    assert (out_dir / "fine" / "x.log").read_bytes().count(b"\n") == 200
-    assert b'"late": true' in (out_dir / "blocked" / "x.log").read_bytes()
-    assert failed >= 200  # the 200 refused, and late ones sent before the retry
-
-
-def test_time_rotation_follows_the_clock_across_restarts(start_logd, out_dir: Path) -> None:
-    old = out_dir / "emitters.log"
-    old.write_bytes(b"from yesterday\n")
-    yesterday = time.time() - 86400
-    os.utime(old, (yesterday, yesterday))
-    logd = start_logd(make_config(out_dir, framing="lines",
-                                  output_extra='rotate_interval = "1h"'))
-    with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
-        s.sendall(b"from today\n")
-    assert logd.stop() == 0
-    assert old.read_bytes() == b"from today\n"
-    rotated = [p for p in out_dir.glob("emitters.log.*")]
-    assert len(rotated) == 1 and rotated[0].read_bytes() == b"from yesterday\n"
-
-
-def test_time_rotation_at_each_interval_boundary(start_logd, out_dir: Path) -> None:
-    logd = start_logd(make_config(out_dir, framing="lines",
-                                  output_extra='rotate_interval = "1s"'))
-    sent = 0
-    with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
-        deadline = time.monotonic() + 20
-        while len(list(out_dir.glob("emitters.log.*"))) < 2:
-            assert time.monotonic() < deadline, "no rotation at the second boundaries"
-            s.sendall(b"line %d\n" % sent)
-            sent += 1
-            time.sleep(0.05)  # records spread over several seconds: the clock is under test
-    assert logd.stop() == 0
-    files = sorted(out_dir.glob("emitters.log*"))
-    lines = [line for f in files for line in f.read_bytes().splitlines()]
-    assert sorted(lines) == sorted(b"line %d" % i for i in range(sent))
-
-
-@pytest.mark.parametrize("framing", ["frames", "lines"])
-def test_loadgen_records_arrive_exactly_once_across_rotations(
-        start_logd, out_dir: Path, framing: str) -> None:
-    count = 200_000
-    logd = start_logd(make_config(out_dir, framing=framing,
-                                  output_extra='rotate_bytes = "2MiB"\nkeep = 0'))
-    summary = run_loadgen("--target", f"tcp://127.0.0.1:{logd.port('emitters')}",
-                          "--rate", "0", "--count", str(count), "--size", "200",
-                          "--framing", framing, "--connections", "4", "--workers", "2")
-    assert summary["sent"] == count
-    assert logd.stop() == 0
-    lines = read_all_lines(out_dir, "emitters.log")
-    rotated = [p for p in out_dir.iterdir() if re.search(r"\.log\.\d{8}-\d{6}", p.name)]
-    assert len(rotated) >= 10, "expected many rotations at 2 MiB per file"
-    assert len(lines) == count
-    assert len(set(lines)) == count, "a record was written twice"
-    assert all(len(line) == 200 for line in lines), "a record was cut or merged"
-
-
 def test_direct_io_falls_back_on_a_filesystem_that_refuses_it(tmp_path: Path) -> None:
     """ramfs refuses O_DIRECT at open; logd warns once and writes buffered, byte-exact.
 
@@ -209,10 +65,9 @@ def test_direct_io_falls_back_on_a_filesystem_that_refuses_it(tmp_path: Path) ->
     driver = f"""
 import json, os, socket, subprocess, sys
 from pathlib import Path
-sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from harness import LogdProcess
+from testkit.harness import LogdProcess
 subprocess.run(["mount", "-t", "ramfs", "ramfs", {str(mnt)!r}], check=True)
-logd = LogdProcess({make_config(mnt)!r}, Path({str(work)!r})).start()
+logd = LogdProcess({emitter_file_config(mnt)!r}, Path({str(work)!r})).start()
 with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
     s.sendall(Path({str(tmp_path / "frames.bin")!r}).read_bytes())
     s.shutdown(socket.SHUT_WR)
@@ -231,8 +86,7 @@ print(json.dumps({{
     if os.geteuid() != 0:
         unshare.insert(1, "--map-root-user")
     proc = subprocess.run([*unshare, sys.executable, str(tmp_path / "driver.py")],
-                          capture_output=True, timeout=90,
-                          cwd=Path(__file__).resolve().parents[2])
+                          capture_output=True, timeout=90, cwd=REPO, env=env_for_testkit())
     assert proc.returncode == 0, proc.stderr.decode()
     result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     assert result == {"code": 0, "fs": "ramfs", "same": True, "warnings": 1}
@@ -240,12 +94,12 @@ print(json.dumps({{
 
 def test_sigterm_drains_everything_accepted(start_logd, out_dir: Path) -> None:
     """Stop logd while loadgen is still sending: every record logd took is in the file."""
-    logd = start_logd(make_config(out_dir, buffer='buffer = { max_bytes = "256MiB" }'))
+    logd = start_logd(emitter_file_config(out_dir, buffer='buffer = { max_bytes = "256MiB" }'))
     port = logd.port("emitters")
     gen = subprocess.Popen([sys.executable, "tools/loadgen", "--target",
                             f"tcp://127.0.0.1:{port}", "--rate", "0", "--duration", "20",
                             "--size", "300", "--connections", "4"],
-                           cwd=Path(__file__).resolve().parents[2],
+                           cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # Wait until records are flowing and a good part has reached the disk.
@@ -263,7 +117,6 @@ def test_sigterm_drains_everything_accepted(start_logd, out_dir: Path) -> None:
 
 
 def _wait_for_file_bytes(path: Path, n: int, logd: LogdProcess, timeout: float = 30) -> None:
-    import time
     end = time.monotonic() + timeout
     while not (path.exists() and path.stat().st_size >= n):
         assert logd.alive(), "logd exited"
@@ -271,37 +124,9 @@ def _wait_for_file_bytes(path: Path, n: int, logd: LogdProcess, timeout: float =
         time.sleep(0.05)  # polling a file size: there is no event to await for it
 
 
-def test_drop_newest_counts_every_drop(start_logd, out_dir: Path) -> None:
-    """A batch bigger than the whole buffer cannot fit: it is dropped and counted."""
-    logd = start_logd(make_config(
-        out_dir, buffer='buffer = { max_bytes = "4KiB", when_full = "drop_newest" }'))
-    payloads = [b"x" * 100] * 5000
-    with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
-        s.sendall(b"".join(frame(p) for p in payloads))
-        s.shutdown(socket.SHUT_WR)
-        s.recv(1)
-    assert logd.stop() == 0
-    m = logd.metrics("files")
-    written = len(read_all_lines(out_dir, "emitters.log"))
-    assert m["Dropped"] > 0
-    assert m["Logs"] == len(payloads)
-    assert written + m["Dropped"] == len(payloads)
-
-
-def test_block_pauses_readers_and_loses_nothing(start_logd, out_dir: Path) -> None:
-    logd = start_logd(make_config(out_dir, buffer='buffer = { max_bytes = "4KiB" }'))
-    count = 50_000
-    run_loadgen("--target", f"tcp://127.0.0.1:{logd.port('emitters')}", "--rate", "0",
-                "--count", str(count), "--size", "100", "--connections", "2")
-    assert logd.stop() == 0
-    assert logd.listener_stats("emitters")["pauses"] > 0
-    lines = read_all_lines(out_dir, "emitters.log")
-    assert len(lines) == count and len(set(lines)) == count
-
-
 def test_unterminated_last_line_is_kept_when_logd_stops(start_logd, out_dir: Path) -> None:
     """An emitter that is still connected at SIGTERM, its last line without LF: a record."""
-    logd = start_logd(make_config(out_dir, framing="lines"))
+    logd = start_logd(emitter_file_config(out_dir, framing="lines"))
     with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
         s.sendall(b"first\nsecond without newline")
         _wait_for_file_bytes(out_dir / "emitters.log", len(b"first\n"), logd)
@@ -313,9 +138,8 @@ def test_a_reader_tailing_the_file_never_sees_padding_or_a_shrink(
         start_logd, out_dir: Path) -> None:
     """Flushes every 10 ms under load while a reader follows the file like `tail -F`."""
     import threading
-    import time
 
-    logd = start_logd(make_config(out_dir, output_extra='buffer_size = "64KiB"')
+    logd = start_logd(emitter_file_config(out_dir, output_extra='buffer_size = "64KiB"')
                       .replace('flush_interval = "100ms"', 'flush_interval = "10ms"'))
     path = out_dir / "emitters.log"
     problems: list[str] = []

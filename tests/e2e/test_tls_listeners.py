@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 import trustme
-from analyzer_client import TestAnalyzer
-from harness import REPO, LogdProcess, logctl, read_all_lines, run_loadgen
-from test_tcp_file import frame, random_payloads
+
+from testkit.analyzer_client import TestAnalyzer
+from testkit.harness import REPO, LogdProcess, logctl, read_all_lines, run_loadgen
+from testkit.wire import frame, random_payloads
 
 
 class Pki:
@@ -241,13 +242,6 @@ def refused_analyzer(port: int, ctx: ssl.SSLContext) -> TestAnalyzer | None:
         return None
 
 
-def wait_closed(a: TestAnalyzer, timeout: float = 10) -> None:
-    end = time.monotonic() + timeout
-    while not a.closed_by_server:
-        assert time.monotonic() < end, "logd kept a connection it should have refused"
-        time.sleep(0.01)  # the reader thread sets a flag: nothing to await
-
-
 def test_analyzers_need_a_certificate_client_ca_signed(start, pki: Pki,
                                                        tmp_path: Path) -> None:
     p = start(pool_config(pki, tmp_path))
@@ -282,7 +276,7 @@ def test_analyzers_need_a_certificate_client_ca_signed(start, pki: Pki,
         assert pool["connections"] == 1
         for a in refused:
             if a is not None:
-                wait_closed(a)
+                a.wait_closed()  # logd refused it
                 assert a.count == 0
     finally:
         good.close()

@@ -17,7 +17,6 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from props import examples
 
 from logd import registry
 from logd.config import (
@@ -31,6 +30,7 @@ from logd.config import (
     loads,
 )
 from logd.units import parse_address, parse_duration, parse_size
+from testkit.props import examples
 
 # -- TOML text from Python values (tomllib only reads) --
 

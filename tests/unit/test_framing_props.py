@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from props import examples
 
 from logd.framing import FrameDecoder, FramingError, LineDecoder
 from logd.record import Batch
+from testkit.props import examples
 
 HEADER = 4
 

@@ -418,7 +418,7 @@ def test_a_close_while_reading_is_paused_loses_nothing(pki: Pki, ending: str) ->
             while not eof.is_set():
                 if transports:
                     transports[0].resume_reading()  # a buffer with room for one more read
-                await asyncio.sleep(0.001)
+                await asyncio.sleep(0.001)  # one read at a time until EOF: paced
             await sender
         server.close()
 

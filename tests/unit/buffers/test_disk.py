@@ -804,7 +804,6 @@ async def test_batches_a_writer_took_from_memory_reach_the_spool_once_it_can_be_
 
 _FULL_DISK_DRIVER = """
 import asyncio, json, os, subprocess, sys
-sys.path.insert(0, {repo!r})
 from logd.buffers.disk import DiskBuffer
 from logd.config import BufferConfig
 from logd.record import Batch
@@ -904,8 +903,7 @@ def test_a_full_filesystem_holds_batches_and_loses_nothing(tmp_path: Path) -> No
         pytest.skip("unshare(1) is needed to mount a small filesystem privately")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    repo = str(Path(__file__).resolve().parents[2])
-    (tmp_path / "driver.py").write_text(_FULL_DISK_DRIVER.format(repo=repo, mnt=str(mnt)))
+    (tmp_path / "driver.py").write_text(_FULL_DISK_DRIVER.format(mnt=str(mnt)))
     unshare = ["unshare", "--mount", "--propagation", "private"]
     if os.geteuid() != 0:
         unshare.insert(1, "--map-root-user")

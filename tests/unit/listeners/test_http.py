@@ -35,7 +35,7 @@ def test_levels_and_defaults() -> None:
 
 
 def test_every_level_name_takes_the_column_wise_path() -> None:
-    # Found by tests/unit/test_http_props.py: "panic", "emergency" and "informational" are
+    # Found by tests/unit/listeners/test_http_props.py: "panic", "emergency" and "informational" are
     # level names everywhere else, but the column-wise table lacked them, so a batch using
     # them was checked record by record (right answer, slower path).
     objs = [{"message": "m", "level": name} for name in

@@ -5,6 +5,8 @@
     server.query("SELECT 1")     # through psql, as text (-At)
     server.dsn                   # postgresql://logd@127.0.0.1:PORT/logd
     server.stop(); server.start()  # same port, same data
+    db = server.create_database()  # a database of its own (logd_<random>), for one test
+    db.dsn; db.query("SELECT count(*) FROM logs"); db.drop()
     server.cleanup()
 
 PostgreSQL refuses to run as root: when the tests run as root the cluster belongs to the
@@ -23,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +71,7 @@ class PostgresServer:
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+        return self.dsn_of(self.database)
 
     def _cmd(self, args: list[str]) -> list[str]:
         return [str(self.bin / args[0]), *args[1:]]
@@ -125,6 +128,15 @@ class PostgresServer:
                           "-d", database or self.database, "-v", "ON_ERROR_STOP=1", "-At",
                           "-c", sql])
 
+    def dsn_of(self, database: str) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str | None = None) -> PostgresDatabase:
+        """A new, empty database on this server (a test's own)."""
+        db = PostgresDatabase(self, name or f"logd_{uuid.uuid4().hex[:10]}")
+        self.query(f'CREATE DATABASE "{db.name}"', database="postgres")
+        return db
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
@@ -139,3 +151,30 @@ class PostgresServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PostgresDatabase:
+    """One database on a (maybe shared) server: what one test's logd writes into."""
+
+    def __init__(self, server: PostgresServer, name: str) -> None:
+        self.server = server
+        self.name = name
+
+    @property
+    def dsn(self) -> str:
+        return self.server.dsn_of(self.name)
+
+    def query(self, sql: str) -> str:
+        return self.server.query(sql, database=self.name)
+
+    def count(self, table: str = "logs") -> int:
+        """Rows in ``table``; 0 while logd has not made it yet, or the server is down."""
+        try:
+            return int(self.query(f"SELECT count(*) FROM {table}"))
+        except PostgresError:
+            return 0
+
+    def drop(self) -> None:
+        # FORCE: a logd that was killed may leave a connection the server has not reaped yet.
+        self.server.query(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)',
+                          database="postgres")

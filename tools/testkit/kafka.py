@@ -3,7 +3,9 @@
     broker = KafkaBroker()       # LOGD_TEST_KAFKA=host:port uses that Kafka instead
     broker.start()               # tansu on a free loopback port, memory storage
     broker.bootstrap             # "127.0.0.1:PORT"
-    broker.consume("logs")       # every record of a topic: [(partition, key, value), ...]
+    broker.consume("logs", 10)   # the records of a topic: [(partition, key, value), ...]
+    topic = broker.new_topic()   # a topic name of its own (logd-test-<random>), for one test
+    topic.consume(10)
     broker.pause(); broker.resume()   # SIGSTOP / SIGCONT: a broker that stops answering
     broker.stop()
 
@@ -23,6 +25,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 EXTERNAL = os.environ.get("LOGD_TEST_KAFKA", "")
@@ -40,8 +43,10 @@ class KafkaBroker:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             self.bootstrap = f"127.0.0.1:{port}"
-        # A topic name of its own per test: an external Kafka is shared.
-        self.topic = f"logd-test-{uuid.uuid4().hex[:12]}"
+
+    def new_topic(self) -> KafkaTopic:
+        """A topic name no other test uses: the broker (an external Kafka too) is shared."""
+        return KafkaTopic(self, f"logd-test-{uuid.uuid4().hex[:12]}")
 
     def start(self, timeout: float = 30) -> None:
         if self.external:
@@ -117,3 +122,19 @@ class KafkaBroker:
         finally:
             await consumer.stop()
         return out
+
+
+@dataclass(frozen=True)
+class KafkaTopic:
+    """One test's topic on a (maybe shared) broker; logd creates it when it connects."""
+
+    broker: KafkaBroker
+    topic: str
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
+
+    def consume(self, expect: int, timeout: float = 30
+                ) -> list[tuple[int, bytes | None, bytes]]:
+        return self.broker.consume(self.topic, expect, timeout)

@@ -15,10 +15,10 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from props import examples, level_severity
 
 from logd.filters import FilterError, compile_filter
 from logd.record import Batch
+from testkit.props import examples, level_severity
 
 # -- the expression tree and its text --
 

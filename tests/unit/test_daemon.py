@@ -68,7 +68,7 @@ async def test_a_replacement_waiting_for_its_predecessor_can_be_cancelled() -> N
             raise AssertionError("must not start")
 
     waiting = asyncio.ensure_future(Topology._supervise(None, Never(), predecessor))  # type: ignore[arg-type]
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # it reaches its wait for the predecessor: nothing signals that
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(waiting, 5)

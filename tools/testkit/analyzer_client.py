@@ -6,7 +6,6 @@ import socket
 import ssl
 import struct
 import threading
-import time
 
 
 class TestAnalyzer:
@@ -34,7 +33,8 @@ class TestAnalyzer:
         self.acked = 0
         self.closed_by_server = False
         self._stop = threading.Event()
-        self._lock = threading.Lock()
+        # Guards count and payloads; notified when they grow and when the server closes.
+        self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -48,7 +48,7 @@ class TestAnalyzer:
                     self._send_ack(force=True)
                     continue
                 if not data:
-                    self.closed_by_server = True
+                    self._closed()
                     return
                 buf += data
                 off = 0
@@ -60,13 +60,19 @@ class TestAnalyzer:
                     got.append(buf[off + 5:off + 4 + length])
                     off += 4 + length
                 buf = buf[off:]
-                with self._lock:
+                with self._changed:
                     if self.keep_payloads:
                         self.payloads.extend(got)
                     self.count += len(got)
+                    self._changed.notify_all()
                 self._send_ack(force=False)
         except OSError:
+            self._closed()
+
+    def _closed(self) -> None:
+        with self._changed:
             self.closed_by_server = True
+            self._changed.notify_all()
 
     def _send_ack(self, force: bool) -> None:
         if not self.ack or self.count == self.acked:
@@ -89,10 +95,16 @@ class TestAnalyzer:
         self.ack = False
 
     def wait_count(self, n: int, timeout: float = 30) -> None:
-        end = time.monotonic() + timeout
-        while self.count < n:
-            assert time.monotonic() < end, f"analyzer got {self.count}/{n}"
-            time.sleep(0.01)
+        """Until at least `n` messages have arrived."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: self.count >= n, timeout), \
+                f"analyzer got {self.count}/{n}"
+
+    def wait_closed(self, timeout: float = 10) -> None:
+        """Until logd has closed this connection."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: self.closed_by_server, timeout), \
+                "logd kept the connection open"
 
     def close(self, abort: bool = False) -> None:
         self._stop.set()

@@ -1,4 +1,5 @@
-"""Run a real logd process for a test: temp dir, port 0, logs parsed, clean stop."""
+"""logd as a real process for a test: temp dir, port 0, logs parsed, clean stop; and the
+command-line tools (loadgen, logctl) the tests drive it with."""
 
 from __future__ import annotations
 
@@ -14,11 +15,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-LOADGEN = REPO / "tools" / "loadgen"
+REPO = Path(__file__).resolve().parents[2]
+TOOLS = REPO / "tools"
+LOADGEN = TOOLS / "loadgen"
 
 
-class LogdProcess:
+class LogLines:
+    """What logd's log says, for a logd with a `logs` list of its JSON log lines."""
+
+    logs: list[dict[str, Any]]
+
+    def _log_snapshot(self) -> list[dict[str, Any]]:
+        return list(self.logs)
+
+    def entries(self, msg: str) -> list[dict[str, Any]]:
+        """The log entries whose message starts with `msg`."""
+        return [e for e in self._log_snapshot() if e.get("msg", "").startswith(msg)]
+
+    def listener_stats(self, name: str) -> dict[str, Any]:
+        """The last "listener stats" line of `name` (logd logs them at its stop)."""
+        found = [e for e in self.entries("listener stats") if e.get("listener") == name]
+        assert found, f"no listener stats logged for {name}"
+        return found[-1]
+
+    def metrics(self, output: str) -> dict[str, float]:
+        """The last METRICS line of `output`, as numbers by field name."""
+        found = [e for e in self.entries("METRICS:") if e.get("output") == output]
+        assert found, f"no METRICS line for {output}"
+        return parse_metrics_line(found[-1]["msg"])
+
+
+class LogdProcess(LogLines):
     """logd as a subprocess; its JSON log lines are collected as they arrive."""
 
     def __init__(self, config: str, workdir: Path, env: dict[str, str] | None = None) -> None:
@@ -54,16 +81,19 @@ class LogdProcess:
         with self._changed:
             self._changed.notify_all()
 
-    def wait_for(self, pred: Callable[[dict[str, Any]], bool],
-                 timeout: float = 15.0) -> dict[str, Any]:
-        """The first log entry matching `pred`, waiting for it; fails if logd exits first."""
+    def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
+                 count: int = 1) -> dict[str, Any]:
+        """The `count`-th log entry matching `pred` (the first, by default), waiting for it;
+        fails if logd exits first."""
         end = time.monotonic() + timeout
-        seen = 0
+        seen = matched = 0
         with self._changed:
             while True:
                 for entry in self.logs[seen:]:
                     if pred(entry):
-                        return entry
+                        matched += 1
+                        if matched == count:
+                            return entry
                 seen = len(self.logs)
                 assert self.proc is not None
                 if self.proc.poll() is not None and not (self._reader and
@@ -97,23 +127,26 @@ class LogdProcess:
             self.proc.stderr.close()
         return code
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process (all its threads) so far, from /proc."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_bytes(self) -> int:
+        """The process's peak resident set (VmHWM)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM in /proc/PID/status")
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def entries(self, msg: str) -> list[dict[str, Any]]:
+    def _log_snapshot(self) -> list[dict[str, Any]]:
         with self._changed:
-            return [e for e in self.logs if e.get("msg", "").startswith(msg)]
-
-    def listener_stats(self, name: str) -> dict[str, Any]:
-        found = [e for e in self.entries("listener stats") if e.get("listener") == name]
-        assert found, f"no listener stats logged for {name}"
-        return found[-1]
-
-    def metrics(self, output: str) -> dict[str, float]:
-        """The last METRICS line of `output`, as numbers by field name."""
-        found = [e for e in self.entries("METRICS:") if e.get("output") == output]
-        assert found, f"no METRICS line for {output}"
-        return parse_metrics_line(found[-1]["msg"])
+            return list(self.logs)
 
 
 def parse_metrics_line(line: str) -> dict[str, float]:
@@ -132,6 +165,14 @@ def run_loadgen(*args: str, timeout: float = 120.0) -> dict[str, Any]:
     return json.loads(proc.stdout.decode().strip().splitlines()[-1])
 
 
+def env_for_testkit() -> dict[str, str]:
+    """The environment of a Python subprocess (a test's driver script) that imports testkit:
+    tools/ on its PYTHONPATH, as pytest puts it on the tests' path."""
+    inherited = os.environ.get("PYTHONPATH")
+    path = str(TOOLS) if not inherited else f"{TOOLS}{os.pathsep}{inherited}"
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def read_all_lines(directory: Path, prefix: str) -> list[bytes]:
     """Every line of every file (current and rotated) whose name starts with `prefix`."""
     lines: list[bytes] = []
@@ -141,10 +182,6 @@ def read_all_lines(directory: Path, prefix: str) -> list[bytes]:
             assert data == b"" or data.endswith(b"\n"), f"{path.name} ends mid-record"
             lines.extend(data.split(b"\n")[:-1])
     return lines
-
-
-def env_without_pythonpath() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 def logctl(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -163,23 +200,3 @@ def post_records(p: LogdProcess, records: list[dict[str, Any]],
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.status == 202
         return json.loads(r.read())
-
-
-def ingest_config(out: Path, shutdown_timeout: str = "60s") -> str:
-    """The [daemon] table and an HTTP and a TCP (frames) listener on port 0, state under
-    `out`: what the output tests put their [outputs.*] table after."""
-    return f"""
-[daemon]
-state_dir = "{out}/state"
-control_socket = "{out}/control.sock"
-stats_interval = "0s"
-shutdown_timeout = "{shutdown_timeout}"
-
-[listeners.http]
-type = "http"
-address = "127.0.0.1:0"
-
-[listeners.emitters]
-type = "tcp"
-address = "127.0.0.1:0"
-"""

@@ -15,7 +15,6 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from props import INFO, examples, level_severity
 
 from logd.fields import record_time
 from logd.listeners.http import (
@@ -25,6 +24,7 @@ from logd.listeners.http import (
     _checked_severities,
     _valid_severities,
 )
+from testkit.props import INFO, examples, level_severity
 
 NAMES = ["emerg", "alert", "crit", "critical", "fatal", "error", "err", "warn", "warning",
          "notice", "info", "debug", "trace", "panic", "informational"]
