@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from analyzer_client import TestAnalyzer
-from harness import REPO, LogdProcess, read_all_lines
-from test_tcp_file import frame
 
 from logd.ctl import request
+from testkit.analyzer_client import TestAnalyzer
+from testkit.harness import REPO, LogdProcess, read_all_lines
+from testkit.wire import frame
 
 # Connections a test opens before it gives up on the kernel reaching both instances: each
 # goes to either by a hash of its ports, so 2 x 0.5^N is the chance of failing for nothing.
