@@ -295,8 +295,11 @@ import json, subprocess, sys, time, urllib.error, urllib.request
 from pathlib import Path
 from testkit.harness import LogdProcess, logctl
 
+import atexit, signal
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", {mnt!r}], check=True)
 logd = LogdProcess({config!r}, Path({work!r})).start()
+# Whatever happens below, logd does not outlive this driver (it would hold the spool).
+atexit.register(lambda: logd.alive() and logd.stop(signal.SIGKILL))
 accepted = refused = 0
 for b in range(400):
     body = json.dumps([{{"app_id": "a", "message": f"m{{b}}-{{i}}-" + "x" * 60}}

@@ -15,21 +15,11 @@ from typing import Any
 
 import pytest
 
-from testkit.clickhouse import ClickHouseServer
+from testkit.clickhouse import ClickHouseDatabase
 from testkit.harness import LogdProcess, post_records, read_all_lines
-from testkit.kafka import KafkaBroker
+from testkit.kafka import KafkaTopic
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def broker() -> Iterator[KafkaBroker]:
-    b = KafkaBroker()
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture
@@ -41,7 +31,7 @@ def started() -> Iterator[list[LogdProcess]]:
             p.stop(signal.SIGKILL)
 
 
-def produce(b: KafkaBroker, topic: str, values: list[bytes], partitions: int = 4,
+def produce(b: KafkaTopic, topic: str, values: list[bytes], partitions: int = 4,
             rate: float = 0) -> None:
     """Create `topic` with `partitions` and produce `values` round-robin over them (at
     `rate` records/s when set), each acknowledged."""
@@ -78,7 +68,7 @@ def record(i: int, app: str = "web") -> bytes:
                        "message": f"m{i}", "source": "agent", "metadata": {"i": i}}).encode()
 
 
-def aggregator_config(out: Path, b: KafkaBroker, topic: str, outputs: str,
+def aggregator_config(out: Path, b: KafkaTopic, topic: str, outputs: str,
                       listener_extra: str = "") -> str:
     return f"""
 [daemon]
@@ -129,23 +119,23 @@ def start_aggregator(tmp_path: Path, name: str, config: str,
 
 
 def test_two_aggregators_share_the_partitions_and_write_every_record_once(
-        tmp_path: Path, broker: KafkaBroker, started: list[LogdProcess]) -> None:
+        tmp_path: Path, kafka: KafkaTopic, started: list[LogdProcess]) -> None:
     n = 40_000
-    topic = broker.topic
-    produce(broker, topic, [], partitions=4)
+    topic = kafka.topic
+    produce(kafka, topic, [], partitions=4)
     outs = [tmp_path / "a" / "out", tmp_path / "b" / "out"]
     aggs = []
     for out in outs:
         out.parent.mkdir()
         out.mkdir()
-        p = LogdProcess(aggregator_config(out, broker, topic, file_output(out)), out.parent)
+        p = LogdProcess(aggregator_config(out, kafka, topic, file_output(out)), out.parent)
         started.append(p)
         aggs.append(p.start())
         p.wait_for(lambda e: e.get("msg") == "partitions assigned")
     # Both in the group: the partitions are split between them before the records come.
     wait_until(lambda: all(_assigned(p) for p in aggs) and
                sum(len(_assigned(p)) for p in aggs) == 4, 30, "the group never settled")
-    produce(broker, topic, [record(i) for i in range(n)])
+    produce(kafka, topic, [record(i) for i in range(n)])
     wait_until(lambda: sum(len(messages_in(o)) for o in outs) >= n, 60,
                "not every record arrived")
     for p in aggs:
@@ -162,22 +152,22 @@ def _assigned(p: LogdProcess) -> list[str]:
 
 
 def test_kill_9_of_one_aggregator_moves_its_partitions_and_loses_nothing(
-        tmp_path: Path, broker: KafkaBroker, started: list[LogdProcess]) -> None:
+        tmp_path: Path, kafka: KafkaTopic, started: list[LogdProcess]) -> None:
     n = 60_000
-    topic = broker.topic
-    produce(broker, topic, [], partitions=4)
+    topic = kafka.topic
+    produce(kafka, topic, [], partitions=4)
     outs = [tmp_path / "a" / "out", tmp_path / "b" / "out"]
     aggs = []
     for out in outs:
         out.parent.mkdir()
         out.mkdir()
-        p = LogdProcess(aggregator_config(out, broker, topic, file_output(out),
+        p = LogdProcess(aggregator_config(out, kafka, topic, file_output(out),
                                           "max_uncommitted = 5000"), out.parent)
         started.append(p)
         aggs.append(p.start())
     wait_until(lambda: sum(len(_assigned(p)) for p in aggs) == 4, 30,
                "the group never settled")
-    producer = threading.Thread(target=produce, args=(broker, topic,
+    producer = threading.Thread(target=produce, args=(kafka, topic,
                                                       [record(i) for i in range(n)]),
                                 kwargs={"rate": 10_000})
     producer.start()
@@ -200,42 +190,43 @@ def test_kill_9_of_one_aggregator_moves_its_partitions_and_loses_nothing(
 
 
 def test_a_dead_output_pauses_the_consumer_and_everything_arrives_after(
-        tmp_path: Path, broker: KafkaBroker, started: list[LogdProcess]) -> None:
-    ch = ClickHouseServer(tmp_path / "clickhouse")
-    ch.start()
-    try:
-        n = 50_000
-        topic = broker.topic
-        produce(broker, topic, [record(i) for i in range(n)], partitions=2)
-        ch.stop()
-        out = tmp_path / "out"
-        out.mkdir()
-        outputs = f"""
+        tmp_path: Path, kafka: KafkaTopic, started: list[LogdProcess],
+        private_clickhouse: ClickHouseDatabase) -> None:
+    ch = private_clickhouse
+    n = 50_000
+    topic = kafka.topic
+    produce(kafka, topic, [record(i) for i in range(n)], partitions=2)
+    ch.server.stop()
+    out = tmp_path / "out"
+    out.mkdir()
+    outputs = f"""
 [outputs.clickhouse]
 type = "clickhouse"
-url = "clickhouse://default@127.0.0.1:{ch.tcp_port}/logs_db"
+url = "{ch.url}"
 batch_timeout = "100ms"
 retry_max = "1s"
 buffer = {{ type = "memory", max_bytes = "1MiB", when_full = "block" }}
 """
-        p = LogdProcess(aggregator_config(out, broker, topic, outputs), tmp_path)
-        started.append(p)
-        p.start()
-        p.wait_for(lambda e: e.get("msg") == "partitions assigned")
-        rss_at_start = _rss(p)
-        began = time.monotonic()
-        wait_until(lambda: _listener(p)["pauses"] > 0, 30, "the consumer never paused")
-        time.sleep(max(0.0, 20 - (time.monotonic() - began)))  # the outage under test
-        paused = _listener(p)
-        grew = _rss(p) - rss_at_start
-        assert paused["records"] < n, "read everything into memory while the output was down"
-        assert grew < 40 * 1024**2, f"RSS grew {grew / 1024**2:.0f} MiB while paused"
-        ch.start()
-        wait_until(lambda: _count(ch) >= n, 90, "not everything arrived")
-        assert p.stop() == 0
-        assert _count(ch) == n
-    finally:
-        ch.cleanup()
+    p = LogdProcess(aggregator_config(out, kafka, topic, outputs), tmp_path)
+    started.append(p)
+    p.start()
+    p.wait_for(lambda e: e.get("msg") == "partitions assigned")
+    began = time.monotonic()
+    wait_until(lambda: _listener(p)["pauses"] > 0, 30, "the consumer never paused")
+    rss_paused = _rss(p)
+    taken = _listener(p)["records"]
+    time.sleep(max(0.0, 20 - (time.monotonic() - began)))  # the outage under test
+    paused = _listener(p)
+    grew = _rss(p) - rss_paused
+    # Flat: once paused, nothing more is taken and memory stays where it was.
+    assert paused["records"] == taken < n, "read on while the output was down"
+    assert grew < 4 * 1024**2, f"RSS grew {grew / 1024**2:.1f} MiB while paused"
+    print(f"output down 20 s: {paused['records']} of {n} taken, {paused['pauses']} pauses, "
+          f"RSS {rss_paused / 1024**2:.0f} MiB, +{grew / 1024**2:.1f} MiB while paused")
+    ch.server.start()
+    wait_until(lambda: ch.count() >= n, 90, "not everything arrived")
+    assert p.stop() == 0
+    assert ch.count() == n
 
 
 def _rss(p: LogdProcess) -> int:
@@ -250,23 +241,14 @@ def _listener(p: LogdProcess) -> dict[str, Any]:
     return request(str(p.workdir / "out" / "control.sock"), "listeners")["from_kafka"]
 
 
-def _count(ch: ClickHouseServer, table: str = "logs") -> int:
-    from testkit.clickhouse import ClickHouseError
-    try:
-        return int(ch.query(f"SELECT count() FROM logs_db.{table}").strip())
-    except ClickHouseError:
-        return 0
-
-
 def test_agent_to_kafka_to_aggregator_lands_as_if_written_directly(
-        tmp_path: Path, broker: KafkaBroker, started: list[LogdProcess]) -> None:
-    ch = ClickHouseServer(tmp_path / "clickhouse")
-    ch.start()
-    try:
-        topic = broker.topic
-        agent_out = tmp_path / "agent" / "out"
-        agent_out.mkdir(parents=True)
-        agent = LogdProcess(f"""
+        tmp_path: Path, kafka: KafkaTopic, started: list[LogdProcess],
+        clickhouse: ClickHouseDatabase) -> None:
+    ch = clickhouse
+    topic = kafka.topic
+    agent_out = tmp_path / "agent" / "out"
+    agent_out.mkdir(parents=True)
+    agent = LogdProcess(f"""
 [daemon]
 state_dir = "{agent_out}/state"
 control_socket = "{agent_out}/control.sock"
@@ -278,7 +260,7 @@ address = "127.0.0.1:0"
 
 [outputs.kafka]
 type = "kafka"
-brokers = ["{broker.bootstrap}"]
+brokers = ["{kafka.bootstrap}"]
 topic = "{topic}"
 format = "json"
 partitions = 2
@@ -286,58 +268,56 @@ batch_timeout = "50ms"
 
 [outputs.direct]
 type = "clickhouse"
-url = "clickhouse://default@127.0.0.1:{ch.tcp_port}/logs_db"
+url = "{ch.url}"
 table = "direct"
 batch_timeout = "100ms"
 """, agent_out.parent)
-        started.append(agent)
-        agent.start()
-        agg_out = tmp_path / "agg" / "out"
-        agg_out.mkdir(parents=True)
-        aggregator = LogdProcess(aggregator_config(agg_out, broker, topic, f"""
+    started.append(agent)
+    agent.start()
+    agg_out = tmp_path / "agg" / "out"
+    agg_out.mkdir(parents=True)
+    aggregator = LogdProcess(aggregator_config(agg_out, kafka, topic, f"""
 [outputs.clickhouse]
 type = "clickhouse"
-url = "clickhouse://default@127.0.0.1:{ch.tcp_port}/logs_db"
+url = "{ch.url}"
 table = "via_kafka"
 batch_timeout = "100ms"
 """), agg_out.parent)
-        started.append(aggregator)
-        aggregator.start()
-        sent = [
-            {"app_id": "payment-service", "level": "fatal", "message": "card declined",
-             "source": "api", "timestamp": "2026-11-23T10:00:00.250Z",
-             "metadata": {"order": 17}, "user": "u1"},
-            {"app": "auth-service", "level": "WARNING", "message": "slow login",
-             "timestamp": 1795426800},
-            {"app_id": "web", "severity": "err", "message": "no level, a severity",
-             "metadata": {"nested": {"a": [1, 2]}}},
-            {"message": "plain, nothing else"},
-        ]
-        assert post_records(agent, sent, "http") == {"accepted": len(sent)}
-        # A value that is not JSON: the aggregator's dead-letter file, and on past it.
-        produce(broker, topic, [b"not json at all {"], partitions=2)
-        columns = "app_id, level, message, source, toString(created_at) AS t, metadata"
-        wait_until(lambda: _count(ch, "via_kafka") >= len(sent) and
-                   _count(ch, "direct") >= len(sent), 60, "records did not arrive")
-        wait_until(lambda: _listener(aggregator)["dead_lettered"] == 1, 30,
-                   "the bad value was not dead-lettered")
-        assert agent.stop() == 0
-        assert aggregator.stop() == 0
+    started.append(aggregator)
+    aggregator.start()
+    sent = [
+        {"app_id": "payment-service", "level": "fatal", "message": "card declined",
+         "source": "api", "timestamp": "2026-11-23T10:00:00.250Z",
+         "metadata": {"order": 17}, "user": "u1"},
+        {"app": "auth-service", "level": "WARNING", "message": "slow login",
+         "timestamp": 1795426800},
+        {"app_id": "web", "severity": "err", "message": "no level, a severity",
+         "metadata": {"nested": {"a": [1, 2]}}},
+        {"message": "plain, nothing else"},
+    ]
+    assert post_records(agent, sent, "http") == {"accepted": len(sent)}
+    # A value that is not JSON: the aggregator's dead-letter file, and on past it.
+    produce(kafka, topic, [b"not json at all {"], partitions=2)
+    columns = "app_id, level, message, source, toString(created_at) AS t, metadata"
+    wait_until(lambda: ch.count("via_kafka") >= len(sent) and
+               ch.count("direct") >= len(sent), 60, "records did not arrive")
+    wait_until(lambda: _listener(aggregator)["dead_lettered"] == 1, 30,
+               "the bad value was not dead-lettered")
+    assert agent.stop() == 0
+    assert aggregator.stop() == 0
 
-        def rows(table: str) -> list[tuple[Any, ...]]:
-            text = ch.query(f"SELECT {columns} FROM logs_db.{table} FORMAT JSONEachRow")
-            return sorted((r["app_id"], r["level"], r["message"], r["source"], r["t"],
-                           json.loads(r["metadata"]))
-                          for r in map(json.loads, text.splitlines()))
+    def rows(table: str) -> list[tuple[Any, ...]]:
+        text = ch.query(f"SELECT {columns} FROM {table} FORMAT JSONEachRow")
+        return sorted((r["app_id"], r["level"], r["message"], r["source"], r["t"],
+                       json.loads(r["metadata"]))
+                      for r in map(json.loads, text.splitlines()))
 
-        direct, via = rows("direct"), rows("via_kafka")
-        assert len(direct) == len(sent)
-        # Source: the agent's listener (http) both ways; the time of a record without one is
-        # when the agent received it, carried in the value.
-        assert via == direct
-        [bad] = [json.loads(line) for line in
-                 (agg_out / "state" / "from_kafka.dead-letter.ndjson").read_text().splitlines()]
-        assert bad["value"] == "not json at all {" and bad["reason"].startswith("not JSON")
-        assert bad["topic"] == topic
-    finally:
-        ch.cleanup()
+    direct, via = rows("direct"), rows("via_kafka")
+    assert len(direct) == len(sent)
+    # Source: the agent's listener (http) both ways; the time of a record without one is
+    # when the agent received it, carried in the value.
+    assert via == direct
+    [bad] = [json.loads(line) for line in
+             (agg_out / "state" / "from_kafka.dead-letter.ndjson").read_text().splitlines()]
+    assert bad["value"] == "not json at all {" and bad["reason"].startswith("not JSON")
+    assert bad["topic"] == topic
