@@ -148,9 +148,11 @@ class DatabaseOutput(Output):
         while True:
             if not self._connected:
                 await self._connect()
-            wait = self.cfg.batch_timeout - (time.monotonic() - first_at) if batches \
-                else self.cfg.batch_timeout
-            lease = await self.buffer.get(self.cfg.batch_bytes, timeout=max(0.0, wait))
+            # Idle, the writer sleeps until a batch comes (a stop wakes it too); with batches
+            # waiting, until they are due.
+            wait = max(0.0, self.cfg.batch_timeout - (time.monotonic() - first_at)) \
+                if batches else None
+            lease = await self.buffer.get(self.cfg.batch_bytes, timeout=wait)
             if lease is not None:
                 if not batches:
                     first_at = time.monotonic()

@@ -11,6 +11,7 @@ import time
 from collections import deque
 
 from loadgenkit.config import DRAIN_SECONDS, PROG, Config
+from loadgenkit.latency import BUCKETS, bucket_of
 from loadgenkit.payloads import HttpBuilder
 from loadgenkit.schedule import MAX_TICK, make_schedule, share
 from loadgenkit.shared import (
@@ -92,6 +93,8 @@ class HttpSender:
         self.builder = HttpBuilder(cfg, worker, conn, filler)
         self.index = self.builder.index
         self.slot = self.index * NFIELDS
+        self.latency = shared.latency
+        self.lat_base = self.index * BUCKETS
         self.limit = (share(cfg.count, cfg.total_connections, self.index)
                       if cfg.count is not None else None)
         self.duration = cfg.duration if cfg.duration is not None else math.inf
@@ -203,9 +206,11 @@ class HttpSender:
                         continue
                     lag = now - due_at
                 body = self.next_body(seq, take)
+                began = mono() - start if sched is None else due_at
                 if self.post(body, take):
                     sent += take
                     nbytes += len(body)
+                    self.latency[self.lat_base + bucket_of(mono() - start - began)] += 1
                 seq += take
                 st[slot + ST_SENT] = sent
                 st[slot + ST_BYTES] = nbytes

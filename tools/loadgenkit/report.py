@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from loadgenkit.config import Config
+from loadgenkit.latency import BUCKETS, percentiles
 from loadgenkit.shared import (
     NFIELDS,
     ST_BYTES,
@@ -41,6 +42,13 @@ class Totals:
         self.retries = sum(r[ST_RETRIES] for r in rows)
         self.http_errors = sum(r[ST_HTTP_ERRORS] for r in rows)
         self.given_up = sum(r[ST_GIVEN_UP] for r in rows)
+        hist = [0] * BUCKETS
+        lat = shared.latency
+        for k in range(nconn):
+            for b, n in enumerate(lat[k * BUCKETS:(k + 1) * BUCKETS]):
+                if n:
+                    hist[b] += n
+        self.latency_ms = percentiles(hist, (50, 99, 99.9, 100))
 
 
 class Progress:
@@ -104,8 +112,12 @@ def print_summary(cfg: Config, tot: Totals, errors: int, seconds: float,
             "size": cfg.size,
         }
         if cfg.http:
+            lat = tot.latency_ms
             summary.update(posts=tot.posts, retries=tot.retries, http_errors=tot.http_errors,
-                           batch=cfg.batch, gzip=cfg.gzip, given_up=tot.given_up)
+                           batch=cfg.batch, gzip=cfg.gzip, given_up=tot.given_up,
+                           latency_ms={"p50": round(lat[50], 3), "p99": round(lat[99], 3),
+                                       "p999": round(lat[99.9], 3),
+                                       "max": round(lat[100], 3)})
         print(json.dumps(summary))
     else:
         wanted = "max" if cfg.rate <= 0 else f"{human_rate(cfg.rate)}/s"
@@ -117,6 +129,9 @@ def print_summary(cfg: Config, tot: Totals, errors: int, seconds: float,
         if cfg.http:
             print(f"  {tot.posts:,} POSTs of up to {cfg.batch:,} records, {tot.retries:,} "
                   f"retries, {tot.http_errors:,} http errors")
+            lat = tot.latency_ms
+            print(f"  answer times (from when each POST was due): p50 {lat[50]:.2f} ms, "
+                  f"p99 {lat[99]:.2f} ms, p999 {lat[99.9]:.2f} ms, max {lat[100]:.2f} ms")
             body = f"body {cfg.framing}{' gzip' if cfg.gzip else ''}, records ~{cfg.size} B"
         else:
             body = f"framing {cfg.framing}, payload {cfg.payload} {cfg.size} B"
