@@ -223,3 +223,58 @@ address = "127.0.0.1:0"
         finally:
             await asyncio.to_thread(analyzer.close)
         assert await d.stop() == 0
+
+
+ROUTED = """
+[outputs.files]
+type = "file"
+path = "{out}/{{app}}.log"
+flush_interval = "50ms"
+
+[routes.to_pool]
+match = 'app == "pooled"'
+to = ["pool"]
+
+[routes.to_files]
+match = 'app != "pooled"'
+to = ["files"]
+"""
+
+
+async def test_a_full_buffer_holds_only_the_requests_routed_to_it(
+        start: Start, out: Path, tmp_path: Path) -> None:
+    """The pool (nobody reads it) is full; a batch routed to the files only is taken at
+    once, one routed to the pool waits and is refused."""
+    d = await start(destination="pool", extra_listener='full_wait = "500ms"\n'
+                    + ROUTED.format(out=out))
+    big = json.dumps([{"message": "x" * 100, "app": "pooled"}] * 100).encode()
+    assert (await post(d, big))[0] == 202  # the 4 KiB pool is over its bound now
+    began = time.monotonic()
+    assert (await post(d, b'[{"message": "elsewhere", "app": "web"}]'))[0] == 202
+    assert time.monotonic() - began < 0.4, "held up by a buffer it is not routed to"
+    assert (await post(d, big))[0] == 503
+    assert await d.stop() in (0, 1)  # the pool has no analyzer: its records are undelivered
+    assert read_all_lines(out, "web.log") == [b'{"message":"elsewhere","app":"web"}']
+
+
+async def test_requests_held_for_room_end_within_the_shutdown_deadline(
+        tmp_path: Path, out: Path) -> None:
+    """A request held for room (full_wait 60 s) does not hold up a stop past
+    shutdown_timeout (2 s)."""
+    config = http_config(out, extra_listener='full_wait = "60s"', destination="pool") \
+        .replace('stats_interval = "0s"', 'stats_interval = "0s"\nshutdown_timeout = "2s"')
+    async with run_daemon(config, tmp_path) as d:
+        big = json.dumps([{"message": "x" * 100}] * 100).encode()
+        assert (await post(d, big))[0] == 202
+        held = asyncio.ensure_future(post(d, big))
+        listener = d.daemon.listeners["http"]
+        for _ in range(200):  # until it holds the request (its body's bytes are counted)
+            if listener.budget.used:
+                break
+            await asyncio.sleep(0.01)
+        assert listener.budget.used and not held.done()
+        began = time.monotonic()
+        await d.stop()
+        assert time.monotonic() - began < 6
+        with contextlib.suppress(Exception):  # refused or cut: either way it did not wait
+            await asyncio.wait_for(held, 10)
