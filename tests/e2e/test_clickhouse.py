@@ -369,6 +369,9 @@ def test_a_full_spool_disk_answers_503_and_loses_nothing(
         line = driver.stdout.readline()
         assert line, driver.communicate(timeout=30)[1].decode()
         full = json.loads(line)
+        print(f"spool on a full 1 MiB tmpfs: answered 202 {full['accepted']}, batches "
+              f"refused {full['refused']}, records refused by the spool "
+              f"{full['spool_refused']}")
         assert full["refused"] == 3 and full["accepted"] > 0
         assert full["problem"].startswith("cannot write the spool: No space left on device")
         # HTTP's batches are refused, not held in memory: its clients retry them.
