@@ -146,6 +146,9 @@ async def test_killed_analyzer_loses_nothing(start: Start) -> None:
         received = [x for a in survivors for x in a.payloads]
         assert len(set(received)) == 60_000, "every record reached a live analyzer"
         assert len(received) == 60_000
+        # A test analyzer ACKs its last messages on a 50 ms read timeout: let that arrive.
+        await poll(lambda: d.stats()["listeners"]["analyzers"]["acked"] >= 60_000,
+                   "the survivors' last ACKs")
         stats = d.stats()["listeners"]["analyzers"]
         assert stats["redelivered"] == victim.count > 0
         assert stats["acked"] == 60_000
