@@ -364,3 +364,58 @@ def buffer_full_and_requests_held(p: LogdProcess) -> bool:
 
 def listener_stats_after_stop(p: LogdProcess) -> dict[str, Any]:
     return p.listener_stats("http")
+
+
+# -- the file output's own disk full ------------------------------------------------------------
+
+_FULL_FILE_DISK_DRIVER = """
+import atexit, json, os, signal, socket, subprocess
+from pathlib import Path
+from testkit.configs import emitter_file_config
+from testkit.harness import LogdProcess
+mnt = Path({mnt!r})
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
+filler = mnt / "filler"
+filler.write_bytes(b"\\0" * (7 * 1024 * 1024 + 512 * 1024))  # ~0.5 MiB left for logd
+out = mnt / "out"
+out.mkdir()
+logd = LogdProcess(emitter_file_config(out, framing="lines"), Path({work!r})).start()
+atexit.register(lambda: logd.alive() and logd.stop(signal.SIGKILL))
+lines = [json.dumps({{"seq": i, "pad": "x" * 180}}).encode() + b"\\n" for i in range({n})]
+with socket.create_connection(("127.0.0.1", logd.port("emitters"))) as s:
+    s.sendall(b"".join(lines))
+    # The disk fills: logd retries its writes (and says so) rather than dropping them.
+    logd.wait_for(lambda e: e.get("msg") == "write failed; retrying"
+                  or e.get("msg") == "cannot open output file; retrying", timeout=30)
+    filler.unlink()  # room again
+    s.shutdown(socket.SHUT_WR)
+    s.recv(1)
+code = logd.stop()
+written = (out / "emitters.log").read_bytes().splitlines()
+print(json.dumps({{"code": code, "taken": logd.listener_stats("emitters")["records"],
+                  "written": len(written), "distinct": len(set(written)),
+                  "whole": all(w.endswith(b'"}}') for w in written)}}))
+"""
+
+
+def test_a_full_disk_under_the_file_output_loses_nothing(tmp_path: Path) -> None:
+    """The file output's filesystem (a tmpfs in a private mount namespace) is full: writes
+    are retried, nothing is dropped, and every record logd took is written once there is
+    room."""
+    from testkit.harness import env_for_testkit
+    n = 20_000  # ~4 MB of lines against ~0.5 MiB free
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "driver.py").write_text(_FULL_FILE_DISK_DRIVER.format(
+        mnt=str(mnt), work=str(work), n=n))
+    unshare = ["unshare", "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        unshare.insert(1, "--map-root-user")
+    proc = subprocess.run([*unshare, sys.executable, str(tmp_path / "driver.py")],
+                          capture_output=True, timeout=120, cwd=REPO, env=env_for_testkit())
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    print(f"file output on a full disk: taken {result['taken']}, written {result['written']}")
+    assert result == {"code": 0, "taken": n, "written": n, "distinct": n, "whole": True}
