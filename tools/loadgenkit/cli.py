@@ -8,15 +8,21 @@ import math
 import random
 import re
 import secrets
-import ssl
 from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from loadgenkit.config import PROG, Config, UsageError
+from loadgenkit.config import PROG, Config
 from loadgenkit.payloads import SEVERITY_NAMES
 from loadgenkit.runner import run
-from loadgenkit.shared import os_reason
+from toolargs import (
+    UsageError,
+    make_tls_context,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+)
 
 LEVEL_ALIASES = {
     "emerg": 0, "emergency": 0, "panic": 0,
@@ -142,44 +148,6 @@ def resolve_mode(unique: bool, timestamps: bool, count: int | None, size: int) -
         # Tiny records would take long to pre-build; building them as they go out is as unique.
         return "exact" if count <= EXACT_MAX_RECORDS else "batch"
     return "batch" if unique else "cycle"
-
-
-def positive_int(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return v
-
-
-def nonneg_int(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
-
-
-def nonneg_float(text: str) -> float:
-    v = float(text)
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return v
-
-
-def positive_float(text: str) -> float:
-    v = float(text)
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return v
-
-
-# argparse names the type function in its error message; make that read as the value's kind.
-
-
-# argparse names the type function in its error message; make that read as the value's kind.
-positive_int.__name__ = "integer"
-nonneg_int.__name__ = "integer"
-nonneg_float.__name__ = "number"
-positive_float.__name__ = "number"
 
 
 DESCRIPTION = """\
@@ -363,34 +331,6 @@ def check_mode_options(args: argparse.Namespace, http: bool) -> None:
     for option, used in given:
         if used:
             raise UsageError(f"{option} applies to {kind} targets only")
-
-
-def make_tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
-    """The client context of --tls and its options; their files are read now, so a bad one
-    is a usage error before anything connects."""
-    if not args.tls:
-        for option, used in (("--ca", args.ca), ("--cert", args.cert), ("--key", args.key),
-                             ("--insecure", args.insecure)):
-            if used:
-                raise UsageError(f"{option} needs --tls")
-        return None
-    if args.insecure and args.ca is not None:
-        raise UsageError("--insecure skips the verification --ca is for: give one of them")
-    if args.key is not None and args.cert is None:
-        raise UsageError("--key needs --cert")
-    try:
-        ctx = ssl.create_default_context(cafile=args.ca)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"--ca {args.ca}: {os_reason(exc)}") from None
-    if args.insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if args.cert is not None:
-        try:
-            ctx.load_cert_chain(args.cert, args.key)
-        except OSError as exc:
-            raise UsageError(f"--cert {args.cert}: {os_reason(exc)}") from None
-    return ctx
 
 
 def make_config(args: argparse.Namespace) -> Config:

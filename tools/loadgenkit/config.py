@@ -11,10 +11,6 @@ DRAIN_SECONDS = 5.0
 STOP_GRACE = DRAIN_SECONDS + 2.0
 
 
-class UsageError(Exception):
-    """A bad option value; reported like argparse does, exit status 2."""
-
-
 @dataclass(frozen=True)
 class Config:
     target: str

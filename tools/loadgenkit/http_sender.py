@@ -28,8 +28,8 @@ from loadgenkit.shared import (
     ST_STATE,
     STATE_DONE,
     Shared,
-    os_reason,
 )
+from toolargs import os_reason
 
 HTTP_PREBUILD_BYTES = 64 << 20  # per worker: bodies built before the start (at --rate 0)
 HTTP_CHUNK_BYTES = 4 << 20      # afterwards bodies are built about this much at a time

@@ -3,7 +3,6 @@ time, the stop flag and error messages; and how an error reads in them."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from loadgenkit.latency import BUCKETS
@@ -27,12 +26,3 @@ class Shared:
         self.stop = ctx.RawValue("i", 0)          # 1: stop sending, 2: also skip draining
         self.go = ctx.Event()
         self.messages = ctx.SimpleQueue()
-
-
-def os_reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    else:
-        text = str(exc) or type(exc).__name__
-    # TLS errors end with where in CPython's _ssl.c they were raised: nothing for a user.
-    return re.sub(r" \(_ssl\.c:\d+\)$", "", text)

@@ -22,8 +22,8 @@ from loadgenkit.shared import (
     ST_STATE,
     STATE_DONE,
     Shared,
-    os_reason,
 )
+from toolargs import os_reason
 
 BLOCK_BYTES = 1 << 20          # one sendall per block keeps syscalls per record negligible
 POOL_BYTES = 16 << 20          # cycled pool per worker, shared out over its connections

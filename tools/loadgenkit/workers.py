@@ -19,9 +19,9 @@ from loadgenkit.shared import (
     STATE_FAILED,
     STATE_READY,
     Shared,
-    os_reason,
 )
 from loadgenkit.tcp_sender import Sender
+from toolargs import os_reason
 
 CONNECT_TIMEOUT = 5.0
 HTTP_TIMEOUT = 60.0             # per socket operation; no answer by then is a connection error
