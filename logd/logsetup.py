@@ -39,15 +39,43 @@ LIBRARY_ERRORS: Counter[str] = Counter()
 _LIBRARIES = ("aiohttp", "aiokafka", "asynch", "asyncpg", "kafka")
 
 
+class Throttle:
+    """At most `burst` lines per key every `interval` seconds; the rest are counted and the
+    next line let through says how many were suppressed."""
+
+    def __init__(self, interval: float = 10.0, burst: int = 5) -> None:
+        self.interval = interval
+        self.burst = burst
+        self._window: dict[str, list[float]] = {}  # key -> [window start, lines, suppressed]
+
+    def admit(self, key: str) -> int | None:
+        """None: suppress this line; else let it through, with the lines suppressed since
+        the last one let through (0 or more)."""
+        now = time.monotonic()
+        if len(self._window) > 1024:  # keys from input (paths, peers): bounded
+            self._window = {k: w for k, w in self._window.items()
+                            if now - w[0] < self.interval}
+        suppressed = 0
+        w = self._window.get(key)
+        if w is None or now - w[0] >= self.interval:
+            if w is not None:
+                suppressed = int(w[2])
+            w = [now, 0, 0]
+            self._window[key] = w
+        if w[1] < self.burst:
+            w[1] += 1
+            return suppressed
+        w[2] += 1
+        return None
+
+
 class OneLineFilter(logging.Filter):
     """A library's error with a traceback becomes one counted line: what a hostile client
     can trigger must not fill the log with tracebacks."""
 
     def __init__(self, interval: float = 10.0, burst: int = 5) -> None:
         super().__init__()
-        self.interval = interval
-        self.burst = burst
-        self._window: dict[str, list[float]] = {}
+        self.throttle = Throttle(interval, burst)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or record.name.split(".", 1)[0] not in _LIBRARIES:
@@ -61,18 +89,12 @@ class OneLineFilter(logging.Filter):
             record.args = None
             record.exc_info = None
             record.exc_text = None
-        now = time.monotonic()
-        w = self._window.get(key)
-        if w is None or now - w[0] >= self.interval:
-            if w is not None and w[2]:
-                record.suppressed_since_last = int(w[2])
-            w = [now, 0, 0]
-            self._window[key] = w
-        if w[1] < self.burst:
-            w[1] += 1
-            return True
-        w[2] += 1
-        return False
+        suppressed = self.throttle.admit(key)
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.suppressed_since_last = suppressed
+        return True
 
 
 def setup(level: str = "info") -> None:
@@ -87,13 +109,11 @@ def setup(level: str = "info") -> None:
 
 
 class RateLimitedLog:
-    """At most `burst` lines per key every `interval` seconds; the rest are counted."""
+    """A logger's lines, throttled per key (see Throttle)."""
 
     def __init__(self, logger: logging.Logger, interval: float = 10.0, burst: int = 5) -> None:
         self.logger = logger
-        self.interval = interval
-        self.burst = burst
-        self._window: dict[str, list[float]] = {}  # key -> [window start, lines, suppressed]
+        self.throttle = Throttle(interval, burst)
 
     def warning(self, key: str, msg: str, **fields: Any) -> None:
         self.log(logging.WARNING, key, msg, **fields)
@@ -106,21 +126,12 @@ class RateLimitedLog:
             self.log(logging.DEBUG, key, msg, **fields)
 
     def log(self, level: int, key: str, msg: str, **fields: Any) -> None:
-        now = time.monotonic()
-        if len(self._window) > 1024:  # keys from input (paths, peers): bounded
-            self._window = {k: w for k, w in self._window.items()
-                            if now - w[0] < self.interval}
-        w = self._window.get(key)
-        if w is None or now - w[0] >= self.interval:
-            if w is not None and w[2]:
-                fields["suppressed_since_last"] = int(w[2])
-            w = [now, 0, 0]
-            self._window[key] = w
-        if w[1] < self.burst:
-            w[1] += 1
-            self.logger.log(level, msg, extra=fields)
-        else:
-            w[2] += 1
+        suppressed = self.throttle.admit(key)
+        if suppressed is None:
+            return
+        if suppressed:
+            fields["suppressed_since_last"] = suppressed
+        self.logger.log(level, msg, extra=fields)
 
 
 def set_level(level: str) -> None:

@@ -180,7 +180,7 @@ async def test_a_fault_is_answered_counted_and_logged_once_per_burst(
                          "code": "internal"}
     assert server.errors == 200
     lines = control_lines(caplog)
-    assert 1 <= len(lines) <= server.ratelog.burst
+    assert 1 <= len(lines) <= server.ratelog.throttle.burst
     assert all(r.exc_info is None and r.levelno == logging.ERROR for r in lines)
     assert lines[0].getMessage() == "control command failed"
     assert lines[0].error == "RuntimeError: stats broke"  # type: ignore[attr-defined]
