@@ -87,6 +87,7 @@ class Destination(Component):
         return {
             "queued_records": b.queued_records,
             "queued_bytes": b.queued_bytes,
+            "queue_limit_bytes": b.max_bytes,
             "peak_queued_bytes": b.peak_cost,
             "accepted": accepted,
             "dropped": b.dropped_records,
