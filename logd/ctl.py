@@ -335,6 +335,18 @@ def _when(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from logd.top import app
+    if args.interval <= 0:
+        raise CtlError("--interval: expected a number of seconds above 0", EXIT_USAGE)
+    fetch = app.fetcher(socket_path(args), args.interval)
+    if args.once:
+        return app.once(fetch, args.interval, sys.stdout)
+    if sys.stdout.isatty():
+        return app.live(fetch, args.interval, sys.stdin, sys.stdout)
+    return app.plain(fetch, args.interval, sys.stdout)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from logd.config import check_file
     return check_file(args.file, instance_env(args))
@@ -409,6 +421,29 @@ def parser() -> argparse.ArgumentParser:
                      help="one JSON object per record: time, source, level, payload")
     fmt.add_argument("--raw", action="store_true", help="the payload only")
     t.set_defaults(func=cmd_tail)
+
+    tp = sub.add_parser(
+        "top", help="a live view: rates, queues, drops, errors, lag, CPU and RSS",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Refreshes in place every --interval seconds until q or Ctrl-C. Per "
+        "listener and output:\n"
+        "  REC/S, BYTES/S  per second: taken in (listeners), delivered (outputs, analyzer "
+        "pools)\n"
+        "  TOTAL           records so far\n"
+        "  QUEUE, FILL     what waits in the buffer, and its share of the buffer's bound\n"
+        "  DROPS           records a full drop_newest buffer refused\n"
+        "  ERRS, RETRY     errors; writes tried again\n"
+        "  LAG             how far a listener is behind its source (records or bytes)\n"
+        "The first line: instance, version, uptime, records in and out per second, CPU "
+        "and RSS.\nWhen stdout is not a terminal, a plain snapshot is printed per interval.",
+        epilog="'-' is a figure the component does not report (or no rate yet).")
+    tp.add_argument("--interval", "-n", type=float, default=1.0, metavar="SEC",
+                    help="seconds between samples, which rates are computed over "
+                    "(default 1)")
+    tp.add_argument("--once", action="store_true",
+                    help="print one plain snapshot after one interval and exit (exit 1 "
+                    "when logd does not answer)")
+    tp.set_defaults(func=cmd_top)
 
     c = sub.add_parser("check-config", help="validate a config file (no daemon needed)")
     c.add_argument("file", metavar="FILE")
