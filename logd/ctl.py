@@ -339,12 +339,23 @@ def cmd_top(args: argparse.Namespace) -> int:
     from logd.top import app
     if args.interval <= 0:
         raise CtlError("--interval: expected a number of seconds above 0", EXIT_USAGE)
-    fetch = app.fetcher(socket_path(args), args.interval)
-    if args.once:
-        return app.once(fetch, args.interval, sys.stdout)
-    if sys.stdout.isatty():
-        return app.live(fetch, args.interval, sys.stdin, sys.stdout)
-    return app.plain(fetch, args.interval, sys.stdout)
+    path = socket_path(args)
+    timeout = max(2.0, args.interval)  # a logd that hangs shows as unreachable, soon
+
+    def stats() -> dict[str, Any]:
+        try:
+            return dict(request(path, "stats", timeout=timeout))
+        except CtlError as e:
+            raise app.Unreachable(str(e)) from None
+
+    try:
+        if args.once:
+            return app.once(stats, args.interval, sys.stdout)
+        if sys.stdout.isatty():
+            return app.live(stats, args.interval, sys.stdin, sys.stdout)
+        return app.plain(stats, args.interval, sys.stdout)
+    except app.Unreachable as e:  # --once: the one snapshot cannot be had
+        raise CtlError(str(e)) from None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -10,45 +10,44 @@ from zero).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import TextIO
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
 
-from logd.ctl import EXIT_OK, CtlError, request
 from logd.top import layout
 from logd.top.figures import Sample, View, compute
 from logd.top.terminal import FullScreen, Terminated
 
-Fetch = Callable[[], Sample]
+EXIT_OK = 0
 QUIT_KEYS = frozenset("qQ")
 
 
-def fetcher(path: str, interval: float) -> Fetch:
-    """One sample per call; a logd that does not answer within about an interval (2 s at
-    least) raises CtlError, so the view says so instead of freezing."""
-    timeout = max(2.0, interval)
-
-    def fetch() -> Sample:
-        stats = request(path, "stats", timeout=timeout)
-        return Sample(time.monotonic(), stats)
-    return fetch
+class Unreachable(Exception):
+    """logd did not answer a stats request; the message says why."""
 
 
-def once(fetch: Fetch, interval: float, out: TextIO) -> int:
-    """One snapshot, its rates over `interval`; CtlError when logd does not answer."""
-    first = fetch()
+Stats = Callable[[], Mapping[str, Any]]  # one stats reply; raises Unreachable
+
+
+def _sample(stats: Stats) -> Sample:
+    return Sample(time.monotonic(), stats())
+
+
+def once(stats: Stats, interval: float, out: TextIO) -> int:
+    """One snapshot, its rates over `interval`; Unreachable when logd does not answer."""
+    first = _sample(stats)
     time.sleep(interval)
-    _print(compute(first, fetch()), out)
+    _print(compute(first, _sample(stats)), out)
     return EXIT_OK
 
 
-def plain(fetch: Fetch, interval: float, out: TextIO) -> int:
+def plain(stats: Stats, interval: float, out: TextIO) -> int:
     """A snapshot per interval, until Ctrl-C: for a pipe, a file, a script."""
     prev: Sample | None = None
     try:
         while True:
             try:
-                cur = fetch()
-            except CtlError as e:
+                cur = _sample(stats)
+            except Unreachable as e:
                 out.write(f"logd: not reachable; trying again: {e}\n\n")
                 out.flush()
                 prev = None
@@ -61,7 +60,7 @@ def plain(fetch: Fetch, interval: float, out: TextIO) -> int:
         return EXIT_OK
 
 
-def live(fetch: Fetch, interval: float, keys: TextIO, out: TextIO) -> int:
+def live(stats: Stats, interval: float, keys: TextIO, out: TextIO) -> int:
     """The full screen, redrawn every interval and on a resize, until q, Ctrl-C, SIGTERM
     or SIGHUP."""
     try:
@@ -73,8 +72,8 @@ def live(fetch: Fetch, interval: float, keys: TextIO, out: TextIO) -> int:
             while True:
                 if time.monotonic() >= due:
                     try:
-                        cur = fetch()
-                    except CtlError as e:
+                        cur = _sample(stats)
+                    except Unreachable as e:
                         error, prev = str(e), None
                     else:
                         error, view, prev = "", compute(prev, cur), cur

@@ -15,6 +15,7 @@ Columns, per listener and per output:
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from logd.top.figures import Lag, Row, View
 
 DASH = "-"
 CUT = "~"  # ends a name that was cut to fit (ASCII: any terminal shows it in one column)
-MIN_NAME, MAX_NAME, MIN_TYPE, MAX_TYPE = 11, 32, 8, 10
+MIN_NAME, MIN_TYPE, MAX_TYPE = 11, 8, 10
 
 
 @dataclass(frozen=True)
@@ -102,9 +103,10 @@ def _widths(v: View, width: int | None) -> tuple[int, int]:
     type_w = max([len("TYPE"), *(len(r.type) for r in rows)])
     if width is None:
         return name_w, type_w
-    type_w = max(min(type_w, MAX_TYPE), MIN_TYPE)
-    room = width - FIGURES_WIDTH - 1 - type_w
-    name_w = max(min(name_w, MAX_NAME, room), MIN_NAME)
+    # The figures keep their width; names get what is left, types up to MAX_TYPE of it.
+    type_room = width - FIGURES_WIDTH - 1 - MIN_NAME
+    type_w = max(min(type_w, MAX_TYPE, type_room), MIN_TYPE)
+    name_w = max(min(name_w, width - FIGURES_WIDTH - 1 - type_w), MIN_NAME)
     return name_w, type_w
 
 
@@ -163,15 +165,9 @@ def plain(v: View) -> list[str]:
 
 def unreachable(message: str, width: int, height: int, status: str) -> list[str]:
     """The screen while logd does not answer: what went wrong, and that top keeps trying."""
-    lines = ["logd: not reachable; trying again", ""]
-    words, line = message.split(), ""
-    for word in words:  # wrapped: the reason is the one thing on this screen
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    lines.append(line)
+    # Wrapped, long paths broken too: the reason is the one thing on this screen.
+    lines = ["logd: not reachable; trying again", "",
+             *textwrap.wrap(message, max(width, 1), break_on_hyphens=False)]
     lines = lines[:max(height - 1, 0)]
     lines += [""] * (height - 1 - len(lines))
     lines.append(status)
