@@ -156,6 +156,18 @@ def test_top_without_logd_says_so_and_sigterm_restores_the_terminal(tmp_path: Pa
         view.close()
 
 
+def test_ctrl_c_quits_top_with_status_0(tmp_path: Path) -> None:
+    view = top("--socket", str(tmp_path / "none.sock"), "top")
+    try:
+        view.wait_screen(lambda s: "not reachable" in s.text(), what="unreachable")
+        view.type(b"\x03")  # the terminal turns it into SIGINT
+        assert view.wait() == 0
+        assert view.raw.endswith(SHOW_CURSOR + LEAVE_ALTERNATE)
+        assert view.local_modes() & termios.ECHO and "Traceback" not in view.raw
+    finally:
+        view.close()
+
+
 def test_top_once_prints_one_plain_snapshot(running: LogdProcess) -> None:
     with socket.create_connection(("127.0.0.1", running.port("emitters"))) as s:
         s.sendall(b"".join(b"line %d\n" % i for i in range(1500)))
