@@ -3,6 +3,7 @@ pipe (--once), and without a logd to ask."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import socket
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from logd.ctl import request
+from logd.top import human
 from testkit.configs import emitter_file_config
 from testkit.harness import REPO, LogdProcess, logctl
+from testkit.kafka import KafkaTopic
 from testkit.pty_program import PtyProgram
 from testkit.screen import Screen
 
@@ -219,3 +223,73 @@ def test_top_is_in_logctl_help() -> None:
     help_text = logctl("top", "--help").stdout
     for word in ("--interval", "--once", "REC/S", "QUEUE, FILL", "LAG"):
         assert word in help_text
+
+
+def produce(topic: KafkaTopic, values: list[bytes]) -> None:
+    """`values` into a one-partition topic, each acknowledged."""
+    async def run() -> None:
+        from aiokafka import AIOKafkaProducer
+        producer = AIOKafkaProducer(bootstrap_servers=topic.bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            sent = [await producer.send(topic.topic, v, partition=0) for v in values]
+            await asyncio.gather(*sent)
+        finally:
+            await producer.stop()
+    asyncio.run(run())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_top_shows_a_kafka_inputs_lag_behind_a_stuck_output(
+        tmp_path: Path, kafka: KafkaTopic) -> None:
+    produce(kafka, [b"record %05d " % i + b"x" * 100 for i in range(5000)])
+    out = tmp_path / "out"
+    out.mkdir()
+    # Nothing listens on the output's port: its buffer fills, the consumer stops taking,
+    # and what it has not taken is its lag.
+    config = f"""
+[daemon]
+state_dir = "{out}/state"
+control_socket = "{out}/control.sock"
+stats_interval = "0s"
+
+[listeners.from_kafka]
+type = "kafka"
+brokers = ["{kafka.bootstrap}"]
+topics = ["{kafka.topic}"]
+group = "top"
+format = "raw"
+max_batch_records = 100
+
+[outputs.clickhouse]
+type = "clickhouse"
+url = "clickhouse://default@127.0.0.1:{free_port()}/logs"
+buffer = {{ type = "memory", max_bytes = "64KiB", when_full = "block" }}
+"""
+    p = LogdProcess(config, tmp_path).start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # polling logd's counters: no event to await from outside
+            before = request(sock(p), "stats")
+            result = logctl("--socket", sock(p), "top", "--once", "--interval", "0.2")
+            after = request(sock(p), "stats")
+            assert result.returncode == 0, result.stderr
+            lag = after["listeners"]["from_kafka"].get("backlog", {}).get("records", 0)
+            if after["listeners"]["from_kafka"]["pauses"] and lag and \
+                    before["listeners"]["from_kafka"]["backlog"]["records"] == lag:
+                break
+            assert time.monotonic() < deadline, result.stdout
+        print(result.stdout)
+        assert 0 < lag < 5000
+        listener, output = row(result.stdout, "from_kafka"), row(result.stdout, "clickhouse")
+        assert listener[1] == "kafka" and listener[10] == human.count(lag)
+        assert listener[4] == str(after["listeners"]["from_kafka"]["records"])
+        assert int(output[6].rstrip("%")) >= 75  # FILL of 64KiB
+        assert output[4] == "0"                   # nothing written
+    finally:
+        p.stop(signal.SIGKILL)
