@@ -337,8 +337,9 @@ def _when(t: float) -> str:
 
 def cmd_top(args: argparse.Namespace) -> int:
     from logd.top import app
-    if args.interval <= 0:
-        raise CtlError("--interval: expected a number of seconds above 0", EXIT_USAGE)
+    if not 0 < args.interval <= 3600:  # NaN too
+        raise CtlError(f"--interval: expected seconds above 0, up to 3600, got "
+                       f"{args.interval:g}", EXIT_USAGE)
     path = socket_path(args)
     timeout = max(2.0, args.interval)  # a logd that hangs shows as unreachable, soon
 

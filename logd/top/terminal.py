@@ -41,11 +41,12 @@ class FullScreen:
         self.out = out
         self.keys_fd: int | None = keys.fileno() if keys.isatty() else None
         self._saved: list[Any] | None = None
-        self._wake_r, self._wake_w = os.pipe()
+        self._wake_r = self._wake_w = -1  # SIGWINCH writes a byte here: `wait` wakes
         self._old_handlers: dict[int, object] = {}
         self.resized = True
 
     def __enter__(self) -> FullScreen:
+        self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         for sig, handler in ((signal.SIGWINCH, self._on_resize),
@@ -80,6 +81,7 @@ class FullScreen:
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        self._wake_r = self._wake_w = -1
 
     def _on_resize(self, signum: int, frame: FrameType | None) -> None:
         self.resized = True

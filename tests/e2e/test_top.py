@@ -223,6 +223,8 @@ def test_top_is_in_logctl_help() -> None:
     help_text = logctl("top", "--help").stdout
     for word in ("--interval", "--once", "REC/S", "QUEUE, FILL", "LAG"):
         assert word in help_text
+    refused = logctl("--socket", "/nonexistent", "top", "--interval", "0")
+    assert refused.returncode == 2 and "--interval" in refused.stderr
 
 
 def produce(topic: KafkaTopic, values: list[bytes]) -> None:
