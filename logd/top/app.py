@@ -67,7 +67,7 @@ def live(stats: Stats, interval: float, keys: TextIO, out: TextIO) -> int:
         with FullScreen(keys, out) as term:
             prev: Sample | None = None
             view: View | None = None
-            error = ""
+            error = status = ""
             due = time.monotonic()
             while True:
                 if time.monotonic() >= due:
@@ -77,11 +77,11 @@ def live(stats: Stats, interval: float, keys: TextIO, out: TextIO) -> int:
                         error, prev = str(e), None
                     else:
                         error, view, prev = "", compute(prev, cur), cur
+                    status = _status(interval, bool(error))
                     due = max(due + interval, time.monotonic())
                     term.resized = True
                 if term.resized:
                     width, height = term.size()
-                    status = _status(interval, bool(error))
                     term.draw(layout.unreachable(error, width, height, status) if error
                               else layout.screen(view, width, height, status) if view
                               else [])
@@ -94,6 +94,7 @@ def live(stats: Stats, interval: float, keys: TextIO, out: TextIO) -> int:
 
 
 def _status(interval: float, error: bool) -> str:
+    """The last line: when logd was last asked (not when the screen was last drawn)."""
     clock = time.strftime("%H:%M:%S")
     what = "tried" if error else "updated"
     return f"{what} {clock}, every {interval:g}s; q quits"
