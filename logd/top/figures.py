@@ -6,7 +6,8 @@ never by a component's type, so a listener or output type added later shows up a
   else `records` (what a listener took in), else `accepted`;
 - bytes: `bytes`; queue: `queued_bytes` (or `queued_records`) against `queue_limit_bytes`;
 - drops: `dropped`; errors: `errors` (a count, or counts by reason); retries: `retries`;
-- lag: `backlog` by unit, else any count whose key names a lag (`lag`, `lag_bytes`, ...).
+- lag: `backlog` by unit, else any count whose key names a lag (`lag`, `lag_bytes`, ...);
+- problem: `problem`, else "not connected" where `connected` is false.
 A figure a component does not report is None (shown as "-"), not 0.
 """
 
@@ -48,6 +49,7 @@ class Row:
     retries: int | None
     lag: Lag | None
     delivers: bool                  # reports `written`: its records count out, not in
+    problem: str | None = None      # what keeps it from working, in its own words
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ def _row(name: str, s: Mapping[str, Any], old: Mapping[str, Any] | None, dt: flo
         retries=_int(s.get("retries")),
         lag=lag_of(s),
         delivers="written" in s,
+        problem=problem_of(s),
     )
 
 
@@ -154,6 +157,13 @@ def lag_of(s: Mapping[str, Any]) -> Lag | None:
             unit = "bytes" if any(w.startswith("byte") for w in words) else "records"
             return Lag(int(value), unit)
     return None
+
+
+def problem_of(s: Mapping[str, Any]) -> str | None:
+    problem = s.get("problem")
+    if isinstance(problem, str) and problem:
+        return problem
+    return "not connected" if s.get("connected") is False else None
 
 
 def _comparable(prev: Sample | None, cur: Sample) -> Sample | None:

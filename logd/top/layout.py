@@ -11,6 +11,7 @@ Columns, per listener and per output:
   ERRS     errors (bad input, refused connections, failed writes)
   RETRY    writes tried again
   LAG      how far a listener is behind its source (records, or bytes as a size)
+Below them, on rows left over, what a component says is wrong ("! NAME: problem").
 """
 
 from __future__ import annotations
@@ -149,18 +150,30 @@ def screen(v: View, width: int, height: int, status: str) -> list[str]:
     lines += _section("LISTENER", v.listeners, lst_rows, name_w, type_w, full=False)
     lines += [""]
     lines += _section("OUTPUT", v.outputs, out_rows, name_w, type_w, full=False)
+    problems = problem_lines(v)
+    left = height - 1 - len(lines) - 1  # a blank line before them
+    if problems and left > 0:
+        if len(problems) > left:
+            problems = [*problems[:left - 1], f"! +{len(problems) - left + 1} more"]
+        lines += ["", *problems]
     lines = lines[:max(height - 1, 0)]
     lines += [""] * (height - 1 - len(lines))
     lines.append(status)
     return [fit(line, width) for line in lines[:height]]
 
 
+def problem_lines(v: View) -> list[str]:
+    return [f"! {r.name}: {r.problem}" for r in (*v.listeners, *v.outputs) if r.problem]
+
+
 def plain(v: View) -> list[str]:
     """Every row, names in full and totals exact: for a pipe or a script."""
     name_w, type_w = _widths(v, None)
+    problems = problem_lines(v)
     return [header(v), "",
             *_section("LISTENER", v.listeners, None, name_w, type_w, full=True), "",
-            *_section("OUTPUT", v.outputs, None, name_w, type_w, full=True)]
+            *_section("OUTPUT", v.outputs, None, name_w, type_w, full=True),
+            *(["", *problems] if problems else [])]
 
 
 def unreachable(message: str, width: int, height: int, status: str) -> list[str]:

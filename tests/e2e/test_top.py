@@ -294,5 +294,6 @@ buffer = {{ type = "memory", max_bytes = "64KiB", when_full = "block" }}
         assert listener[4] == str(after["listeners"]["from_kafka"]["records"])
         assert int(output[6].rstrip("%")) >= 75  # FILL of 64KiB
         assert output[4] == "0"                   # nothing written
+        assert "! clickhouse: not connected" in result.stdout.splitlines()
     finally:
         p.stop(signal.SIGKILL)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from logd.top.figures import Lag, Sample, compute, lag_of, rate
+from logd.top.figures import Lag, Sample, compute, lag_of, problem_of, rate
 
 
 def stats(pid: int = 100, cpu: float = 1.0, emitters: int = 0, emitted_bytes: int = 0,
@@ -105,3 +105,10 @@ def test_lag_is_found_whatever_the_component_calls_it(s: dict[str, Any],
 ])
 def test_rate(before: int | None, after: int, dt: float, expected: float | None) -> None:
     assert rate(before, after, dt) == expected
+
+
+def test_a_problem_is_what_the_component_says_or_that_it_is_not_connected() -> None:
+    assert problem_of({"problem": "disk full", "connected": False}) == "disk full"
+    assert problem_of({"problem": None, "connected": False}) == "not connected"
+    assert problem_of({"problem": None, "connected": True}) is None
+    assert problem_of({}) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from logd.top import layout
 from logd.top.figures import Lag, Row, View
 
@@ -62,3 +64,16 @@ def test_unreachable_says_why_within_the_width() -> None:
     assert lines[0].startswith("logd: not reachable") and lines[-1] == "tried 12:00:00"
     assert all(len(line) <= 30 for line in lines)
     assert " ".join(" ".join(lines[2:-1]).split()) == why
+
+
+def test_problems_take_the_rows_left_over() -> None:
+    v = view(1, 3)
+    v = dataclasses.replace(v, outputs=[
+        dataclasses.replace(r, problem=f"not connected {i}") for i, r in enumerate(v.outputs)])
+    roomy = layout.screen(v, 80, 24, "s")
+    assert [line for line in roomy if line.startswith("!")] == [
+        "! out0: not connected 0", "! out1: not connected 1", "! out2: not connected 2"]
+    tight = layout.screen(v, 80, 12, "s")  # 10 rows of tables: one left for problems
+    assert len(tight) == 12 and sum(line.startswith("out") for line in tight) == 3
+    assert [line for line in tight if line.startswith("!")] == ["! +3 more"]
+    assert layout.plain(v)[-1] == "! out2: not connected 2"
