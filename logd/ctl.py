@@ -437,17 +437,18 @@ def parser() -> argparse.ArgumentParser:
     tp = sub.add_parser(
         "top", help="a live view: rates, queues, drops, errors, lag, CPU and RSS",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Refreshes in place every --interval seconds until q or Ctrl-C. Per "
-        "listener and output:\n"
-        "  REC/S, BYTES/S  per second: taken in (listeners), delivered (outputs, analyzer "
-        "pools)\n"
+        description="Refreshes in place every --interval seconds until q or Ctrl-C.\n"
+        "The first line: instance, version, uptime, records in and out per second,\n"
+        "CPU and RSS. Per listener and output:\n"
+        "  REC/S, BYTES/S  per second: taken in (listeners), delivered (outputs,\n"
+        "                  analyzer pools)\n"
         "  TOTAL           records so far\n"
-        "  QUEUE, FILL     what waits in the buffer, and its share of the buffer's bound\n"
+        "  QUEUE, FILL     what waits in the buffer; its share of the buffer's bound\n"
         "  DROPS           records a full drop_newest buffer refused\n"
         "  ERRS, RETRY     errors; writes tried again\n"
-        "  LAG             how far a listener is behind its source (records or bytes)\n"
-        "The first line: instance, version, uptime, records in and out per second, CPU "
-        "and RSS.\nWhen stdout is not a terminal, a plain snapshot is printed per interval.",
+        "  LAG             how far a listener is behind its source (records, bytes)\n"
+        "Then what a component says is wrong, on the rows left over. When stdout is\n"
+        "not a terminal, a plain snapshot is printed per interval.",
         epilog="'-' is a figure the component does not report (or no rate yet).")
     tp.add_argument("--interval", "-n", type=float, default=1.0, metavar="SEC",
                     help="seconds between samples, which rates are computed over "
