@@ -34,7 +34,8 @@ class FullScreen:
 
     Keys come without Enter and without echo (cbreak); Ctrl-C still interrupts. SIGWINCH
     and keys wake `wait`; SIGTERM and SIGHUP raise Terminated, so the `with` restores the
-    terminal on every way out.
+    terminal on every way out. Ctrl-Z gives the shell its terminal back while stopped, and
+    the screen is taken again (and redrawn) at SIGCONT.
     """
 
     def __init__(self, keys: TextIO, out: TextIO) -> None:
@@ -50,14 +51,11 @@ class FullScreen:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         for sig, handler in ((signal.SIGWINCH, self._on_resize),
+                             (signal.SIGTSTP, self._on_suspend),
                              (signal.SIGTERM, _terminate), (signal.SIGHUP, _terminate)):
             self._old_handlers[sig] = signal.signal(sig, handler)
         try:
-            if self.keys_fd is not None:
-                self._saved = termios.tcgetattr(self.keys_fd)
-                tty.setcbreak(self.keys_fd, termios.TCSANOW)
-            self.out.write(ENTER)
-            self.out.flush()
+            self._take()
         except BaseException:
             self._restore()
             raise
@@ -67,7 +65,16 @@ class FullScreen:
                  tb: TracebackType | None) -> None:
         self._restore()
 
-    def _restore(self) -> None:
+    def _take(self) -> None:
+        """The terminal for this screen: keys one at a time, the alternate screen."""
+        if self.keys_fd is not None:
+            self._saved = termios.tcgetattr(self.keys_fd)
+            tty.setcbreak(self.keys_fd, termios.TCSANOW)
+        self.out.write(ENTER)
+        self.out.flush()
+
+    def _give_back(self) -> None:
+        """The terminal as it was before `_take`."""
         with contextlib.suppress(OSError, ValueError):
             self.out.write(LEAVE)
             self.out.flush()
@@ -75,6 +82,18 @@ class FullScreen:
             with contextlib.suppress(termios.error):
                 termios.tcsetattr(self.keys_fd, termios.TCSAFLUSH, self._saved)
             self._saved = None
+
+    def _on_suspend(self, signum: int, frame: FrameType | None) -> None:
+        self._give_back()
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stops here, until SIGCONT
+        signal.signal(signal.SIGTSTP, self._on_suspend)
+        with contextlib.suppress(OSError, termios.error):
+            self._take()
+        self._on_resize(signum, frame)  # redraw all: the shell wrote on the screen
+
+    def _restore(self) -> None:
+        self._give_back()
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
         self._old_handlers.clear()

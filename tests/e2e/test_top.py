@@ -160,10 +160,20 @@ def test_top_without_logd_says_so_and_sigterm_restores_the_terminal(tmp_path: Pa
         view.close()
 
 
-def test_ctrl_c_quits_top_with_status_0(tmp_path: Path) -> None:
+def test_ctrl_z_gives_the_terminal_back_and_ctrl_c_quits_with_status_0(
+        tmp_path: Path) -> None:
     view = top("--socket", str(tmp_path / "none.sock"), "top")
     try:
         view.wait_screen(lambda s: "not reachable" in s.text(), what="unreachable")
+        typed_at = len(view.raw)
+        view.type(b"\x1a")  # SIGTSTP. A test's child is in an orphaned process group, where
+        # the kernel discards the stop itself: what is seen is the terminal given back
+        # before it and taken again after it.
+        view.wait_screen(lambda s: re.search(re.escape(LEAVE_ALTERNATE) + ".*" +
+                                             re.escape("\x1b[?1049h") + ".*not reachable",
+                                             view.raw[typed_at:], re.S) is not None,
+                         what="the screen left and taken again")
+        assert not view.local_modes() & termios.ECHO
         view.type(b"\x03")  # the terminal turns it into SIGINT
         assert view.wait() == 0
         assert view.raw.endswith(SHOW_CURSOR + LEAVE_ALTERNATE)
