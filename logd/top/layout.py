@@ -1,5 +1,6 @@
-"""A View as lines of text: for a screen of a given size (names cut, rows that do not fit
-counted on a "+N more" line), or in full for a pipe or a script (width None).
+"""A View as lines of text: `screen` for a terminal of a given size (names cut, counts
+shortened, rows that do not fit counted on a "+N more" line), `plain` for a pipe or a
+script (names whole, counts exact).
 
 Columns, per listener and per output:
   REC/S    records per second (listeners: taken in; outputs, analyzer pools: delivered)
@@ -32,15 +33,17 @@ MIN_NAME, MIN_TYPE, MAX_TYPE = 11, 8, 10
 class Column:
     title: str
     width: int
-    cell: Callable[[Row, bool], str]   # (row, full): full = plain output, exact totals
+    cell: Callable[[Row, bool], str]   # (row, full): full = plain output, exact counts
 
 
 def _rate(value: float | None, fmt: Callable[[float], str]) -> str:
     return DASH if value is None else fmt(value)
 
 
-def _opt(value: int | None) -> str:
-    return DASH if value is None else human.count(value)
+def _opt(value: int | None, full: bool) -> str:
+    if value is None:
+        return DASH
+    return str(value) if full else human.count(value)
 
 
 def _total(r: Row, full: bool) -> str:
@@ -52,17 +55,17 @@ def _total(r: Row, full: bool) -> str:
 def _queue(r: Row, full: bool) -> str:
     if r.queued_bytes is not None:
         return human.size(r.queued_bytes)
-    return _opt(r.queued_records)
+    return _opt(r.queued_records, full)
 
 
 def _fill(r: Row, full: bool) -> str:
     return DASH if r.fill_pct is None else f"{min(r.fill_pct, 999):.0f}%"
 
 
-def lag_text(lag: Lag | None) -> str:
+def lag_text(lag: Lag | None, full: bool) -> str:
     if lag is None:
         return DASH
-    return human.size(lag.value) if lag.unit == "bytes" else human.count(lag.value)
+    return human.size(lag.value) if lag.unit == "bytes" else _opt(lag.value, full)
 
 
 COLUMNS = (
@@ -71,10 +74,10 @@ COLUMNS = (
     Column("TOTAL", 7, _total),
     Column("QUEUE", 6, _queue),
     Column("FILL", 4, _fill),
-    Column("DROPS", 5, lambda r, f: _opt(r.dropped)),
-    Column("ERRS", 5, lambda r, f: _opt(r.errors)),
-    Column("RETRY", 5, lambda r, f: _opt(r.retries)),
-    Column("LAG", 6, lambda r, f: lag_text(r.lag)),
+    Column("DROPS", 5, lambda r, f: _opt(r.dropped, f)),
+    Column("ERRS", 5, lambda r, f: _opt(r.errors, f)),
+    Column("RETRY", 5, lambda r, f: _opt(r.retries, f)),
+    Column("LAG", 6, lambda r, f: lag_text(r.lag, f)),
 )
 FIGURES_WIDTH = sum(c.width + 1 for c in COLUMNS)  # each with the space before it
 
@@ -98,58 +101,69 @@ def fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[:max(width - 1, 0)] + CUT[:width]
 
 
-def _widths(v: View, width: int | None) -> tuple[int, int]:
+@dataclass(frozen=True)
+class Widths:
+    name: int
+    type: int
+    figures: tuple[int, ...]   # one per COLUMNS
+
+
+def _cells(r: Row, full: bool) -> list[str]:
+    return [r.name, r.type, *(c.cell(r, full) for c in COLUMNS)]
+
+
+def _widths(v: View, width: int | None) -> Widths:
     rows = [*v.listeners, *v.outputs]
     name_w = max([len("LISTENER"), *(len(r.name) for r in rows)])
     type_w = max([len("TYPE"), *(len(r.type) for r in rows)])
-    if width is None:
-        return name_w, type_w
+    if width is None:  # plain: every column as wide as its widest cell
+        cells = [_cells(r, True)[2:] for r in rows]
+        return Widths(name_w, type_w, tuple(max([c.width, *(len(row[i]) for row in cells)])
+                                             for i, c in enumerate(COLUMNS)))
     # The figures keep their width; names get what is left, types up to MAX_TYPE of it.
     type_room = width - FIGURES_WIDTH - 1 - MIN_NAME
     type_w = max(min(type_w, MAX_TYPE, type_room), MIN_TYPE)
     name_w = max(min(name_w, width - FIGURES_WIDTH - 1 - type_w), MIN_NAME)
-    return name_w, type_w
+    return Widths(name_w, type_w, tuple(c.width for c in COLUMNS))
 
 
-def _line(cells: list[str], name_w: int, type_w: int, cut: bool) -> str:
+def _line(cells: list[str], w: Widths, cut: bool) -> str:
     name, type_, *figures = cells
     if cut:
-        name, type_ = fit(name, name_w), fit(type_, type_w)
-    out = [name.ljust(name_w), type_.ljust(type_w)]
-    out += [f.rjust(c.width) for f, c in zip(figures, COLUMNS, strict=True)]
+        name, type_ = fit(name, w.name), fit(type_, w.type)
+    out = [name.ljust(w.name), type_.ljust(w.type)]
+    out += [f.rjust(fw) for f, fw in zip(figures, w.figures, strict=True)]
     return " ".join(out).rstrip()
 
 
-def _section(title: str, rows: list[Row], shown: int | None, name_w: int, type_w: int,
+def _section(title: str, rows: list[Row], shown: int | None, w: Widths,
              full: bool) -> list[str]:
     """The title line and `shown` lines for rows (all when None), the last of them a
     "+N more" line when some rows are left out."""
     cut = not full
-    lines = [_line([title, "TYPE", *(c.title for c in COLUMNS)], name_w, type_w, cut)]
+    lines = [_line([title, "TYPE", *(c.title for c in COLUMNS)], w, cut)]
     if not rows:
         return [*lines, "  (none)"]
     if shown is not None and shown < len(rows):
         visible = max(shown - 1, 0)
-        body = [_line([r.name, r.type, *(c.cell(r, full) for c in COLUMNS)],
-                      name_w, type_w, cut) for r in rows[:visible]]
+        body = [_line(_cells(r, full), w, cut) for r in rows[:visible]]
         return [*lines, *body, f"  +{len(rows) - visible} more"]
-    return [*lines, *(_line([r.name, r.type, *(c.cell(r, full) for c in COLUMNS)],
-                            name_w, type_w, cut) for r in rows)]
+    return [*lines, *(_line(_cells(r, full), w, cut) for r in rows)]
 
 
 def screen(v: View, width: int, height: int, status: str) -> list[str]:
     """At most `height` lines of at most `width` columns: the header, listeners, outputs,
     and `status` on the last line."""
-    name_w, type_w = _widths(v, width)
+    w = _widths(v, width)
     # header, blank, two section titles, the blank between them, the status line
     room = max(height - 6, 0)
     n_lst, n_out = max(len(v.listeners), 1), max(len(v.outputs), 1)
     lst_rows = min(n_lst, max(room // 2, room - n_out))
     out_rows = min(n_out, room - lst_rows)
     lines = [header(v), ""]
-    lines += _section("LISTENER", v.listeners, lst_rows, name_w, type_w, full=False)
+    lines += _section("LISTENER", v.listeners, lst_rows, w, full=False)
     lines += [""]
-    lines += _section("OUTPUT", v.outputs, out_rows, name_w, type_w, full=False)
+    lines += _section("OUTPUT", v.outputs, out_rows, w, full=False)
     problems = problem_lines(v)
     left = height - 1 - len(lines) - 1  # a blank line before them
     if problems and left > 0:
@@ -167,12 +181,12 @@ def problem_lines(v: View) -> list[str]:
 
 
 def plain(v: View) -> list[str]:
-    """Every row, names in full and totals exact: for a pipe or a script."""
-    name_w, type_w = _widths(v, None)
+    """Every row, names in full and counts exact: for a pipe or a script."""
+    w = _widths(v, None)
     problems = problem_lines(v)
     return [header(v), "",
-            *_section("LISTENER", v.listeners, None, name_w, type_w, full=True), "",
-            *_section("OUTPUT", v.outputs, None, name_w, type_w, full=True),
+            *_section("LISTENER", v.listeners, None, w, full=True), "",
+            *_section("OUTPUT", v.outputs, None, w, full=True),
             *(["", *problems] if problems else [])]
 
 

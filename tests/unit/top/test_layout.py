@@ -55,6 +55,9 @@ def test_a_small_or_wide_terminal() -> None:
 def test_plain_keeps_names_whole_and_totals_exact() -> None:
     text = "\n".join(layout.plain(view(1, 1)))
     assert "listener-number-0-with-a-long-name" in text and "123456789" in text
+    assert " 99999 " in text  # retries: counts exact
+    titles, first = layout.plain(view(1, 1))[2], layout.plain(view(1, 1))[3]
+    assert titles.index("TOTAL") + len("TOTAL") == first.index("123456789") + 9  # aligned
     assert "clickhouse" in text and "~" not in text
 
 
