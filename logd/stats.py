@@ -10,6 +10,15 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 
+class Backlog(TypedDict, total=False):
+    """How far a listener is behind a source that keeps what it has not taken yet (a Kafka
+    topic, a tailed file), in the units it can count: views show it whatever the listener's
+    type is."""
+
+    records: int
+    bytes: int
+
+
 class ListenerStats(TypedDict, total=False):
     type: str
     connections: int            # open now (a Kafka input: partitions assigned)
@@ -19,6 +28,7 @@ class ListenerStats(TypedDict, total=False):
     bytes: int
     pauses: int                 # times it stopped reading for a full buffer
     errors: dict[str, int]      # by reason
+    backlog: Backlog            # a listener that reads from a source that keeps data
 
 
 class TcpListenerStats(ListenerStats, total=False):
@@ -72,8 +82,10 @@ class DestinationStats(BufferStats, total=False):
     type: str
     queued_records: int
     queued_bytes: int
+    queue_limit_bytes: int      # the buffer's bound (max_bytes): queued_bytes of it is its fill
     peak_queued_bytes: int
     accepted: int
+    written: int                # records delivered: written, or acknowledged by an analyzer
     dropped: int
     dropped_pct: float
 
@@ -81,7 +93,6 @@ class DestinationStats(BufferStats, total=False):
 class WriterStats(DestinationStats, total=False):
     """An output that writes: a file, a database, Kafka."""
 
-    written: int
     bytes: int
     flushes: int
     errors: int

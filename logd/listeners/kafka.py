@@ -537,6 +537,7 @@ class KafkaListener(Listener):
                 "accepted": self.records, "records": self.records, "bytes": self.bytes_in,
                 "pauses": self.pauses, "errors": dict(self.errors),
                 "group": self.cfg.group, "connected": self.connected,
-                "partitions": partitions, "lag": total_lag, "rebalances": self.rebalances,
+                "partitions": partitions, "lag": total_lag, "backlog": {"records": total_lag},
+                "rebalances": self.rebalances,
                 "commits": self.commits, "uncommitted": self.uncommitted,
                 "dead_lettered": self.dead_lettered, "reread": self.reread}
