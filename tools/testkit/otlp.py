@@ -87,3 +87,18 @@ def to_json(req: ExportLogsServiceRequest) -> dict[str, Any]:
                 if rec.span_id:
                     rec_doc["spanId"] = rec.span_id.hex()
     return doc
+
+
+def post(port: int, body: bytes, content_type: str = "application/x-protobuf",
+         headers: dict[str, str] | None = None, path: str = "/v1/logs"
+         ) -> tuple[int, dict[str, str], bytes]:
+    """POST a body to logd's HTTP listener: (status, headers, body), errors included."""
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST",
+                                 headers={"Content-Type": content_type, **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
