@@ -219,3 +219,24 @@ def test_otlp_json_is_told_from_logd_json_by_shape() -> None:
     assert is_otlp_json({"message": "m", "resourceLogs": []})  # resourceLogs decides
     assert not is_otlp_json([{"resourceLogs": []}])
     assert not is_otlp_json({"message": "hi"})
+
+
+@pytest.mark.parametrize("attributes", [
+    {"k" * 200: "v" * 300},                      # lengths of two varint bytes
+    {"big": "x" * 20_000},                       # and of three
+    {"": "", "e": 0, "neg": -(2**63), "max": 2**63 - 1, "f": False, "t": True},
+    {"n": -1, "d": 0.0, "none": None, "l": [], "m": {}},
+    {"same": "a", "same ": "b"},
+])
+def test_attributes_of_every_size_and_kind_read_as_the_official_classes_read_them(
+        attributes: dict[str, Any]) -> None:
+    pb, js = both(request(({}, [(None, [log_record(attributes=attributes)] * 3)])))
+    assert pb.objs == js.objs == [{"message": "hello", "attributes": attributes}] * 3
+
+
+def test_invalid_utf8_in_an_attribute_rejects_its_record() -> None:
+    good = request(({}, [(None, [log_record(attributes={"k": "ab"}), log_record("ok")])]))
+    data = good.SerializeToString().replace(b"ab", b"\xff\xfe", 1)
+    m = decode_protobuf(data)
+    assert [o["message"] for o in m.objs] == ["ok"] and m.rejected == 1
+    assert "UTF-8" in m.first_error or "utf" in m.first_error.lower()
