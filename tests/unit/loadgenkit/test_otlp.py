@@ -56,12 +56,13 @@ def test_protobuf_bodies_are_requests_of_every_record_grouped_by_app_and_scope()
                and r.time_unix_nano > 0 for _, _, r in recs)
 
 
-def test_records_are_about_size_bytes_in_protobuf() -> None:
-    b = builder("--otlp", "protobuf", "--size", "400")
+@pytest.mark.parametrize("size", [400, 40_000])
+def test_records_are_about_size_bytes_in_protobuf(size: int) -> None:
+    b = builder("--otlp", "protobuf", "--size", str(size))
     req = ExportLogsServiceRequest.FromString(b.body(0, 100))
     sizes = [r.ByteSize() for rl in req.resource_logs for sl in rl.scope_logs
              for r in sl.log_records]
-    assert all(360 <= s <= 440 for s in sizes), sizes
+    assert all(0.9 * size <= s <= 1.1 * size for s in sizes), sizes
 
 
 def test_json_bodies_map_to_the_records_of_the_protobuf_ones() -> None:
