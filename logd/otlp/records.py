@@ -94,7 +94,7 @@ def _severity(text: str, number: int) -> int:
 # AnyValues, would take 70% of the time. So the request is parsed by upb (in C) against a
 # view of the schema, wire-compatible with opentelemetry-proto's, in which a log record's
 # body and attributes, a resource and a scope stay encoded bytes. Attributes are then read
-# through a per-request cache keyed by their encoding (most repeat from record to record),
+# through a cache keyed by their encoding (most repeat from record to record),
 # with a short path for the usual string, integer and boolean values; anything else is
 # parsed with the official classes. Strings read here are checked as UTF-8, as upb checks
 # those it parses.
@@ -153,8 +153,9 @@ def decode_protobuf(body: bytes) -> Mapped:
     sevs = out.severities
     numbers = NUMBER_LEVELS
     number_sevs = NUMBER_SEVERITIES
-    cache = _KeyValues()
-    attribute = cache.__getitem__
+    if len(_ATTRIBUTES) > CACHE_ENTRIES:
+        _ATTRIBUTES.clear()
+    attribute = _ATTRIBUTES.__getitem__
     for ri, rl in enumerate(request.resource_logs):
         try:
             resource = _pb_attributes(Resource.FromString(rl.resource).attributes, 0)
@@ -278,11 +279,20 @@ def _body_message(data: bytes) -> str:
 
 
 class _KeyValues(dict[bytes, tuple[str, Any]]):
-    """Encoded KeyValue -> (key, value), decoded the first time each is seen."""
+    """Encoded KeyValue -> (key, value), decoded the first time each is seen. Kept across
+    requests (the same services send the same attributes again), bounded: only short
+    encodings are kept, and the whole is emptied when it holds CACHE_ENTRIES."""
 
     def __missing__(self, data: bytes) -> tuple[str, Any]:
-        found = self[data] = _key_value(data)
+        found = _key_value(data)
+        if len(data) <= CACHE_KEY_BYTES:
+            self[data] = found
         return found
+
+
+CACHE_ENTRIES = 50_000
+CACHE_KEY_BYTES = 128  # at most ~15 MB of cache
+_ATTRIBUTES = _KeyValues()
 
 
 def _key_value(data: bytes) -> tuple[str, Any]:
@@ -300,6 +310,8 @@ def _key_value(data: bytes) -> tuple[str, Any]:
                 if at + vn == len(data):
                     tag = data[at]
                     if tag == 0x0A:
+                        if data[at + 1] == vn - 2:  # a string shorter than 126 bytes
+                            return data[2:end].decode(), data[at + 2:].decode()
                         s = _string_to_end(data, at)
                         if s is not None:
                             return data[2:end].decode(), s
