@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from testkit.clickhouse import ClickHouseDatabase
 from testkit.configs import ingest_config
-from testkit.harness import LogdProcess, read_all_lines
+from testkit.harness import LOADGEN, REPO, LogdProcess, read_all_lines
 from testkit.otlp import SPAN_ID, TRACE_ID, log_record, post, request, to_json
 
 T0 = 1_795_426_800_250_000_000  # 2026-11-23 09:40:00.25 UTC
@@ -88,3 +90,26 @@ def test_otlp_protobuf_and_json_arrive_in_clickhouse_and_files(
     assert [{**r, "app_id": "x", "resource": None} for r in pb] == \
         [{**r, "app_id": "x", "resource": None} for r in js]
     assert pb[0]["timestamp"] == T0 / 1e9
+
+
+@pytest.mark.parametrize("encoding", ["protobuf", "json"])
+def test_loadgen_otlp_arrives_whole(logd: LogdProcess, clickhouse: ClickHouseDatabase,
+                                    encoding: str) -> None:
+    """tools/loadgen --otlp: every log record is answered 200 and arrives once."""
+    gen = subprocess.run(
+        [sys.executable, str(LOADGEN), "--target",
+         f"http://127.0.0.1:{logd.port('http')}/v1/logs", "--otlp", encoding, "--gzip",
+         "--count", "3000", "--batch", "250", "--rate", "0", "--connections", "2",
+         "--apps", "a:1,b:1", "--json"], cwd=REPO, capture_output=True, timeout=60)
+    assert gen.returncode == 0, gen.stderr.decode()
+    summary = json.loads(gen.stdout.decode().strip().splitlines()[-1])
+    assert (summary["sent"], summary["errors"]) == (3000, 0)
+    assert logd.stop() == 0
+    assert logd.listener_stats("http")["otlp_records"] == 3000
+    assert clickhouse.query("SELECT app_id, count() FROM logs GROUP BY app_id ORDER BY app_id "
+                            "FORMAT TSV").split() == ["a", "1500", "b", "1500"]
+    out = logd.out  # type: ignore[attr-defined]
+    seqs = sorted((r["attributes"]["loadgen.seq"], r["resource"]["service.instance.id"])
+                  for app in ("a", "b")
+                  for r in map(json.loads, read_all_lines(out, f"{app}.log")))
+    assert len(seqs) == len(set(seqs)) == 3000

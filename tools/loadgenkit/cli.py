@@ -223,7 +223,7 @@ examples:
   loadgen --target http://127.0.0.1:3000/api/logs --batch 1000 --workers 4 --count 1000000
   loadgen --target http://127.0.0.1:3000/v1/logs --rate 20000 --duration 60 --ndjson --gzip
   loadgen --target http://127.0.0.1:3000 --apps high-volume-app:70,medium-app:20,low-app:10
-  loadgen --target http://127.0.0.1:3000/v1/logs --otlp protobuf --gzip --rate 0 --count 1e6
+  loadgen --target http://127.0.0.1:3000/v1/logs --otlp protobuf --gzip --rate 0 --count 1000000
   loadgen --tls --ca /etc/logd/tls/ca.pem --target tcp://logs.example.net:8080
   loadgen --tls --ca ca.pem --cert emitter.pem --target http://127.0.0.1:3000/v1/logs"""
 
