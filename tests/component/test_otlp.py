@@ -271,3 +271,24 @@ def _get_metrics(port: int) -> bytes:
     import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         return r.read()
+
+
+async def test_too_many_bodies_at_once_answer_429_with_retry_after(start: Start) -> None:
+    d = await start(extra_listener='full_wait = "300ms"\nmax_inflight_bytes = "1KiB"')
+    port = d.port("http")
+    # A client that sends half its body holds the whole byte budget meanwhile.
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                 b"Content-Length: 4096\r\n\r\n" + b"\x0a" * 100)
+    await writer.drain()
+    try:
+        while d.stats()["listeners"]["http"]["inflight_bytes"] == 0:
+            await asyncio.sleep(0.01)  # the slow request has taken the budget
+        status, headers, answer = await post(d, sample_request().SerializeToString())
+        assert status == 429 and headers["Retry-After"] == "1"
+        code, message = status_of("application/x-protobuf", answer)
+        assert code == 8 and "too many request bodies" in message
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
