@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from testkit.clickhouse import ClickHouseDatabase
 from testkit.configs import ingest_config
-from testkit.harness import LOADGEN, REPO, LogdProcess, read_all_lines
+from testkit.harness import LOADGEN, REPO, LogdProcess, logctl, read_all_lines
 from testkit.otlp import SPAN_ID, TRACE_ID, log_record, post, request, to_json
 
 T0 = 1_795_426_800_250_000_000  # 2026-11-23 09:40:00.25 UTC
@@ -104,6 +104,9 @@ def test_loadgen_otlp_arrives_whole(logd: LogdProcess, clickhouse: ClickHouseDat
     assert gen.returncode == 0, gen.stderr.decode()
     summary = json.loads(gen.stdout.decode().strip().splitlines()[-1])
     assert (summary["sent"], summary["errors"]) == (3000, 0)
+    shown = logctl("--socket", str(logd.out / "control.sock"),  # type: ignore[attr-defined]
+                   "listeners")
+    assert "otlp 12 requests, 3,000 records, 0 rejected, 0 undecodable" in shown.stdout
     assert logd.stop() == 0
     assert logd.listener_stats("http")["otlp_records"] == 3000
     assert clickhouse.query("SELECT app_id, count() FROM logs GROUP BY app_id ORDER BY app_id "
