@@ -46,7 +46,9 @@ from logd.fields import COMMON_LEVELS, INFO, LEVEL_TYPES, record_time, severity_
 from logd.listeners.web import GuardedServer
 from logd.logsetup import RateLimitedLog
 from logd.otlp import answers as otlp_answers
-from logd.otlp.records import BadOtlp, Mapped, decode_protobuf, from_json, is_otlp_json
+from logd.otlp.otlp_json import from_json, is_otlp_json
+from logd.otlp.protobuf import decode_protobuf
+from logd.otlp.records import BadOtlp, Mapped
 from logd.record import Batch
 from logd.stats import HttpListenerStats
 from logd.tls import ServerTls, TlsConfig, count_handshake_errors

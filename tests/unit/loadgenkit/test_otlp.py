@@ -17,7 +17,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from loadgenkit.cli import main
 from loadgenkit.otlp import OtlpBuilder, rejected_of
 from loadgenkit.payloads import make_filler
-from logd.otlp.records import decode_protobuf, from_json
+from logd.otlp.otlp_json import from_json
+from logd.otlp.protobuf import decode_protobuf
 
 from .support import config
 

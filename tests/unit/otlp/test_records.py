@@ -10,14 +10,9 @@ import orjson
 import pytest
 
 from logd.fields import apps_of, level_texts, metadata_json, severity_name
-from logd.otlp.records import (
-    SEVERITY_ENUM_NAMES,
-    BadOtlp,
-    Mapped,
-    decode_protobuf,
-    from_json,
-    is_otlp_json,
-)
+from logd.otlp.otlp_json import from_json, is_otlp_json
+from logd.otlp.protobuf import decode_protobuf
+from logd.otlp.records import SEVERITY_ENUM_NAMES, BadOtlp, Mapped
 from testkit.otlp import SPAN_ID, TRACE_ID, log_record, request, to_json
 
 T0 = 1_764_000_000_123_456_789

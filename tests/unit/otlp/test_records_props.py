@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from logd.fields import metadata_json
-from logd.otlp.records import NUMBER_SEVERITIES, decode_protobuf, from_json
+from logd.otlp.otlp_json import from_json
+from logd.otlp.protobuf import decode_protobuf
+from logd.otlp.records import NUMBER_SEVERITIES, BadOtlp
 from testkit.otlp import log_record, request, to_json
 from testkit.props import examples
 
@@ -89,7 +91,6 @@ def test_every_record_is_taken_or_rejected_and_both_encodings_agree(
 @examples(100)
 @given(st.binary(max_size=64))
 def test_any_bytes_decode_or_are_refused_as_bad_otlp(data: bytes) -> None:
-    from logd.otlp.records import BadOtlp
     try:
         m = decode_protobuf(data)
     except BadOtlp:
