@@ -235,3 +235,17 @@ def test_invalid_utf8_in_an_attribute_rejects_its_record() -> None:
     m = decode_protobuf(data)
     assert [o["message"] for o in m.objs] == ["ok"] and m.rejected == 1
     assert "UTF-8" in m.first_error or "utf" in m.first_error.lower()
+
+
+def test_database_and_kafka_rows_carry_the_nested_fields_in_metadata() -> None:
+    from logd.fields import record_rows
+    from logd.record import Batch
+
+    pb, _ = both(request(({"service.name": "svc"}, [({"name": "lib"}, [
+        log_record("m", time_ns=T0, number=13, attributes={"k": 1}, trace_id=TRACE_ID)])])))
+    batch = Batch.from_objects(pb.objs, bytes(pb.severities), "otlp", 1.0, 100)
+    rows = record_rows(batch, lambda ts, received: ts)
+    assert [r[:5] for r in rows] == [("svc", "warn", "m", "otlp", T0 / 1e9)]
+    assert orjson.loads(rows[0][5]) == {
+        "resource": {"service.name": "svc"}, "scope": {"name": "lib"}, "attributes": {"k": 1},
+        "trace_id": TRACE_ID.hex(), "severity_number": 13}
