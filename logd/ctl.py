@@ -155,6 +155,12 @@ def render_listeners(listeners: dict[str, Any]) -> str:
             if not s.get("connected"):
                 kafka = "DISCONNECTED, " + kafka
             detail = f"{kafka}, {detail}" if detail else kafka
+        if s.get("otlp_requests"):
+            otlp = (f"otlp {_num(s['otlp_requests'])} requests, "
+                    f"{_num(s.get('otlp_records', 0))} records, "
+                    f"{_num(s.get('otlp_rejected_records', 0))} rejected, "
+                    f"{_num(s.get('otlp_decode_errors', 0))} undecodable")
+            detail = f"{otlp}, {detail}" if detail else otlp
         rows.append([name, s.get("type", "?"), _num(s.get("connections", 0)),
                      _num(s.get("records", 0)), _bytes(s.get("bytes", 0)),
                      _num(sum(errors.values())), detail or "-"])

@@ -38,6 +38,10 @@ class TcpListenerStats(ListenerStats, total=False):
 class HttpListenerStats(ListenerStats, total=False):
     waited_full: int            # requests that waited for room
     inflight_bytes: int         # of bodies being read and parsed
+    otlp_requests: int          # OTLP/HTTP export requests (protobuf or JSON)
+    otlp_records: int           # log records taken from them
+    otlp_rejected_records: int  # log records rejected as invalid (partial success)
+    otlp_decode_errors: int     # requests that could not be decoded (400)
 
 
 class KafkaPartitionStats(TypedDict):

@@ -185,8 +185,15 @@ http:// mode (--target http://host:port/path; path /v1/logs when none is given):
   conn and seq identify a record within a run; timestamp is when its body was built.
   Bodies are built ahead: at --rate 0 up to 64 MiB per worker before the start, then 4 MiB
   at a time while sending; at a --rate ~0.25 s of them, topped up between POSTs.
-  Answers: 202 {"accepted": N}, N = records in the batch, counts the batch as sent. 503:
-  the same batch is resent after Retry-After (at most 5 s; 0.1 s without one). No answer
+  --otlp protobuf|json sends OpenTelemetry log requests instead (POST /v1/logs,
+  application/x-protobuf or application/json): per batch one ResourceLogs per app
+  (service.name, service.instance.id, host.name, deployment.environment), two scopes each,
+  and per record a time, severityNumber and severityText, a string body (sized so a
+  record is about --size bytes in protobuf), http.method, http.route, http.status_code,
+  user.id, loadgen.seq and loadgen.run attributes, a trace id, a span id and flags; a
+  200 without rejected records counts the batch as sent.
+  Answers: 202 {"accepted": N}, N = records in the batch, counts the batch as sent. 503
+  (and 429): the same batch is resent after Retry-After (at most 5 s; 0.1 s without one). No answer
   (connection refused/reset, 60 s timeout): an error; the batch is resent on a new
   connection after 0.1 s (a keep-alive connection found closed is reopened at once, as a
   retry). Any other answer: an error, and the batch is skipped. The first 3 errors of each
@@ -216,6 +223,7 @@ examples:
   loadgen --target http://127.0.0.1:3000/api/logs --batch 1000 --workers 4 --count 1000000
   loadgen --target http://127.0.0.1:3000/v1/logs --rate 20000 --duration 60 --ndjson --gzip
   loadgen --target http://127.0.0.1:3000 --apps high-volume-app:70,medium-app:20,low-app:10
+  loadgen --target http://127.0.0.1:3000/v1/logs --otlp protobuf --gzip --rate 0 --count 1000000
   loadgen --tls --ca /etc/logd/tls/ca.pem --target tcp://logs.example.net:8080
   loadgen --tls --ca ca.pem --cert emitter.pem --target http://127.0.0.1:3000/v1/logs"""
 
@@ -275,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"records per POST (default {DEFAULT_BATCH})")
     g.add_argument("--ndjson", action="store_true",
                    help="send NDJSON (application/x-ndjson) instead of a JSON array")
+    g.add_argument("--otlp", choices=("protobuf", "json"), default=None,
+                   help="send OpenTelemetry log requests (OTLP/HTTP ExportLogsServiceRequest, "
+                        "application/x-protobuf or OTLP/JSON) to /v1/logs instead of logd's "
+                        "JSON; a batch is answered 200"),
     g.add_argument("--gzip", action="store_true",
                    help="gzip each body (Content-Encoding: gzip), built ahead like the bodies")
     g.add_argument("--token", default=None, metavar="TOKEN",
@@ -326,7 +338,7 @@ def check_mode_options(args: argparse.Namespace, http: bool) -> None:
     else:
         given = [("--batch", args.batch is not None), ("--ndjson", args.ndjson),
                  ("--gzip", args.gzip), ("--token", args.token is not None),
-                 ("--apps", args.apps is not None)]
+                 ("--apps", args.apps is not None), ("--otlp", args.otlp is not None)]
         kind = "http://"
     for option, used in given:
         if used:
@@ -337,6 +349,8 @@ def make_config(args: argparse.Namespace) -> Config:
     scheme, host, port, path = parse_target(args.target)
     http = scheme == "http"
     check_mode_options(args, http)
+    if args.otlp is not None and args.ndjson:
+        raise UsageError("--otlp and --ndjson: choose one body format")
     if args.token is not None and not re.fullmatch(r"[\x21-\x7e]+", args.token):
         raise UsageError("--token: printable ASCII without spaces")
     payload = args.payload
@@ -370,6 +384,8 @@ def make_config(args: argparse.Namespace) -> Config:
                          app_name)
     if http:
         framing, payload = ("ndjson" if args.ndjson else "json"), "json"
+        if args.otlp is not None:
+            framing = payload = f"otlp-{args.otlp}"
         mode = "http"
     else:
         framing = args.framing or "frames"
@@ -386,7 +402,7 @@ def make_config(args: argparse.Namespace) -> Config:
         apps=weighted_table(apps, random.Random(f"apps-{seed}")),
         batch=args.batch if args.batch is not None else DEFAULT_BATCH,
         ndjson=args.ndjson, gzip=args.gzip, token=args.token, tls=make_tls_context(args),
-        give_up=args.give_up)
+        give_up=args.give_up, otlp=args.otlp)
 
 
 def main(argv: list[str] | None = None) -> int:
