@@ -70,9 +70,6 @@ class SyslogListenerConfig:
     def validate(self) -> list[tuple[str, str]]:
         if self.transport == "udp" and self.tls is not None:
             return [("tls", 'TLS needs transport = "tcp" (there is no TLS over UDP here)')]
-        if self.max_message_bytes > 65507 and self.transport == "udp":
-            return [("max_message_bytes", "at most 65507 with transport = \"udp\" (the largest "
-                     "UDP datagram)")]
         if self.max_pending_bytes < self.max_message_bytes + _COUNT_HEADER:
             return [("max_pending_bytes", "must be at least max_message_bytes + "
                      f"{_COUNT_HEADER} ({self.max_message_bytes + _COUNT_HEADER}), or no "

@@ -108,6 +108,8 @@ class SyslogUdpListener(Listener):
         limit = self.cfg.max_message_bytes
         nbytes = sum(map(len, payloads))
         self.bytes_in += nbytes
+        # Senders' templates often end in LF; a message is one line in logd's files.
+        payloads = [p[:-1] if p[-1:] == b"\n" else p for p in payloads]
         if max(map(len, payloads)) > limit:
             cut = [p for p in payloads if len(p) > limit]
             payloads = [p[:limit] for p in payloads]

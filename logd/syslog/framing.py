@@ -118,7 +118,8 @@ class SyslogLineDecoder:
 
 
 class OctetCountDecoder:
-    """`LEN SP MSG` frames (RFC 6587 octet counting); LFs between frames are tolerated."""
+    """`LEN SP MSG` frames (RFC 6587 octet counting); LFs between frames are tolerated, and
+    a LF that ends a frame is dropped (a message is one line in logd's files)."""
 
     __slots__ = ("max_message_bytes", "_buf", "_offset")
 
@@ -162,7 +163,9 @@ class OctetCountDecoder:
             stop = sp + 1 + n
             if stop > end:
                 break
-            append(buf[sp + 1:stop])
+            # Senders' templates often end in LF, counted in the frame; not the message's.
+            last = stop - 1 if n and buf[stop - 1] == 10 else stop
+            append(buf[sp + 1:last])
             off = stop
         self._buf = buf[off:] if off < end else b""
         self._offset += off

@@ -15,7 +15,8 @@ How a message is read:
 - `<PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG` is RFC 3164; the timestamp has no year and
   no zone: it is read in logd's local time zone, in the year that puts it nearest to when
   the message arrived, and kept as RFC 3339. A TAG without HOSTNAME before it is read too
-  (`<13>Oct 11 22:14:15 su: ...`).
+  (`<13>Oct 11 22:14:15 su: ...`), and so is an RFC 3339 time in place of the BSD one
+  (rsyslog's RSYSLOG_ForwardFormat).
 - Anything else after a valid PRI is the message, as RFC 3164 says a relay must read it.
 """
 
@@ -53,6 +54,8 @@ _HEADER_3164 = re.compile(rb"([A-Z][a-z]{2}) ([ \d]\d) (\d\d):(\d\d):(\d\d) ")
 # A TAG: up to 48 characters of a program name, an optional [PID], then ":".
 _TAG = re.compile(rb"([^\s:\[\]]{1,48})(?:\[([^\]\s]{1,128})\])?:(?: |$)")
 _HOST = re.compile(rb"(\S{1,255}) ")
+# rsyslog's forwarding format: the RFC 3164 layout with an RFC 3339 time.
+_HEADER_3339 = re.compile(rb"(" + _TIME_5424 + rb") ")
 
 
 def batch_fields(batch: Batch) -> list[dict[str, Any] | None]:
@@ -94,23 +97,28 @@ def parse(msg: bytes, years: _YearGuess | None = None) -> dict[str, Any]:
                 return fields
             fields.pop("sd", None)
     t = _HEADER_3164.match(msg, pos)
+    stamp = None
     if t is not None and t.group(1) in _MONTHS:
         stamp = (years or _YearGuess(time.time())).rfc3339(t.groups())
-        if stamp is not None:
-            fields["timestamp"] = stamp
-            pos = t.end()
-            tag = _TAG.match(msg, pos)
-            if tag is None:
-                host = _HOST.match(msg, pos)
-                if host is not None:
-                    fields["host"] = _text(host.group(1))
-                    pos = host.end()
-                    tag = _TAG.match(msg, pos)
-            if tag is not None:
-                fields["app"] = _text(tag.group(1))
-                if tag.group(2) is not None:
-                    fields["procid"] = _text(tag.group(2))
-                pos = tag.end()
+    elif msg[pos:pos + 1].isdigit():
+        t = _HEADER_3339.match(msg, pos)
+        if t is not None:
+            stamp = t.group(1).decode()
+    if stamp is not None and t is not None:
+        fields["timestamp"] = stamp
+        pos = t.end()
+        tag = _TAG.match(msg, pos)
+        if tag is None:
+            host = _HOST.match(msg, pos)
+            if host is not None:
+                fields["host"] = _text(host.group(1))
+                pos = host.end()
+                tag = _TAG.match(msg, pos)
+        if tag is not None:
+            fields["app"] = _text(tag.group(1))
+            if tag.group(2) is not None:
+                fields["procid"] = _text(tag.group(2))
+            pos = tag.end()
     fields["message"] = _text(msg[pos:])
     return fields
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -42,11 +43,13 @@ class Rsyslog:
     them to `target_port` over TCP with `framing` ("octet-counted" or "traditional")."""
 
     def __init__(self, workdir: Path, target_port: int, framing: str,
-                 protocol: str = "tcp") -> None:
+                 protocol: str = "tcp",
+                 template: str = "RSYSLOG_SyslogProtocol23Format") -> None:
         self.workdir = workdir
         self.target_port = target_port
         self.framing = framing
         self.protocol = protocol
+        self.template = template
         self.proc: subprocess.Popen[bytes] | None = None
         self.input_port = 0
 
@@ -62,7 +65,7 @@ module(load="imudp")
 input(type="imudp" address="127.0.0.1" port="{input_port}")
 *.* action(type="omfwd" target="127.0.0.1" port="{self.target_port}"
            protocol="{self.protocol}" {framing}
-           template="RSYSLOG_SyslogProtocol23Format")
+           template="{self.template}")
 """)
         rsyslogd = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
         self.proc = subprocess.Popen(
@@ -70,16 +73,15 @@ input(type="imudp" address="127.0.0.1" port="{input_port}")
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 15.0) -> None:
-        """Until rsyslogd's pid file exists (it writes it once its inputs are set up)."""
-        pid = self.workdir / "rsyslog.pid"
+        """Until rsyslogd's UDP input is bound (the kernel's socket table shows the port)."""
         end = time.monotonic() + timeout
-        while not pid.exists():
+        while not _udp_bound(self.input_port):
             assert self.proc is not None
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode() if self.proc.stdout else ""
                 raise AssertionError(f"rsyslogd exited {self.proc.returncode}: {out}")
             assert time.monotonic() < end, "rsyslogd did not start"
-            time.sleep(0.05)
+            time.sleep(0.05)  # a port being bound by another process: polled
 
     def stop(self) -> None:
         if self.proc is None:
@@ -94,3 +96,15 @@ input(type="imudp" address="127.0.0.1" port="{input_port}")
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self.proc = None
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _udp_bound(port: int) -> bool:
+    want = f":{port:04X}"
+    with open("/proc/net/udp") as f:
+        return any(line.split()[1].endswith(want) for line in f.readlines()[1:])
