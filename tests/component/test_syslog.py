@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from testkit.harness import read_all_lines
+from testkit.harness import read_all_lines, run_loadgen
 from testkit.inprocess import RunningDaemon, run_daemon
 from testkit.syslog import syslog_file_config
 
@@ -206,3 +206,27 @@ async def test_listener_counters_on_metrics(tmp_path: Path, out: Path) -> None:
         assert await logd.stop() == 0
     assert 'logd_listener_records_total{listener="syslog"} 2' in text
     assert 'logd_listener_errors_total{listener="syslog",reason="unparsed"} 1' in text
+
+
+@pytest.mark.parametrize("transport, payload, framing", [
+    ("tcp", "syslog5424", "lines"), ("tcp", "syslog3164", "octet-counted"),
+    ("udp", "syslog5424", None)])
+async def test_loadgen_syslog_arrives_exactly_once(tmp_path: Path, out: Path, transport: str,
+                                                   payload: str, framing: str | None) -> None:
+    count = 20_000 if transport == "udp" else 100_000
+    config = syslog_file_config(out, transport=transport, path="{app}.log", fmt="raw")
+    async with run_daemon(config, tmp_path) as logd:
+        args = ["--target", f"{transport}://127.0.0.1:{logd.port('syslog')}",
+                "--payload", payload, "--count", str(count), "--size", "200",
+                "--connections", "2"]
+        args += ["--framing", framing] if framing else []
+        # UDP has no flow control: a rate the receive buffer absorbs on a busy machine.
+        args += ["--rate", "20000"] if transport == "udp" else ["--rate", "0"]
+        summary = await asyncio.to_thread(run_loadgen, *args)
+        assert summary["sent"] == count
+        await wait_records(logd, count, timeout=60)
+        stats = logd.stats()["listeners"]["syslog"]
+        assert await logd.stop() == 0
+    assert stats["errors"] == {}
+    lines = read_all_lines(out, "loadgen.log")
+    assert len(lines) == count and len(set(lines)) == count
