@@ -322,10 +322,17 @@ class FileOutput(Output):
         listener = batch.source
         dumps = orjson.dumps
         out = []
+        # Records of a batch often share their time (syslog senders stamp per second or
+        # millisecond): each distinct time is formatted once.
+        stamps: dict[float, str] = {}
         for i in (range(len(payloads)) if indices is None else indices):
             obj = fields[i]
+            t = time_of(obj, received)
+            ts = stamps.get(t)
+            if ts is None:
+                ts = stamps[t] = _rfc3339(t, received)
             record: dict[str, Any] = {
-                "ts": _rfc3339(time_of(obj, received), received),
+                "ts": ts,
                 "app": app_of(obj, listener), "level": level_text(obj, sevs[i]),
                 "severity": severity_name(sevs[i]), "source": source_of(obj, listener),
                 "listener": listener, "message": message_of(obj, payloads[i])}
