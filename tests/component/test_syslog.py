@@ -230,3 +230,49 @@ async def test_loadgen_syslog_arrives_exactly_once(tmp_path: Path, out: Path, tr
     assert stats["errors"] == {}
     lines = read_all_lines(out, "loadgen.log")
     assert len(lines) == count and len(set(lines)) == count
+
+
+async def test_tls_with_octet_counting(tmp_path: Path, out: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    config = syslog_file_config(out, path="all.log", fmt="raw",
+                                listener_extra=f'tls = {{ cert = "{cert}", key = "{key}" }}')
+    msgs = [b"<13>1 - h app - - - over tls %d" % i for i in range(100)]
+
+    def send(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as raw, \
+                client.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(octets(*msgs))
+
+    async with run_daemon(config, tmp_path) as logd:
+        await asyncio.to_thread(send, logd.port("syslog"))
+        await wait_records(logd, len(msgs))
+        assert await logd.stop() == 0
+    assert read_all_lines(out, "all.log") == msgs
+
+
+async def test_udp_kernel_drops_are_counted(tmp_path: Path, out: Path) -> None:
+    """While logd does not read (as when a block buffer is full), what overflows the
+    socket's receive buffer the kernel drops; the listener reports the kernel's count."""
+    config = syslog_file_config(out, transport="udp", path="all.log", fmt="raw",
+                                listener_extra='receive_buffer = "4KiB"')
+    async with run_daemon(config, tmp_path) as logd:
+        listener: Any = logd.daemon.listeners["syslog"]
+        listener._stop_reading()
+        await asyncio.to_thread(send_udp, logd.port("syslog"),
+                                [b"<13>1 - h app - - - %d" % i + b"x" * 200 for i in range(2000)])
+        drops = logd.stats()["listeners"]["syslog"]["errors"].get("kernel_drops", 0)
+        listener._start_reading()
+        assert await logd.stop() == 0
+    kept = len(read_all_lines(out, "all.log"))
+    print(f"kernel dropped {drops}, logd kept {kept} of 2000")
+    assert drops > 0 and kept + drops == 2000
