@@ -35,27 +35,30 @@ FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news",
               "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7")
 SEVERITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 MAX_PRI = 8 * len(FACILITIES) - 1
-BOM = b"\xef\xbb\xbf"
+BOM = "\ufeff"
 
+# Messages are decoded once (invalid UTF-8 as U+FFFD) and read as text; ASCII classes, as
+# the RFCs' octets are.
+A = re.ASCII
 # PRI: 1-3 digits, at most 191 (checked after the match).
-PRI = re.compile(rb"<(\d{1,3})>")
-_TIME_5424 = (rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)")
-# After the PRI: version 1, the header, and where the structured data starts.
-_HEADER_5424 = re.compile(rb"1 (" + _TIME_5424 + rb"|-) (\S{1,255}) (\S{1,48}) (\S{1,128}) "
-                          rb"(\S{1,32}) ")
-_SD_ELEMENT = re.compile(rb'\[([^\s=\]"]{1,32})((?: [^\s=\]"]{1,32}="(?:[^"\\]|\\.)*")*)\]',
-                         re.DOTALL)
-_SD_PARAM = re.compile(rb'([^\s=\]"]{1,32})="((?:[^"\\]|\\.)*)"', re.DOTALL)
+PRI = re.compile(r"<(\d{1,3})>", A)
+_TIME_5424 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)"
+# PRI, version 1 and the header, up to where the structured data starts.
+_HEADER_5424 = re.compile(r"<(\d{1,3})>1 (" + _TIME_5424 + r"|-) (\S{1,255}) (\S{1,48}) "
+                          r"(\S{1,128}) (\S{1,32}) ", A)
+_SD_ELEMENT = re.compile(r'\[([^\s=\]"]{1,32})((?: [^\s=\]"]{1,32}="(?:[^"\\]|\\.)*")*)\]',
+                         re.DOTALL | A)
+_SD_PARAM = re.compile(r'([^\s=\]"]{1,32})="((?:[^"\\]|\\.)*)"', re.DOTALL | A)
 _SD_ESCAPE = re.compile(r'\\(["\\\]])')
 _MONTHS = {m: i for i, m in enumerate(
-    (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-     b"Dec"), 1)}
-_HEADER_3164 = re.compile(rb"([A-Z][a-z]{2}) ([ \d]\d) (\d\d):(\d\d):(\d\d) ")
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_HEADER_3164 = re.compile(r"([A-Z][a-z]{2}) ([ \d]\d) (\d\d):(\d\d):(\d\d) ", A)
 # A TAG: up to 48 characters of a program name, an optional [PID], then ":".
-_TAG = re.compile(rb"([^\s:\[\]]{1,48})(?:\[([^\]\s]{1,128})\])?:(?: |$)")
-_HOST = re.compile(rb"(\S{1,255}) ")
+_TAG = re.compile(r"([^\s:\[\]]{1,48})(?:\[([^\]\s]{1,128})\])?:(?: |$)", A)
+_HOST = re.compile(r"(\S{1,255}) ", A)
 # rsyslog's forwarding format: the RFC 3164 layout with an RFC 3339 time.
-_HEADER_3339 = re.compile(rb"(" + _TIME_5424 + rb") ")
+_HEADER_3339 = re.compile(r"(" + _TIME_5424 + r") ", A)
+_NIL = "-"
 
 
 def batch_fields(batch: Batch) -> list[dict[str, Any] | None]:
@@ -66,86 +69,91 @@ def batch_fields(batch: Batch) -> list[dict[str, Any] | None]:
 
 def parse(msg: bytes, years: _YearGuess | None = None) -> dict[str, Any]:
     """One message's fields; never raises, always has `message`."""
-    m = PRI.match(msg)
+    text = msg.decode("utf-8", "replace")
+    h = _HEADER_5424.match(text)
+    if h is not None:
+        pri_s, ts, host, app, procid, msgid = h.groups()
+        pri = int(pri_s)
+        if pri <= MAX_PRI:
+            pos = h.end()
+            fields: dict[str, Any] = {"facility": FACILITIES[pri >> 3],
+                                      "level": SEVERITIES[pri & 7]}
+            rest: int | None
+            if text.startswith("-", pos):
+                rest = pos + 1
+                if rest != len(text) and text[pos + 1] != " ":
+                    rest = None
+            else:
+                rest = _structured_data(text, pos, fields)
+            if rest is not None:
+                if ts != _NIL:
+                    fields["timestamp"] = ts
+                if host != _NIL:
+                    fields["host"] = host
+                if app != _NIL:
+                    fields["app"] = app
+                if procid != _NIL:
+                    fields["procid"] = procid
+                if msgid != _NIL:
+                    fields["msgid"] = msgid
+                body = text[rest + 1:]
+                fields["message"] = body[1:] if body.startswith(BOM) else body
+                return fields
+    return _other(text, years)
+
+
+def _other(text: str, years: _YearGuess | None) -> dict[str, Any]:
+    """A message that is not whole RFC 5424: RFC 3164, or a PRI and a message, or neither."""
+    m = PRI.match(text)
     pri = int(m.group(1)) if m else MAX_PRI + 1
     if pri > MAX_PRI:
-        return {"message": _text(msg)}
+        return {"message": text}
     assert m is not None
     fields: dict[str, Any] = {"facility": FACILITIES[pri >> 3], "level": SEVERITIES[pri & 7]}
     pos = m.end()
-    if msg.startswith(b"1 ", pos):
-        h = _HEADER_5424.match(msg, pos)
-        if h is not None:
-            rest = _structured_data(msg, h.end(), fields)
-            if rest is not None:
-                ts, host, app, procid, msgid = h.groups()
-                if ts != b"-":
-                    fields["timestamp"] = ts.decode()
-                if host != b"-":
-                    fields["host"] = _text(host)
-                if app != b"-":
-                    fields["app"] = _text(app)
-                if procid != b"-":
-                    fields["procid"] = _text(procid)
-                if msgid != b"-":
-                    fields["msgid"] = _text(msgid)
-                if rest < len(msg):
-                    body = msg[rest + 1:] if msg[rest:rest + 1] == b" " else msg[rest:]
-                    fields["message"] = _text(body[3:] if body.startswith(BOM) else body)
-                else:
-                    fields["message"] = ""
-                return fields
-            fields.pop("sd", None)
-    t = _HEADER_3164.match(msg, pos)
+    t = _HEADER_3164.match(text, pos)
     stamp = None
     if t is not None and t.group(1) in _MONTHS:
         stamp = (years or _YearGuess(time.time())).rfc3339(t.groups())
-    elif msg[pos:pos + 1].isdigit():
-        t = _HEADER_3339.match(msg, pos)
+    elif text[pos:pos + 1].isdigit():
+        t = _HEADER_3339.match(text, pos)
         if t is not None:
-            stamp = t.group(1).decode()
+            stamp = t.group(1)
     if stamp is not None and t is not None:
         fields["timestamp"] = stamp
         pos = t.end()
-        tag = _TAG.match(msg, pos)
+        tag = _TAG.match(text, pos)
         if tag is None:
-            host = _HOST.match(msg, pos)
+            host = _HOST.match(text, pos)
             if host is not None:
-                fields["host"] = _text(host.group(1))
+                fields["host"] = host.group(1)
                 pos = host.end()
-                tag = _TAG.match(msg, pos)
+                tag = _TAG.match(text, pos)
         if tag is not None:
-            fields["app"] = _text(tag.group(1))
+            fields["app"] = tag.group(1)
             if tag.group(2) is not None:
-                fields["procid"] = _text(tag.group(2))
+                fields["procid"] = tag.group(2)
             pos = tag.end()
-    fields["message"] = _text(msg[pos:])
+    fields["message"] = text[pos:]
     return fields
 
 
-def _structured_data(msg: bytes, pos: int, fields: dict[str, Any]) -> int | None:
-    """Read SD at `pos` into fields["sd"]; where the rest starts, or None if SD is broken."""
-    if msg.startswith(b"-", pos):
-        end = pos + 1
-        return end if end == len(msg) or msg[end:end + 1] == b" " else None
+def _structured_data(text: str, pos: int, fields: dict[str, Any]) -> int | None:
+    """Read SD elements at `pos` into fields["sd"]; where the rest starts, or None if the
+    SD is broken."""
     sd: dict[str, dict[str, str]] = {}
     while True:
-        e = _SD_ELEMENT.match(msg, pos)
+        e = _SD_ELEMENT.match(text, pos)
         if e is None:
             break
-        params = sd.setdefault(_text(e.group(1)), {})
+        params = sd.setdefault(e.group(1), {})
         for name, value in _SD_PARAM.findall(e.group(2)):
-            text = _text(value)
-            params[_text(name)] = _SD_ESCAPE.sub(r"\1", text) if "\\" in text else text
+            params[name] = _SD_ESCAPE.sub(r"\1", value) if "\\" in value else value
         pos = e.end()
-    if not sd or (pos < len(msg) and msg[pos:pos + 1] != b" "):
+    if not sd or (pos < len(text) and text[pos] != " "):
         return None
     fields["sd"] = sd
     return pos
-
-
-def _text(b: bytes) -> str:
-    return b.decode("utf-8", "replace")
 
 
 class _YearGuess:
@@ -156,9 +164,9 @@ class _YearGuess:
 
     def __init__(self, received: float) -> None:
         self.now = datetime.fromtimestamp(received).astimezone()
-        self._seen: dict[tuple[bytes, ...], str | None] = {}
+        self._seen: dict[tuple[str, ...], str | None] = {}
 
-    def rfc3339(self, parts: tuple[bytes, ...]) -> str | None:
+    def rfc3339(self, parts: tuple[str, ...]) -> str | None:
         found = self._seen.get(parts, "")
         if found != "":
             return found
