@@ -106,10 +106,12 @@ class SyslogUdpListener(Listener):
 
     def _deliver(self, payloads: list[bytes]) -> None:
         limit = self.cfg.max_message_bytes
+        joined = b"".join(payloads)  # one C-level look at all of them, for LFs and UTF-8
+        self.bytes_in += len(joined)
+        if b"\n" in joined:
+            # Senders' templates often end in LF; a message is one line in logd's files.
+            payloads = [p[:-1] if p[-1:] == b"\n" else p for p in payloads]
         nbytes = sum(map(len, payloads))
-        self.bytes_in += nbytes
-        # Senders' templates often end in LF; a message is one line in logd's files.
-        payloads = [p[:-1] if p[-1:] == b"\n" else p for p in payloads]
         if max(map(len, payloads)) > limit:
             cut = [p for p in payloads if len(p) > limit]
             payloads = [p[:limit] for p in payloads]
@@ -124,7 +126,7 @@ class SyslogUdpListener(Listener):
             self.errors["unparsed"] += unparsed
             self.ratelog.warning("unparsed", "messages without a valid <PRI>: kept whole as "
                                  "the message", listener=self.name, records=unparsed)
-        bad = invalid_utf8(b"".join(payloads), lambda: payloads)
+        bad = invalid_utf8(joined, lambda: payloads)
         if bad:
             self.errors["invalid_utf8"] += bad
             self.ratelog.warning("invalid_utf8", "records with invalid UTF-8 (kept as bytes)",
