@@ -26,13 +26,13 @@ MESSAGES = [
 ]
 
 
-def config(out: Path, output: str) -> str:
+def config(out: Path, output: str, shutdown_timeout: str = "60s") -> str:
     return f"""
 [daemon]
 state_dir = "{out}/state"
 control_socket = "{out}/control.sock"
 stats_interval = "0s"
-shutdown_timeout = "60s"
+shutdown_timeout = "{shutdown_timeout}"
 
 [listeners.syslog]
 type = "syslog"
@@ -64,6 +64,7 @@ def send_and_stop(tmp_path: Path, output: str, started: list[LogdProcess]) -> No
 
 
 def check(rows: list[tuple[str, str, str, str]]) -> None:
+    assert len(rows) == len(MESSAGES)
     by_app = {r[0]: r for r in rows}
     assert set(by_app) == {"sshd", "cron", "syslog"}
     _, level, message, metadata = by_app["sshd"]
@@ -105,3 +106,44 @@ batch_timeout = "100ms"
     text = postgres.query("SELECT json_build_array(app_id, level, message, metadata::text) "
                           "FROM logs")
     check([tuple(json.loads(line)) for line in text.splitlines() if line.strip()])
+
+
+def test_spooled_syslog_batches_keep_their_fields_across_a_restart(
+        tmp_path: Path, run: list[LogdProcess], clickhouse: ClickHouseDatabase) -> None:
+    """ClickHouse unreachable: the batches wait in the disk spool, logd stops with them
+    there; the next logd, with ClickHouse reachable, sends them with their fields."""
+    from testkit.syslog import free_udp_port
+
+    unreachable = clickhouse.url.replace(f":{clickhouse.server.tcp_port}/",
+                                         f":{free_udp_port()}/")
+    assert unreachable != clickhouse.url
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def output(url: str) -> str:
+        return f"""
+[outputs.clickhouse]
+type = "clickhouse"
+url = "{url}"
+table = "logs"
+batch_timeout = "100ms"
+retry_max = "1s"
+"""
+
+    # What cannot be sent by the stop's deadline stays in the spool.
+    first = LogdProcess(config(out, output(unreachable), "2s"), tmp_path).start()
+    run.append(first)
+    with socket.create_connection(("127.0.0.1", first.port("syslog"))) as s:
+        s.sendall(b"\n".join(MESSAGES) + b"\n")
+    first.wait_for(lambda e: e.get("msg") == "cannot connect to ClickHouse; retrying",
+                   timeout=60)
+    assert first.stop() == 0
+    assert first.entries("listener stats")[-1]["records"] == len(MESSAGES)
+
+    second = LogdProcess(config(out, output(clickhouse.url)), tmp_path).start()
+    run.append(second)
+    assert second.stop() == 0  # a stop writes the spool out
+    text = clickhouse.query("SELECT app_id, level, message, metadata FROM logs "
+                            "FORMAT JSONEachRow")
+    got = [json.loads(line) for line in text.splitlines() if line]
+    check([(r["app_id"], r["level"], r["message"], r["metadata"]) for r in got])
