@@ -8,6 +8,7 @@ from datetime import datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
+from logd.record import Batch
 from logd.syslog.parse import FACILITIES, SEVERITIES, parse
 from testkit.props import examples
 
@@ -69,3 +70,19 @@ def test_any_bytes_yield_a_record(data: bytes) -> None:
     assert isinstance(f["message"], str)
     if "facility" not in f:
         assert f == {"message": data.decode("utf-8", "replace")}
+
+
+@examples(100)
+@given(st.lists((st.binary(max_size=120) | st.builds(
+    lambda n, rest: b"<%d>" % n + rest, st.integers(0, 999), st.binary(max_size=60))).map(
+        lambda b: b.replace(b"\n", b"")), min_size=1, max_size=20))
+def test_a_syslog_batch_has_fields_for_every_record(lines: list[bytes]) -> None:
+    block = b"\n".join(lines) + b"\n"
+    batch = Batch.from_lines(block, len(lines), "syslog", 1.8e9, "syslog")
+    fields = batch.fields()
+    assert len(fields) == len(lines)
+    assert [f["message"] if f else None for f in fields] == [parse(p)["message"]
+                                                             for p in lines]
+    # The severity read from the PRI alone agrees with the parsed level.
+    assert list(batch.severity_bytes()) == [
+        SEVERITIES.index(f["level"]) if f and "level" in f else 6 for f in fields]
