@@ -35,6 +35,10 @@ class TcpListenerStats(ListenerStats, total=False):
     pending_bytes: int          # incomplete frames held
 
 
+class SyslogListenerStats(TcpListenerStats, total=False):
+    transport: str              # "tcp" or "udp"
+
+
 class HttpListenerStats(ListenerStats, total=False):
     waited_full: int            # requests that waited for room
     inflight_bytes: int         # of bodies being read and parsed

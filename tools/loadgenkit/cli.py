@@ -13,7 +13,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from loadgenkit.config import PROG, Config
-from loadgenkit.payloads import SEVERITY_NAMES
+from loadgenkit.payloads import SEVERITY_NAMES, SYSLOG_PAYLOADS
 from loadgenkit.runner import run
 from toolargs import (
     UsageError,
@@ -58,8 +58,8 @@ def parse_target(value: str) -> tuple[str, str, int, str]:
     scheme = parts.scheme.lower()
     if scheme == "https":
         raise UsageError(f"--target {value}: use http:// with --tls")
-    if scheme not in ("tcp", "http") or not parts.netloc:
-        raise UsageError(f"--target {value!r}: expected tcp://host:port or "
+    if scheme not in ("tcp", "udp", "http") or not parts.netloc:
+        raise UsageError(f"--target {value!r}: expected tcp://host:port, udp://host:port or "
                          "http://host:port/path")
     try:
         port = parts.port
@@ -73,7 +73,7 @@ def parse_target(value: str) -> tuple[str, str, int, str]:
         return scheme, host, port or 80, f"{path}?{parts.query}" if parts.query else path
     if (not host or not port or parts.path not in ("", "/") or parts.query or parts.fragment
             or parts.username is not None):
-        raise UsageError(f"--target {value!r}: expected tcp://host:port")
+        raise UsageError(f"--target {value!r}: expected {scheme}://host:port")
     return scheme, host, port, ""
 
 
@@ -158,12 +158,17 @@ tcp:// wire formats:
   frames  [u32 big-endian length][u8 severity][payload], length = 1 + len(payload);
           severity is syslog-style 0-7 (0 emerg .. 3 error, 4 warn, 5 notice, 6 info, 7 debug)
   lines   payload + LF (payloads never contain LF)
+  octet-counted  "<len(payload)> <payload>" (syslog's RFC 6587 octet counting)
+udp://: one payload per datagram (syslog over UDP; nothing says what arrived)
 
 tcp:// payloads (exactly --size bytes):
   text    "<run-id> <worker>-<conn> <seq> [ts=<epoch-ns>] <filler>"
           the first three fields make each record unique within a run
   json    {"ts": <epoch>, "level": "info", "app": "loadgen", "event": "<event>",
            "id": "<run-id>-<worker>-<conn>-<seq>", "message": "<filler>"}
+  syslog5424  <PRI>1 <RFC 3339 time> loadgen-host loadgen <conn> - - <run-id> <w>-<c> <seq> ...
+  syslog3164  <PRI>Mmm dd hh:mm:ss loadgen-host loadgen[<conn>]: <run-id> <w>-<c> <seq> ...
+              (facility user; the severity from --levels)
   The filler pads to --size; when the fixed part is already longer, the filler is empty and
   the payload is longer than --size (the unique id is never cut).
 
@@ -218,6 +223,8 @@ examples:
   loadgen --rate 1000
   loadgen --rate 0 --duration 30 --workers 2 --connections 4 --json
   loadgen --count 100000 --rate 0 --workers 2 --connections 3 --framing lines
+  loadgen --target tcp://127.0.0.1:5514 --payload syslog5424 --framing octet-counted
+  loadgen --target udp://127.0.0.1:5514 --payload syslog3164 --rate 20000
   loadgen --events login:350,search:350,checkout:300 --duration 60
   loadgen --rate 2000 --pattern burst --burst-rate 50000 --duration 120 --timestamps
   loadgen --target http://127.0.0.1:3000/api/logs --batch 1000 --workers 4 --count 1000000
@@ -252,11 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connections per worker (TCP, or keep-alive HTTP), one thread each "
                         "(default %(default)s)")
     g = p.add_argument_group("records")
-    g.add_argument("--framing", choices=("frames", "lines"), default=None,
-                   help="tcp: length-prefixed frames with a severity byte, or LF-terminated "
-                        "lines (default frames)")
-    g.add_argument("--payload", choices=("text", "json"), default=None,
-                   help="tcp: payload format (default text; json with --events)")
+    g.add_argument("--framing", choices=("frames", "lines", "octet-counted"), default=None,
+                   help="tcp: length-prefixed frames with a severity byte, LF-terminated "
+                        "lines, or syslog's octet counting (default frames; lines for "
+                        "syslog payloads)")
+    g.add_argument("--payload", choices=("text", "json", "syslog5424", "syslog3164"),
+                   default=None,
+                   help="tcp, udp: payload format: text, json, or syslog messages (RFC 5424, "
+                        "or RFC 3164/BSD) (default text; json with --events)")
     g.add_argument("--size", type=positive_int, default=256, metavar="BYTES",
                    help="payload size in bytes, framing not included; http: size of each JSON "
                         "record (default %(default)s)")
@@ -331,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_mode_options(args: argparse.Namespace, http: bool) -> None:
     """Options of the other kind of target are refused rather than silently ignored."""
+    if not http and args.target.lower().startswith("udp:"):
+        if args.framing is not None:
+            raise UsageError("--framing applies to tcp:// targets only (udp://: a datagram "
+                             "per record)")
+        if args.tls:
+            raise UsageError("--tls applies to tcp:// and http:// targets only")
     if http:
         given = [("--framing", args.framing is not None), ("--payload", args.payload is not None),
                  ("--events", args.events is not None), ("--timestamps", args.timestamps)]
@@ -356,7 +372,7 @@ def make_config(args: argparse.Namespace) -> Config:
     payload = args.payload
     events = [(event_name(DEFAULT_EVENT), 1)]
     if args.events is not None:
-        if payload == "text":
+        if payload not in (None, "json"):
             raise UsageError("--events needs --payload json (the event goes in a json field)")
         payload = "json"
         events = parse_weights(args.events, "--events", event_name)
@@ -388,7 +404,12 @@ def make_config(args: argparse.Namespace) -> Config:
             framing = payload = f"otlp-{args.otlp}"
         mode = "http"
     else:
-        framing = args.framing or "frames"
+        if scheme == "udp":
+            framing = "datagrams"
+        elif args.framing is not None:
+            framing = args.framing
+        else:
+            framing = "lines" if payload in SYSLOG_PAYLOADS else "frames"
         mode = resolve_mode(args.unique, args.timestamps, args.count, args.size)
     return Config(
         target=args.target, scheme=scheme, host=host, port=port, path=path, rate=rate,
