@@ -27,6 +27,7 @@ LISTENERS: dict[str, Kind] = {
     "http": Kind("logd.listeners.http", "HttpListenerConfig", "HttpListener"),
     "analyzer": Kind("logd.outputs.analyzer_pool", "AnalyzerListenerConfig", "AnalyzerPool"),
     "kafka": Kind("logd.listeners.kafka", "KafkaListenerConfig", "KafkaListener"),
+    "tail": Kind("logd.listeners.tail", "TailListenerConfig", "TailListener"),
 }
 
 OUTPUTS: dict[str, Kind] = {

@@ -1,0 +1,644 @@
+"""The tail listener: log files followed as they grow, across rotations, with checkpoints.
+
+Files are found by globs, looked at again every `poll_interval` (a file that has more to
+read is read on at once, window after window: large reads cut at the last LF, handed over
+as one block, with no per-line work for `format = "lines"`). Each file is known by its
+device and inode and a fingerprint of its first bytes (logd/tail/identity.py), not by its
+name, so:
+
+- rename rotation: the old file (no longer at the path) is read to its end, then closed once
+  quiet for `rotate_wait`; the new file at the path is a new file, read from its start;
+- copytruncate: a file shorter than what was read (or whose first bytes changed) is read
+  again from 0;
+- deletion: read to the end of the open descriptor, then closed;
+- a new file on a reused inode (its fingerprint differs) starts at 0, not at the old offset.
+
+Checkpoints (identity -> offset) are written to the state directory only for what every
+destination has secured (delivery receipts, as the Kafka input commits offsets): after a
+clean stop every line arrives once, after a kill -9 at least once. While a `block`
+destination is full, nothing is read; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fnmatch
+import glob
+import heapq
+import logging
+import os
+import re
+import stat
+import time
+from collections import Counter, OrderedDict
+from dataclasses import MISSING as REQUIRED
+from dataclasses import dataclass
+from typing import Any
+
+from logd.component import BuildContext, Listener, StartError
+from logd.config import (
+    component_name,
+    nested,
+    one_of,
+    setting,
+    to_duration,
+    to_int,
+    to_size,
+    to_str_list,
+)
+from logd.delivery import Receipt
+from logd.framing import invalid_utf8
+from logd.logsetup import RateLimitedLog
+from logd.stats import TailFileStats, TailListenerStats
+from logd.tail.checkpoints import Checkpoint, CheckpointStore
+from logd.tail.containers import CriDecoder, DockerDecoder
+from logd.tail.decoders import Decoded, Decoder, LinesDecoder, MultilineDecoder
+from logd.tail.followed import FollowedFile
+from logd.tail.identity import FileId, take
+
+log = logging.getLogger("logd.tail")
+
+READS_PER_TURN = 8  # windows read from one file before the next file's turn
+
+
+def _to_globs(v: Any) -> tuple[str, ...]:
+    globs = to_str_list(v)
+    if not globs or not all(globs):
+        raise ValueError("expected one or more file paths or globs")
+    return globs
+
+
+def _to_regex(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError("expected a regular expression")
+    try:
+        re.compile(v.encode())
+    except re.error as e:
+        raise ValueError(f"not a regular expression: {e}") from None
+    return v
+
+
+@dataclass(frozen=True)
+class MultilineConfig:
+    start: str = setting(REQUIRED, _to_regex,
+                         "a line matching this regular expression starts a record; the "
+                         "lines after it that do not are appended")
+    max_lines: int = setting(500, to_int(1), "lines per record at most; more start another")
+    timeout: float = setting(1.0, to_duration,
+                             "a record whose file stays quiet this long goes out as it is")
+
+
+@dataclass(frozen=True)
+class TailListenerConfig:
+    paths: tuple[str, ...] = setting(REQUIRED, _to_globs,
+                                     "files to follow: paths or globs (* ? [..] **), looked "
+                                     "at again every poll_interval")
+    type: str = setting("tail", one_of("tail"))
+    exclude: tuple[str, ...] = setting((), to_str_list,
+                                       "globs of files not to follow, matched against the "
+                                       "file name and the whole path")
+    start: str = setting("beginning", one_of("beginning", "end"),
+                         "where files present at the first start (no checkpoint yet) are "
+                         "read from; files that appear later are read from their beginning")
+    format: str = setting("lines", one_of("lines", "cri", "docker"),
+                          "lines: one record per line; cri: containerd/CRI-O log files; "
+                          "docker: docker's json-file logs")
+    multiline: MultilineConfig | None = nested(  # noqa: RUF009
+        MultilineConfig, lambda: None,
+        "{ start = REGEX, max_lines, timeout }: lines grouped into records")
+    max_line_bytes: int = setting(1024**2, to_size(lo=1024),
+                                  "longer lines are cut into records this long (counted); "
+                                  "also the size of each read")
+    poll_interval: float = setting(0.25, to_duration,
+                                   "how often the globs are looked at again and quiet files "
+                                   "checked for growth")
+    rotate_wait: float = setting(5.0, to_duration,
+                                 "a file no longer at its path (rotated, deleted) is closed "
+                                 "once read to its end and quiet this long")
+    max_open_files: int = setting(1024, to_int(1),
+                                  "descriptors held at most; the least recently active files "
+                                  "are closed and reopened at their offset")
+    checkpoint_interval: float = setting(1.0, to_duration,
+                                         "how often secured offsets are written to the "
+                                         "state directory")
+    stats_files: int = setting(10, to_int(0),
+                               "files shown in stats (those with most bytes left to read)")
+    name: str = component_name()
+
+    def validate(self) -> list[tuple[str, str]]:
+        if self.multiline is not None and self.format != "lines":
+            return [("multiline", 'only with format = "lines"')]
+        if self.poll_interval <= 0:
+            return [("poll_interval", "expected a duration above 0")]
+        return []
+
+
+def _line_start_before(fd: int, size: int) -> int:
+    """The offset after the last LF before `size` (where the last whole line ends): `start =
+    "end"` begins there, not inside a line being written."""
+    if size == 0:
+        return 0
+    lo = max(0, size - 65536)
+    tail = os.pread(fd, size - lo, lo)
+    lf = tail.rfind(b"\n")
+    return lo + lf + 1 if lf >= 0 else size
+
+
+class TailListener(Listener):
+    def __init__(self, cfg: TailListenerConfig, ctx: BuildContext | None = None) -> None:
+        super().__init__(cfg.name)
+        self.cfg = cfg
+        ctx = ctx or BuildContext()
+        self.router = ctx.the_router()
+        self.store = CheckpointStore(os.path.join(ctx.state_dir, "tail", f"{cfg.name}.json"))
+        self.files: dict[FileId, FollowedFile] = {}
+        self._open: OrderedDict[FileId, FollowedFile] = OrderedDict()  # least recent first
+        self._ready: dict[FileId, FollowedFile] = {}  # files with something to read now
+        self._checkpoints: dict[FileId, Checkpoint] = {}
+        self._start_at_end: set[FileId] | None = None  # first start: files found then
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._done = asyncio.Event()
+        self._rerouted = asyncio.Event()
+        self._rescan = False
+        self.records = 0
+        self.bytes_in = 0
+        self.pauses = 0
+        self.counts: Counter[str] = Counter()  # rotations, truncations, deleted, ...
+        self.errors: Counter[str] = Counter()
+        self.ratelog = RateLimitedLog(log)
+
+    def _decoder(self, path: str) -> Decoder:
+        cfg = self.cfg
+        if cfg.format == "cri":
+            return CriDecoder(path, cfg.max_line_bytes)
+        if cfg.format == "docker":
+            return DockerDecoder(path, cfg.max_line_bytes)
+        if cfg.multiline is not None:
+            return MultilineDecoder(cfg.multiline.start, cfg.multiline.max_lines)
+        return LinesDecoder()
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        directory = os.path.dirname(self.store.path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise StartError(f"listener {self.name}: cannot create {directory}: "
+                             f"{e.strerror}") from None
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise StartError(f"listener {self.name}: cannot write checkpoints in {directory}")
+        first_start = not self.store.exists()
+        self._checkpoints = self.store.load()
+        if first_start and self.cfg.start == "end":
+            self._start_at_end = set()
+        log.info("tailing", extra={"listener": self.name, "paths": list(self.cfg.paths),
+                                   "checkpoints": len(self._checkpoints),
+                                   "first_start": first_start})
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        saver = loop.create_task(self._checkpoint_every())
+        try:
+            self._scan(first=True)
+            self._find_moved_files()
+            self._checkpoints = {}  # what the last run knew is in self.files now
+            self._start_at_end = None
+            await self._save()
+            next_scan = loop.time() + self.cfg.poll_interval
+            while not self._stopping:
+                progressed = await self._read_round()
+                now = loop.time()
+                if not progressed and now < next_scan and not self._rescan:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), next_scan - now)
+                    now = loop.time()
+                if self._stopping:
+                    break
+                if now >= next_scan or self._rescan:
+                    self._rescan = False
+                    self._scan()
+                    next_scan = now + self.cfg.poll_interval
+        finally:
+            saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await saver
+            self._done.set()
+
+    async def drain(self, deadline: float) -> None:
+        """Stop reading; let what was read be secured (within the deadline), write the
+        checkpoint. A held partial line or multiline group is read again at the next start."""
+        self._stopping = True
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._done.wait(), max(0.0, deadline - loop.time()))
+        for f in list(self.files.values()):
+            for _, receipt in list(f.pending):
+                if not await receipt.wait_secured(deadline - loop.time()):
+                    break
+        left = sum(1 for f in self.files.values() for _, r in f.pending if not r.is_secured)
+        await self._save()
+        if left:
+            log.warning("stopping with records not yet secured; they are read again after "
+                        "the next start", extra={"listener": self.name, "batches": left})
+
+    async def close(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        for f in self.files.values():
+            f.close()
+        self._open.clear()
+
+    def routes_changed(self) -> None:
+        self._rerouted.set()
+
+    # -- finding files --
+
+    def _matching_paths(self) -> list[str]:
+        found: list[str] = []
+        seen: set[str] = set()
+        exclude = self.cfg.exclude
+        for pattern in self.cfg.paths:
+            for path in glob.iglob(pattern, recursive=True):
+                if path in seen:
+                    continue
+                if exclude and any(fnmatch.fnmatchcase(os.path.basename(path), x)
+                                   or fnmatch.fnmatchcase(path, x) for x in exclude):
+                    continue
+                seen.add(path)
+                found.append(path)
+        return found
+
+    def _scan(self, first: bool = False) -> None:
+        """Look at every matching path and every followed file: new files, grown ones,
+        rotated, truncated and deleted ones; files quiet long enough are finished."""
+        now = time.monotonic()
+        seen: dict[FileId, tuple[str, os.stat_result]] = {}
+        for path in self._matching_paths():
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # gone between the listing and now
+            if stat.S_ISREG(st.st_mode):
+                seen.setdefault(FileId.of(st), (path, st))
+        for fid, f in list(self.files.items()):
+            hit = seen.pop(fid, None)
+            if hit is not None:
+                f.path = hit[0]
+                f.at_path = True
+                if not f.is_open and hit[1].st_size > f.offset and not self._reopen(f):
+                    continue
+                self._observe(f, hit[1].st_size, now)
+                continue
+            if f.at_path:
+                f.at_path = False
+                if not f.is_open and not self._find_again(f):
+                    continue
+                if os.fstat(f.fd).st_nlink:
+                    self.counts["rotations"] += 1
+            if f.is_open:
+                st = os.fstat(f.fd)
+                if st.st_nlink == 0 and not f.deleted:
+                    f.deleted = True
+                    self.counts["deleted"] += 1
+                self._observe(f, st.st_size, now)
+            self._finish_if_done(f, now)
+        for fid, (path, st) in seen.items():
+            self._follow_new(fid, path, st, first)
+        self._flush_held(now)
+
+    def _observe(self, f: FollowedFile, size: int, now: float) -> None:
+        """What a look at a file's size says: truncated, grown, or quiet."""
+        if size < f.offset or (size != f.size and f.fingerprint.length and f.is_open
+                               and f.offset and not f.fingerprint.matches(f.fd)):
+            self.counts["truncations"] += 1
+            log.info("file truncated; reading it again from its start",
+                     extra={"listener": self.name, "path": f.path, "read": f.offset,
+                            "size": size})
+            f.truncated()
+            f.quiet_since = now
+        if size != f.size:
+            f.quiet_since = now
+            f.size = size
+        elif f.quiet_since is None:
+            f.quiet_since = now
+        if f.size > f.offset and f.is_open and not f.finished:
+            self._ready[f.fid] = f
+
+    def _follow_new(self, fid: FileId, path: str, st: os.stat_result, first: bool) -> None:
+        if self._start_at_end is not None and first:
+            self._start_at_end.add(fid)
+        if not self._make_room():
+            self._rescan = True  # opened once files being read reach their end
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT,):
+                self.errors["open_failed"] += 1
+                self.ratelog.warning(f"open:{path}", "cannot open a file to follow",
+                                     listener=self.name, path=path, error=str(e))
+            return
+        fst = os.fstat(fd)
+        if FileId.of(fst) != fid:  # replaced between the look and the open: next time
+            os.close(fd)
+            self._rescan = True
+            return
+        offset = 0
+        cp = self._checkpoints.pop(fid, None)
+        if cp is not None:
+            if cp.fingerprint.matches(fd):
+                offset = cp.offset
+                if offset > fst.st_size:
+                    self.counts["truncations"] += 1
+                    offset = 0
+            else:
+                self.counts["inode_reused"] += 1
+                log.info("a new file on the inode of a checkpointed one; read from its start",
+                         extra={"listener": self.name, "path": path, "was": cp.path})
+        elif self._start_at_end is not None and fid in self._start_at_end:
+            offset = _line_start_before(fd, fst.st_size)
+        f = FollowedFile(fid, path, self._decoder(path), offset)
+        f.adopt(fd, fst.st_size)
+        f.fingerprint = take(fd)
+        f.quiet_since = time.monotonic()
+        f.last_active = f.quiet_since
+        self.files[fid] = f
+        self._open[fid] = f
+        self.counts["files_seen"] += 1
+        if f.size > f.offset:
+            self._ready[fid] = f
+
+    def _find_moved_files(self) -> None:
+        """At start: files of the checkpoint no glob matches now (rotated away while logd was
+        stopped) are looked for in their directory by identity, and read to their end."""
+        by_dir: dict[str, list[FileId]] = {}
+        for fid, cp in self._checkpoints.items():
+            by_dir.setdefault(os.path.dirname(cp.path) or ".", []).append(fid)
+        for directory, fids in by_dir.items():
+            wanted = set(fids)
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            for name in names:
+                path = os.path.join(directory, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                fid = FileId.of(st)
+                if fid in wanted and stat.S_ISREG(st.st_mode):
+                    wanted.discard(fid)
+                    self._follow_new(fid, path, st, first=False)
+                    f = self.files.get(fid)
+                    if f is not None:
+                        f.at_path = False
+                        self.counts["found_rotated"] += 1
+
+    def _find_again(self, f: FollowedFile) -> bool:
+        """A file closed for the open-files cap left its path: look for it in its directory
+        (a rename rotation) and open it there; False when it is gone (deleted while closed:
+        what it held after its offset is lost, counted)."""
+        directory = os.path.dirname(f.path) or "."
+        with contextlib.suppress(OSError):
+            for name in os.listdir(directory):
+                path = os.path.join(directory, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if FileId.of(st) == f.fid:
+                    f.path = path
+                    if self._reopen(f):
+                        return True
+        self.errors["lost_closed_file"] += 1
+        self.ratelog.warning("lost_closed_file", "a file closed for max_open_files was "
+                             "deleted before it was read to its end", listener=self.name,
+                             path=f.path, read=f.offset, size=f.size)
+        self._forget(f)
+        return False
+
+    # -- descriptors --
+
+    def _make_room(self) -> bool:
+        """Below max_open_files, closing the least recently active file that can be opened
+        again later (at its path, read to its end) if need be; False when none can."""
+        if len(self._open) < self.cfg.max_open_files:
+            return True
+        for fid, f in self._open.items():
+            if f.at_path and f.offset >= f.size and fid not in self._ready:
+                f.close()
+                del self._open[fid]
+                self.counts["closed_for_cap"] += 1
+                return True
+        return False
+
+    def _reopen(self, f: FollowedFile) -> bool:
+        if not self._make_room():
+            self._rescan = True
+            return False
+        if not f.open():
+            return False
+        self._open[f.fid] = f
+        return True
+
+    def _forget(self, f: FollowedFile) -> None:
+        f.close()
+        self.files.pop(f.fid, None)
+        self._open.pop(f.fid, None)
+        self._ready.pop(f.fid, None)
+
+    # -- reading --
+
+    async def _read_round(self) -> bool:
+        """A turn for each file with something to read (files no longer at their path
+        first: they are older); whether anything was handed over."""
+        if not self._ready:
+            return False
+        progressed = False
+        order = sorted(self._ready.values(), key=lambda f: f.at_path)
+        for f in order:
+            if self._stopping:
+                break
+            if await self._read_file(f):
+                progressed = True
+        return progressed
+
+    async def _read_file(self, f: FollowedFile) -> bool:
+        window = self.cfg.max_line_bytes
+        progressed = False
+        for _ in range(READS_PER_TURN):
+            if self._stopping or not f.is_open:
+                return progressed
+            try:
+                data = os.pread(f.fd, window, f.offset)
+            except OSError as e:
+                self.errors["read_failed"] += 1
+                self.ratelog.error(f"read:{f.path}", "cannot read a followed file",
+                                   listener=self.name, path=f.path, error=str(e))
+                self._ready.pop(f.fid, None)
+                return progressed
+            full = len(data) == window
+            end = f.offset + len(data)
+            if end > f.size:
+                f.size = end
+            decoded = f.decoder.decode(data, full=full, timeout=False, finished=False,
+                                       source=self.name, received=time.time())
+            if decoded.batch is not None:
+                await self._hand_over(f, decoded)
+                progressed = True
+            if not full or not decoded.consumed:
+                # At its end (for now), or only a held part left: wait for more.
+                self._ready.pop(f.fid, None)
+                return progressed
+        return progressed
+
+    async def _hand_over(self, f: FollowedFile, decoded: Decoded) -> None:
+        batch = decoded.batch
+        assert batch is not None
+        if batch.raw is not None:
+            bad = invalid_utf8(batch.raw, batch.payloads_for_a_look)
+            if bad:
+                self.errors["invalid_utf8"] += bad
+        if decoded.cut:
+            self.counts["cut_lines"] += decoded.cut
+            self.ratelog.warning("cut", "a line longer than max_line_bytes was cut into "
+                                 "records", listener=self.name, path=f.path,
+                                 max_line_bytes=self.cfg.max_line_bytes)
+        if decoded.bad:
+            self.errors["bad_format"] += decoded.bad
+            self.ratelog.warning("bad_format", f"lines not in {self.cfg.format} format, kept "
+                                 "as they are", listener=self.name, path=f.path,
+                                 lines=decoded.bad)
+        receipt = Receipt()
+        blocked = self.router.dispatch(batch, receipt)
+        f.offset += decoded.consumed
+        f.pending.append((f.offset, receipt))
+        f.records += batch.count
+        f.last_active = time.monotonic()
+        if f.fid in self._open:
+            self._open.move_to_end(f.fid)
+        self.records += batch.count
+        self.bytes_in += decoded.consumed
+        if blocked:
+            await self._wait_for_room(blocked)
+
+    async def _wait_for_room(self, blocked: list[Any]) -> None:
+        """A `block` buffer is full: nothing more is read until it has room (or a reload
+        changed the routes, or logd stops)."""
+        self.pauses += 1
+        self._rerouted.clear()
+        for buffer in blocked:
+            while not self._stopping:
+                room = asyncio.ensure_future(buffer.wait_writable())
+                other = asyncio.ensure_future(self._rerouted.wait())
+                stop = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait([room, other, stop], return_when=asyncio.FIRST_COMPLETED)
+                for t in (room, other, stop):
+                    t.cancel()
+                if room.done() or self._rerouted.is_set():
+                    break
+                self._wake.clear()
+            if self._rerouted.is_set():
+                return
+
+    def _finish_if_done(self, f: FollowedFile, now: float) -> None:
+        """A file no longer at its path, read to its end and quiet for rotate_wait: its last
+        unterminated line (if any) goes out, and it is closed."""
+        if f.at_path or f.finished or f.quiet_since is None \
+                or now - f.quiet_since < self.cfg.rotate_wait or not f.is_open \
+                or f.fid in self._ready:
+            return
+        if f.size > f.offset:
+            data = os.pread(f.fd, f.size - f.offset, f.offset)
+            decoded = f.decoder.decode(data, full=False, timeout=True, finished=True,
+                                       source=self.name, received=time.time())
+            if decoded.batch is not None:
+                # Synchronous hand-over: a full buffer is waited for on the next read.
+                receipt = Receipt()
+                self.router.dispatch(decoded.batch, receipt)
+                f.offset += decoded.consumed
+                f.pending.append((f.offset, receipt))
+                self.records += decoded.batch.count
+                self.bytes_in += decoded.consumed
+        f.finished = True
+        f.close()
+        self._open.pop(f.fid, None)
+        self.counts["deleted_closed" if f.deleted else "rotated_closed"] += 1
+        log.info("finished a file no longer at its path", extra={
+            "listener": self.name, "path": f.path, "deleted": f.deleted, "read": f.offset})
+
+    def _flush_held(self, now: float) -> None:
+        """Multiline groups held at the end of a file quiet past the timeout go out."""
+        ml = self.cfg.multiline
+        if ml is None:
+            return
+        for f in self.files.values():
+            if f.is_open and not f.finished and f.size > f.offset \
+                    and f.quiet_since is not None and now - f.quiet_since >= ml.timeout \
+                    and f.fid not in self._ready:
+                data = os.pread(f.fd, min(f.size - f.offset, self.cfg.max_line_bytes),
+                                f.offset)
+                decoded = f.decoder.decode(data, full=False, timeout=True, finished=False,
+                                           source=self.name, received=time.time())
+                if decoded.batch is not None:
+                    receipt = Receipt()
+                    self.router.dispatch(decoded.batch, receipt)
+                    f.offset += decoded.consumed
+                    f.pending.append((f.offset, receipt))
+                    self.records += decoded.batch.count
+                    self.bytes_in += decoded.consumed
+
+    # -- checkpoints --
+
+    async def _checkpoint_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.checkpoint_interval)
+            await self._save()
+
+    async def _save(self) -> None:
+        """Write, for each file, the offset before which everything is secured. Files done
+        with (finished, all secured) leave the checkpoint."""
+        out: dict[FileId, Checkpoint] = dict(self._checkpoints)  # not yet found again
+        for fid, f in list(self.files.items()):
+            committed = f.secured_to()
+            if f.finished and not f.pending:
+                self._forget(f)
+                continue
+            f.refresh_fingerprint()
+            out[fid] = Checkpoint(f.path, committed, f.fingerprint)
+        try:
+            await asyncio.to_thread(self.store.save, out)
+        except OSError as e:
+            self.errors["checkpoint_failed"] += 1
+            self.ratelog.error("checkpoint", "cannot write the checkpoint; tried again",
+                               listener=self.name, path=self.store.path, error=str(e))
+
+    # -- figures --
+
+    def stats(self) -> TailListenerStats:
+        files = self.files.values()
+        top = heapq.nlargest(self.cfg.stats_files, files, key=lambda f: f.lag)
+        shown: dict[str, TailFileStats] = {
+            f.path: {"offset": f.offset, "committed": f.committed, "size": f.size,
+                     "lag": f.lag, "open": f.is_open, "at_path": f.at_path,
+                     "records": f.records} for f in top}
+        return {"type": "tail", "connections": len(self._open),
+                "accepted": self.counts["files_seen"], "records": self.records,
+                "bytes": self.bytes_in, "pauses": self.pauses, "errors": dict(self.errors),
+                "files": len(self.files), "open_files": len(self._open),
+                "lag_bytes": sum(f.lag for f in files),
+                "rotations": self.counts["rotations"] + self.counts["found_rotated"],
+                "truncations": self.counts["truncations"],
+                "deleted": self.counts["deleted"],
+                "inode_reused": self.counts["inode_reused"],
+                "cut_lines": self.counts["cut_lines"],
+                "closed_for_cap": self.counts["closed_for_cap"],
+                "checkpoints_written": self.store.writes,
+                "top_files": shown}
