@@ -56,11 +56,13 @@ from logd.tail.checkpoints import Checkpoint, CheckpointStore
 from logd.tail.containers import CriDecoder, DockerDecoder
 from logd.tail.decoders import Decoded, Decoder, LinesDecoder, MultilineDecoder
 from logd.tail.followed import FollowedFile
-from logd.tail.identity import FileId, take
+from logd.tail.identity import FINGERPRINT_BYTES, FileId, take
 
 log = logging.getLogger("logd.tail")
 
 READS_PER_TURN = 8  # windows read from one file before the next file's turn
+MTIME_SLACK_S = 0.1
+FINISHED_KEPT_S = 60.0  # finished files are not taken for new rotated ones for this long
 
 
 def _to_globs(v: Any) -> tuple[str, ...]:
@@ -163,6 +165,9 @@ class TailListener(Listener):
         self._done = asyncio.Event()
         self._rerouted = asyncio.Event()
         self._rescan = False
+        self._scanned_at = (time.time(), time.time())  # the last two looks
+        self._at_paths: dict[str, FileId] = {}  # what each path named at the last look
+        self._finished: dict[FileId, float] = {}  # finished and forgotten, when
         self.records = 0
         self.bytes_in = 0
         self.pauses = 0
@@ -203,8 +208,13 @@ class TailListener(Listener):
         loop = asyncio.get_running_loop()
         saver = loop.create_task(self._checkpoint_every())
         try:
+            checkpointed = {cp.path for cp in self._checkpoints.values()}
             self._scan(first=True)
             self._find_moved_files()
+            if self.store.saved_at is not None:
+                # Rotated while logd was stopped: what was written after its last checkpoint.
+                for path in checkpointed:
+                    self._find_rotated_since(path, self.store.saved_at, {})
             self._checkpoints = {}  # what the last run knew is in self.files now
             self._start_at_end = None
             await self._save()
@@ -262,30 +272,41 @@ class TailListener(Listener):
     def _matching_paths(self) -> list[str]:
         found: list[str] = []
         seen: set[str] = set()
-        exclude = self.cfg.exclude
         for pattern in self.cfg.paths:
             for path in glob.iglob(pattern, recursive=True):
-                if path in seen:
-                    continue
-                if exclude and any(fnmatch.fnmatchcase(os.path.basename(path), x)
-                                   or fnmatch.fnmatchcase(path, x) for x in exclude):
+                if path in seen or self._excluded(path):
                     continue
                 seen.add(path)
                 found.append(path)
         return found
 
+    def _excluded(self, path: str) -> bool:
+        name = os.path.basename(path)
+        return any(fnmatch.fnmatchcase(name, x) or fnmatch.fnmatchcase(path, x)
+                   for x in self.cfg.exclude)
+
     def _scan(self, first: bool = False) -> None:
         """Look at every matching path and every followed file: new files, grown ones,
         rotated, truncated and deleted ones; files quiet long enough are finished."""
         now = time.monotonic()
+        # Files rotated away between two looks were written after the look before those.
+        since = self._scanned_at[0]
+        self._scanned_at = (self._scanned_at[1], time.time())
         seen: dict[FileId, tuple[str, os.stat_result]] = {}
+        at_paths: dict[str, FileId] = {}
         for path in self._matching_paths():
             try:
                 st = os.stat(path)
             except OSError:
                 continue  # gone between the listing and now
             if stat.S_ISREG(st.st_mode):
-                seen.setdefault(FileId.of(st), (path, st))
+                fid = FileId.of(st)
+                seen.setdefault(fid, (path, st))
+                at_paths[path] = fid
+        for path, fid in self._at_paths.items():
+            if at_paths.get(path) != fid:  # rotated since the last look
+                self._find_rotated_since(path, since, seen)
+        self._at_paths = at_paths
         for fid, f in list(self.files.items()):
             hit = seen.pop(fid, None)
             if hit is not None:
@@ -293,7 +314,7 @@ class TailListener(Listener):
                 f.at_path = True
                 if not f.is_open and hit[1].st_size > f.offset and not self._reopen(f):
                     continue
-                self._observe(f, hit[1].st_size, now)
+                self._observe(f, hit[1], now)
                 continue
             if f.at_path:
                 f.at_path = False
@@ -306,15 +327,20 @@ class TailListener(Listener):
                 if st.st_nlink == 0 and not f.deleted:
                     f.deleted = True
                     self.counts["deleted"] += 1
-                self._observe(f, st.st_size, now)
+                self._observe(f, st, now)
             self._finish_if_done(f, now)
         for fid, (path, st) in seen.items():
             self._follow_new(fid, path, st, first)
         self._flush_held(now)
 
-    def _observe(self, f: FollowedFile, size: int, now: float) -> None:
-        """What a look at a file's size says: truncated, grown, or quiet."""
-        if size < f.offset or (size != f.size and f.fingerprint.length and f.is_open
+    def _observe(self, f: FollowedFile, st: os.stat_result, now: float) -> None:
+        """What a look at a file says: truncated, grown, or quiet. A file written since the
+        last look whose first bytes changed was truncated and written again (past the
+        offset, or to the same size, before this look)."""
+        size = st.st_size
+        changed = size != f.size or st.st_mtime_ns != f.mtime_ns
+        f.mtime_ns = st.st_mtime_ns
+        if size < f.offset or (changed and f.fingerprint.length and f.is_open
                                and f.offset and not f.fingerprint.matches(f.fd)):
             self.counts["truncations"] += 1
             log.info("file truncated; reading it again from its start",
@@ -327,7 +353,7 @@ class TailListener(Listener):
             f.size = size
         elif f.quiet_since is None:
             f.quiet_since = now
-        if f.size > f.offset and f.is_open and not f.finished:
+        if f.has_news and f.is_open and not f.finished:
             self._ready[f.fid] = f
 
     def _follow_new(self, fid: FileId, path: str, st: os.stat_result, first: bool) -> None:
@@ -371,7 +397,7 @@ class TailListener(Listener):
         self.files[fid] = f
         self._open[fid] = f
         self.counts["files_seen"] += 1
-        if f.size > f.offset:
+        if f.has_news:
             self._ready[fid] = f
 
     def _find_moved_files(self) -> None:
@@ -400,6 +426,36 @@ class TailListener(Listener):
                     if f is not None:
                         f.at_path = False
                         self.counts["found_rotated"] += 1
+
+    def _find_rotated_since(self, path: str, since: float,
+                            seen: dict[FileId, tuple[str, os.stat_result]]) -> None:
+        """`path` was rotated: files beside it named after it (PATH.1, PATH-20260101) that
+        nobody follows and that were written since the last look were at `path` in between
+        (rotations faster than the polls): they are followed from their start, to their end."""
+        directory, base = os.path.split(path)
+        try:
+            names = os.listdir(directory or ".")
+        except OSError:
+            return
+        for name in names:
+            if not name.startswith(base) or name == base:
+                continue
+            other = os.path.join(directory, name)
+            try:
+                st = os.stat(other)
+            except OSError:
+                continue
+            fid = FileId.of(st)
+            # File times come from a clock that may lag time.time() by a tick.
+            if st.st_mtime < since - MTIME_SLACK_S or not stat.S_ISREG(st.st_mode) \
+                    or fid in self.files or fid in seen or fid in self._finished \
+                    or self._excluded(other):
+                continue
+            self._follow_new(fid, other, st, first=False)
+            found = self.files.get(fid)
+            if found is not None:
+                found.at_path = False
+                self.counts["found_rotated"] += 1
 
     def _find_again(self, f: FollowedFile) -> bool:
         """A file closed for the open-files cap left its path: look for it in its directory
@@ -495,6 +551,7 @@ class TailListener(Listener):
                 progressed = True
             if not full or not decoded.consumed:
                 # At its end (for now), or only a held part left: wait for more.
+                f.stalled_at = f.size
                 self._ready.pop(f.fid, None)
                 return progressed
         return progressed
@@ -522,6 +579,9 @@ class TailListener(Listener):
         f.pending.append((f.offset, receipt))
         f.records += batch.count
         f.last_active = time.monotonic()
+        if f.fingerprint.length < FINGERPRINT_BYTES:
+            # A new or truncated file: what it begins with, to know it again at once.
+            f.refresh_fingerprint()
         if f.fid in self._open:
             self._open.move_to_end(f.fid)
         self.records += batch.count
@@ -610,9 +670,12 @@ class TailListener(Listener):
             committed = f.secured_to()
             if f.finished and not f.pending:
                 self._forget(f)
+                self._finished[fid] = time.monotonic()
                 continue
             f.refresh_fingerprint()
             out[fid] = Checkpoint(f.path, committed, f.fingerprint)
+        old = time.monotonic() - FINISHED_KEPT_S
+        self._finished = {k: t for k, t in self._finished.items() if t > old}
         try:
             await asyncio.to_thread(self.store.save, out)
         except OSError as e:

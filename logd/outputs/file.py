@@ -53,10 +53,10 @@ from logd.stats import FileOutputStats
 
 log = logging.getLogger("logd.file")
 
-TEMPLATE_FIELDS = {"app", "event", "date", "severity", "source"}
+TEMPLATE_FIELDS = {"app", "event", "date", "severity", "source", "pod", "namespace"}
 # Replaced by the config loader, before this output sees the path: one value per process.
 LOAD_TIME_FIELDS = {"instance"}
-_PER_RECORD = {"app", "event", "severity"}
+_PER_RECORD = {"app", "event", "severity", "pod", "namespace"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
 
 
@@ -65,7 +65,7 @@ class FileOutputConfig:
     type: str = setting("file", one_of("file"))
     path: str = setting("./var/log/{app}.log", to_nonempty_str,
                         "file path template: {app} {event} {date} {severity} {source} "
-                        "{instance}")
+                        "{pod} {namespace} {instance}")
     format: str = setting("raw", one_of("raw", "json"),
                           "raw: payload + LF; json: one object per line (ts, severity, app, "
                           "source, message)")
@@ -150,7 +150,8 @@ class FileOutput(Output):
     # -- lifecycle --
 
     async def start(self) -> None:
-        probe = self.cfg.path.format(app="_", event="_", date="_", severity="_", source="_")
+        probe = self.cfg.path.format(app="_", event="_", date="_", severity="_", source="_",
+                                     pod="_", namespace="_")
         directory = os.path.dirname(os.path.abspath(probe))
         # Fail fast on a directory we can never write, rather than at the first record.
         top = directory
@@ -258,13 +259,18 @@ class FileOutput(Output):
         return failed
 
     def _path_for(self, batch: Batch, obj: dict[str, Any] | None, sev: int | None) -> str:
-        event = None if obj is None else obj.get("event")
+        event = pod = namespace = None
+        if obj is not None:
+            event, pod, namespace = obj.get("event"), obj.get("pod"), obj.get("namespace")
         return self.cfg.path.format(
             app=_safe(app_of(obj, batch.source)),
             event=_safe(event) if event is not None else "default",
             date=time.strftime("%Y-%m-%d", time.gmtime(batch.received)),
             severity=severity_name(sev) if sev is not None else "info",
             source=batch.source,
+            # Container log records (the tail listener's cri and docker formats) carry them.
+            pod=_safe(pod) if pod is not None else "none",
+            namespace=_safe(namespace) if namespace is not None else "none",
         )
 
     async def _append(self, path: str, batch: Batch, indices: list[int] | None,

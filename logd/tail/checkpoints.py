@@ -38,6 +38,7 @@ class CheckpointStore:
         self.writes = 0
         self.errors = 0
         self._last: bytes | None = None
+        self.saved_at: float | None = None  # when the checkpoint loaded was written
 
     def exists(self) -> bool:
         return os.path.exists(self.path)
@@ -47,6 +48,7 @@ class CheckpointStore:
         try:
             with open(self.path, "rb") as f:
                 raw = f.read()
+                self.saved_at = os.fstat(f.fileno()).st_mtime
         except FileNotFoundError:
             return {}
         try:

@@ -21,7 +21,7 @@ from logd.tail.identity import FINGERPRINT_BYTES, FileId, Fingerprint, take
 class FollowedFile:
     __slots__ = ("at_path", "committed", "decoder", "deleted", "fd", "fid", "fingerprint",
                  "finished", "last_active", "offset", "path", "pending", "quiet_since",
-                 "records", "size")
+                 "mtime_ns", "records", "size", "stalled_at")
 
     def __init__(self, fid: FileId, path: str, decoder: Decoder, offset: int = 0) -> None:
         self.fid = fid
@@ -31,6 +31,7 @@ class FollowedFile:
         self.offset = offset
         self.committed = offset
         self.size = 0
+        self.mtime_ns = 0
         self.fingerprint = Fingerprint(0, "")
         # Read, handed over, not yet secured, in offset order: (offset after, receipt).
         self.pending: deque[tuple[int, Receipt]] = deque()
@@ -40,10 +41,18 @@ class FollowedFile:
         self.quiet_since: float | None = None  # at its end, with nothing new, since then
         self.last_active = 0.0
         self.records = 0
+        # The size at which a read last found nothing more to hand over (a held partial
+        # line or group): read again only once the file has grown past it.
+        self.stalled_at = -1
 
     @property
     def is_open(self) -> bool:
         return self.fd >= 0
+
+    @property
+    def has_news(self) -> bool:
+        """Whether a read would find something not seen yet."""
+        return self.size > self.offset and self.size != self.stalled_at
 
     @property
     def lag(self) -> int:
@@ -95,3 +104,4 @@ class FollowedFile:
         self.pending.clear()
         self.fingerprint = Fingerprint(0, "")
         self.quiet_since = None
+        self.stalled_at = -1

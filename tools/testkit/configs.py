@@ -54,7 +54,7 @@ flush_interval = "100ms"
 
 def tail_file_config(out_dir: Path, paths: list[str], *, listener_extra: str = "",
                      output_path: str = "tailed.log", output_extra: str = "",
-                     buffer: str = "") -> str:
+                     buffer: str = "", poll_interval: str = "50ms") -> str:
     """One tail listener, "files_in", following `paths` (polled every 50 ms, checkpoints
     every 100 ms, rotated files closed after 300 ms of quiet), and one file output, "out",
     writing `output_path` under `out_dir`; the extras are lines added to their tables."""
@@ -69,7 +69,7 @@ stats_interval = "0s"
 [listeners.files_in]
 type = "tail"
 paths = [{globs}]
-poll_interval = "50ms"
+poll_interval = "{poll_interval}"
 checkpoint_interval = "100ms"
 rotate_wait = "300ms"
 {listener_extra}
