@@ -176,7 +176,7 @@ async def test_clean_restarts_while_writing_deliver_every_line_once(
     try:
         for _ in range(4):
             async with run_daemon(config, tmp_path) as d:
-                await wait_until(lambda: tail_stats(d)["records"] > 5000,  # noqa: B023
+                await wait_until(lambda: tail_stats(d)["records"] > 5000,
                                  "logd read some lines")
                 assert await d.stop() == 0
     finally:
