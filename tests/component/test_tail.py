@@ -464,3 +464,25 @@ async def test_a_full_block_buffer_stops_reading_and_everything_arrives_after(
             analyzer.close()
     got = numbers(analyzer.payloads)
     assert len(got) == total and max(got.values()) == 1
+
+
+async def test_stats_show_files_by_lag_and_metrics_the_totals(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    from logd.ctl import render_stats as render_for_logctl
+    from logd.metrics import render_stats as render_for_prometheus
+    for i in range(3):
+        (src / f"f{i}.log").write_bytes(b"one line\n" * (i + 1))
+    config = tail_file_config(out, [f"{src}/*.log"], listener_extra="stats_files = 2")
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 6)
+        stats = tail_stats(d)
+        shown = render_for_logctl(d.stats())
+        metrics = render_for_prometheus(d.stats())
+        assert await d.stop() == 0
+    assert stats["files"] == 3 and stats["lag_bytes"] == 0 and len(stats["top_files"]) == 2
+    entry = next(iter(stats["top_files"].values()))
+    assert {"offset", "committed", "size", "lag"} <= set(entry)
+    assert "files_in: files by lag" in shown and "3 files, 3 open, lag 0" in shown
+    assert 'logd_tail_files{listener="files_in"} 3' in metrics
+    assert 'logd_tail_lag_bytes{listener="files_in"} 0' in metrics
+    assert 'logd_listener_records_total{listener="files_in"} 6' in metrics
