@@ -165,6 +165,7 @@ class TailListener(Listener):
         self._done = asyncio.Event()
         self._rerouted = asyncio.Event()
         self._rescan = False
+        self._blocked: list[Any] = []  # full buffers a hand-over outside a read met
         self._scanned_at = (time.time(), time.time())  # the last two looks
         self._at_paths: dict[str, FileId] = {}  # what each path named at the last look
         self._finished: dict[FileId, float] = {}  # finished and forgotten, when
@@ -215,8 +216,6 @@ class TailListener(Listener):
                 # Rotated while logd was stopped: what was written after its last checkpoint.
                 for path in checkpointed:
                     self._find_rotated_since(path, self.store.saved_at, {})
-            self._checkpoints = {}  # what the last run knew is in self.files now
-            self._start_at_end = None
             await self._save()
             next_scan = loop.time() + self.cfg.poll_interval
             while not self._stopping:
@@ -233,6 +232,13 @@ class TailListener(Listener):
                     self._rescan = False
                     self._scan()
                     next_scan = now + self.cfg.poll_interval
+                    if self._checkpoints and not self._rescan:
+                        # Every file there is was looked at (none waits for a descriptor):
+                        # what the last run knew and is not followed now is gone.
+                        self._checkpoints = {}
+                if self._blocked:
+                    blocked, self._blocked = self._blocked, []
+                    await self._wait_for_room(blocked)
         finally:
             saver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -312,7 +318,9 @@ class TailListener(Listener):
             if hit is not None:
                 f.path = hit[0]
                 f.at_path = True
-                if not f.is_open and hit[1].st_size > f.offset and not self._reopen(f):
+                if not f.is_open and (hit[1].st_size != f.size
+                                      or hit[1].st_mtime_ns != f.mtime_ns) \
+                        and not self._reopen(f):
                     continue
                 self._observe(f, hit[1], now)
                 continue
@@ -488,7 +496,7 @@ class TailListener(Listener):
         if len(self._open) < self.cfg.max_open_files:
             return True
         for fid, f in self._open.items():
-            if f.at_path and f.offset >= f.size and fid not in self._ready:
+            if f.at_path and not f.has_news and fid not in self._ready:
                 f.close()
                 del self._open[fid]
                 self.counts["closed_for_cap"] += 1
@@ -557,6 +565,15 @@ class TailListener(Listener):
         return progressed
 
     async def _hand_over(self, f: FollowedFile, decoded: Decoded) -> None:
+        blocked = self._hand_over_now(f, decoded)
+        if blocked:
+            self._blocked = []
+            await self._wait_for_room(blocked)
+
+    def _hand_over_now(self, f: FollowedFile, decoded: Decoded) -> list[Any]:
+        """Route a decoded read and move the file's offset past it; returns the full `block`
+        buffers to wait for before reading more (a scan's hand-overs leave them in
+        self._blocked, waited for before the next read)."""
         batch = decoded.batch
         assert batch is not None
         if batch.raw is not None:
@@ -586,8 +603,8 @@ class TailListener(Listener):
             self._open.move_to_end(f.fid)
         self.records += batch.count
         self.bytes_in += decoded.consumed
-        if blocked:
-            await self._wait_for_room(blocked)
+        self._blocked.extend(b for b in blocked if b not in self._blocked)
+        return blocked
 
     async def _wait_for_room(self, blocked: list[Any]) -> None:
         """A `block` buffer is full: nothing more is read until it has room (or a reload
@@ -620,13 +637,7 @@ class TailListener(Listener):
             decoded = f.decoder.decode(data, full=False, timeout=True, finished=True,
                                        source=self.name, received=time.time())
             if decoded.batch is not None:
-                # Synchronous hand-over: a full buffer is waited for on the next read.
-                receipt = Receipt()
-                self.router.dispatch(decoded.batch, receipt)
-                f.offset += decoded.consumed
-                f.pending.append((f.offset, receipt))
-                self.records += decoded.batch.count
-                self.bytes_in += decoded.consumed
+                self._hand_over_now(f, decoded)
         f.finished = True
         f.close()
         self._open.pop(f.fid, None)
@@ -648,12 +659,7 @@ class TailListener(Listener):
                 decoded = f.decoder.decode(data, full=False, timeout=True, finished=False,
                                            source=self.name, received=time.time())
                 if decoded.batch is not None:
-                    receipt = Receipt()
-                    self.router.dispatch(decoded.batch, receipt)
-                    f.offset += decoded.consumed
-                    f.pending.append((f.offset, receipt))
-                    self.records += decoded.batch.count
-                    self.bytes_in += decoded.consumed
+                    self._hand_over_now(f, decoded)
 
     # -- checkpoints --
 

@@ -61,17 +61,16 @@ class FollowedFile:
 
     def open(self) -> bool:
         """Open the file at its path again (it was closed for the open-files cap); False when
-        the path no longer names this file."""
+        the path no longer names this file. What it holds now is looked at by the caller
+        (truncated meanwhile, grown)."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return False
-        st = os.fstat(fd)
-        if FileId.of(st) != self.fid or not self.fingerprint.matches(fd):
+        if FileId.of(os.fstat(fd)) != self.fid:
             os.close(fd)
             return False
         self.fd = fd
-        self.size = st.st_size
         return True
 
     def adopt(self, fd: int, size: int) -> None:
