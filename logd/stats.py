@@ -74,6 +74,7 @@ class TailListenerStats(ListenerStats, total=False):
     cut_lines: int
     closed_for_cap: int
     checkpoints_written: int
+    watching: str               # "inotify" (and polling), or "polling" alone
     top_files: dict[str, TailFileStats]   # the stats_files with most lag, by path
 
 

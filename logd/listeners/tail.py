@@ -57,11 +57,13 @@ from logd.tail.containers import CriDecoder, DockerDecoder
 from logd.tail.decoders import Decoded, Decoder, LinesDecoder, MultilineDecoder
 from logd.tail.followed import FollowedFile
 from logd.tail.identity import FINGERPRINT_BYTES, FileId, take
+from logd.tail.inotify import Watcher, watched_directory
 
 log = logging.getLogger("logd.tail")
 
 READS_PER_TURN = 8  # windows read from one file before the next file's turn
 MTIME_SLACK_S = 0.1
+MIN_SCAN_GAP_S = 0.01  # looks that inotify asks for, at most this often
 FINISHED_KEPT_S = 60.0  # finished files are not taken for new rotated ones for this long
 
 
@@ -161,10 +163,15 @@ class TailListener(Listener):
         self._checkpoints: dict[FileId, Checkpoint] = {}
         self._start_at_end: set[FileId] | None = None  # first start: files found then
         self._stopping = False
-        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._wake = asyncio.Event()  # something to do before the next poll: a change, a stop
+        self._watcher: Watcher | None = None
+        self._changed = False  # inotify saw a change since the last look
+        self._scan_cost = 0.0  # seconds the last look took
         self._done = asyncio.Event()
         self._rerouted = asyncio.Event()
         self._rescan = False
+        self._scanned_mono = 0.0
         self._blocked: list[Any] = []  # full buffers a hand-over outside a read met
         self._scanned_at = (time.time(), time.time())  # the last two looks
         self._at_paths: dict[str, FileId] = {}  # what each path named at the last look
@@ -208,6 +215,9 @@ class TailListener(Listener):
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         saver = loop.create_task(self._checkpoint_every())
+        self._watcher = Watcher.open()
+        if self._watcher is not None:
+            self._watcher.attach(loop, self._on_change)
         try:
             checkpointed = {cp.path for cp in self._checkpoints.values()}
             self._scan(first=True)
@@ -221,16 +231,24 @@ class TailListener(Listener):
             while not self._stopping:
                 progressed = await self._read_round()
                 now = loop.time()
+                if self._changed:
+                    # A change seen by inotify: look soon, but a look at many files costs,
+                    # so not more often than a few times its own cost.
+                    self._changed = False
+                    next_scan = min(next_scan, self._scanned_mono + max(
+                        MIN_SCAN_GAP_S, 4 * self._scan_cost))
                 if not progressed and now < next_scan and not self._rescan:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), next_scan - now)
-                    now = loop.time()
+                    continue
                 if self._stopping:
                     break
                 if now >= next_scan or self._rescan:
                     self._rescan = False
                     self._scan()
+                    self._scan_cost = loop.time() - now
+                    self._scanned_mono = now
                     next_scan = now + self.cfg.poll_interval
                     if self._checkpoints and not self._rescan:
                         # Every file there is was looked at (none waits for a descriptor):
@@ -249,6 +267,7 @@ class TailListener(Listener):
         """Stop reading; let what was read be secured (within the deadline), write the
         checkpoint. A held partial line or multiline group is read again at the next start."""
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
         loop = asyncio.get_running_loop()
         with contextlib.suppress(TimeoutError):
@@ -265,13 +284,21 @@ class TailListener(Listener):
 
     async def close(self) -> None:
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
+        if self._watcher is not None:
+            self._watcher.close(asyncio.get_running_loop())
+            self._watcher = None
         for f in self.files.values():
             f.close()
         self._open.clear()
 
     def routes_changed(self) -> None:
         self._rerouted.set()
+
+    def _on_change(self) -> None:
+        self._changed = True
+        self._wake.set()
 
     # -- finding files --
 
@@ -294,6 +321,8 @@ class TailListener(Listener):
     def _scan(self, first: bool = False) -> None:
         """Look at every matching path and every followed file: new files, grown ones,
         rotated, truncated and deleted ones; files quiet long enough are finished."""
+        if self._watcher is not None:
+            self._watcher.watch({watched_directory(p) for p in self.cfg.paths})
         now = time.monotonic()
         # Files rotated away between two looks were written after the look before those.
         since = self._scanned_at[0]
@@ -615,13 +644,12 @@ class TailListener(Listener):
             while not self._stopping:
                 room = asyncio.ensure_future(buffer.wait_writable())
                 other = asyncio.ensure_future(self._rerouted.wait())
-                stop = asyncio.ensure_future(self._wake.wait())
+                stop = asyncio.ensure_future(self._stopped.wait())
                 await asyncio.wait([room, other, stop], return_when=asyncio.FIRST_COMPLETED)
                 for t in (room, other, stop):
                     t.cancel()
                 if room.done() or self._rerouted.is_set():
                     break
-                self._wake.clear()
             if self._rerouted.is_set():
                 return
 
@@ -710,4 +738,5 @@ class TailListener(Listener):
                 "cut_lines": self.counts["cut_lines"],
                 "closed_for_cap": self.counts["closed_for_cap"],
                 "checkpoints_written": self.store.writes,
+                "watching": "inotify" if self._watcher is not None else "polling",
                 "top_files": shown}

@@ -486,3 +486,18 @@ async def test_stats_show_files_by_lag_and_metrics_the_totals(
     assert 'logd_tail_files{listener="files_in"} 3' in metrics
     assert 'logd_tail_lag_bytes{listener="files_in"} 0' in metrics
     assert 'logd_listener_records_total{listener="files_in"} 6' in metrics
+
+
+async def test_inotify_finds_new_files_and_lines_before_the_next_poll(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    config = tail_file_config(out, [f"{src}/*.log"], poll_interval="60s")
+    async with run_daemon(config, tmp_path) as d:
+        assert tail_stats(d)["watching"] == "inotify"
+        await asyncio.sleep(0.2)  # past the first look: only inotify can tell of the file
+        (src / "late.log").write_bytes(b"first\n")
+        await all_arrived(out, 1, timeout=20)
+        with open(src / "late.log", "ab") as f:
+            f.write(b"second\n")
+        await all_arrived(out, 2, timeout=20)
+        assert await d.stop() == 0
+    assert output_lines(out) == [b"first", b"second"]
