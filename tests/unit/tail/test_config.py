@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from logd.config import ConfigError, loads
@@ -57,3 +59,15 @@ def test_an_unknown_format_names_the_choices() -> None:
 def test_pod_and_namespace_are_file_path_fields() -> None:
     cfg = loads(BASE.replace("{app}.log", "{namespace}/{pod}.log") + 'paths = ["/x"]\n')
     assert cfg.outputs["files"].path == "/tmp/x/{namespace}/{pod}.log"
+
+
+def test_the_commented_examples_in_etc_logd_toml_load() -> None:
+    from testkit.harness import REPO
+    text = (REPO / "etc" / "logd.toml").read_text()
+    start = text.index("# [listeners.app_files]")
+    block = text[start:text.index("# -- outputs", start)]
+    setting = re.compile(r"# (\[listeners\.\w+\]|\w+ = .*)$")
+    uncommented = "\n".join(m[1] for x in block.splitlines() if (m := setting.match(x)))
+    cfg = loads(BASE.replace("[listeners.app_files]\ntype = \"tail\"\n", "") + uncommented)
+    assert cfg.listeners["app_files"].multiline.max_lines == 500
+    assert cfg.listeners["containers"].format == "cri"
