@@ -64,6 +64,7 @@ log = logging.getLogger("logd.tail")
 READS_PER_TURN = 8  # windows read from one file before the next file's turn
 MTIME_SLACK_S = 0.1
 MIN_SCAN_GAP_S = 0.01  # looks that inotify asks for, at most this often
+WATCHED_POLL_FACTOR = 10
 FINISHED_KEPT_S = 60.0  # finished files are not taken for new rotated ones for this long
 
 
@@ -166,7 +167,12 @@ class TailListener(Listener):
         self._stopped = asyncio.Event()
         self._wake = asyncio.Event()  # something to do before the next poll: a change, a stop
         self._watcher: Watcher | None = None
-        self._changed = False  # inotify saw a change since the last look
+        self._changed = False  # inotify saw a file created, renamed, deleted
+        self._written: set[str] = set()  # paths inotify saw written since the last look
+        self._no_room = False  # this look found no descriptor to free: stop trying
+        self._in_flight: set[FollowedFile] = set()  # files with records not yet secured
+        self._changes = 0  # files followed, forgotten, moved, truncated: the checkpoint's
+        self._saved_changes = -1
         self._scan_cost = 0.0  # seconds the last look took
         self._done = asyncio.Event()
         self._rerouted = asyncio.Event()
@@ -175,6 +181,7 @@ class TailListener(Listener):
         self._blocked: list[Any] = []  # full buffers a hand-over outside a read met
         self._scanned_at = (time.time(), time.time())  # the last two looks
         self._at_paths: dict[str, FileId] = {}  # what each path named at the last look
+        self._at_path_files: dict[str, FollowedFile] = {}  # and the files followed there
         self._finished: dict[FileId, float] = {}  # finished and forgotten, when
         self.records = 0
         self.bytes_in = 0
@@ -231,6 +238,9 @@ class TailListener(Listener):
             while not self._stopping:
                 progressed = await self._read_round()
                 now = loop.time()
+                if self._written:
+                    self._look_at_written()
+                    progressed = progressed or bool(self._ready)
                 if self._changed:
                     # A change seen by inotify: look soon, but a look at many files costs,
                     # so not more often than a few times its own cost.
@@ -249,11 +259,12 @@ class TailListener(Listener):
                     self._scan()
                     self._scan_cost = loop.time() - now
                     self._scanned_mono = now
-                    next_scan = now + self.cfg.poll_interval
+                    next_scan = now + self._poll_period()
                     if self._checkpoints and not self._rescan:
                         # Every file there is was looked at (none waits for a descriptor):
                         # what the last run knew and is not followed now is gone.
                         self._checkpoints = {}
+                        self._changes += 1
                 if self._blocked:
                     blocked, self._blocked = self._blocked, []
                     await self._wait_for_room(blocked)
@@ -296,11 +307,45 @@ class TailListener(Listener):
     def routes_changed(self) -> None:
         self._rerouted.set()
 
-    def _on_change(self) -> None:
-        self._changed = True
+    def _on_change(self, written: set[str], other: bool) -> None:
+        self._written |= written
+        self._changed = self._changed or other
         self._wake.set()
 
+    def _look_at_written(self) -> None:
+        """Files inotify saw written: each looked at alone (a stat), not every path. One that
+        is not the file followed at its path (replaced) makes the next look a full one."""
+        written, self._written = self._written, set()
+        now = time.monotonic()
+        for path in written:
+            f = self._at_path_files.get(path)
+            if f is None:
+                if not self._excluded(path) and any(fnmatch.fnmatchcase(path, p)
+                                                    for p in self.cfg.paths):
+                    self._changed = True  # a file not followed yet
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                self._changed = True
+                continue
+            if FileId.of(st) != f.fid:
+                self._changed = True
+            elif f.is_open:
+                self._observe(f, st, now)
+            else:
+                self._changed = True  # closed for the cap: reopened by a look
+
     # -- finding files --
+
+    def _poll_period(self) -> float:
+        """Every poll_interval; when inotify reports every change at the paths, a look at
+        all of them is only a safety net (files written after a deletion, events lost), made
+        WATCHED_POLL_FACTOR times less often: many files cost little while quiet."""
+        watcher = self._watcher
+        if watcher is not None and watcher.covers(self.cfg.paths):
+            return self.cfg.poll_interval * WATCHED_POLL_FACTOR
+        return self.cfg.poll_interval
 
     def _matching_paths(self) -> list[str]:
         found: list[str] = []
@@ -314,6 +359,8 @@ class TailListener(Listener):
         return found
 
     def _excluded(self, path: str) -> bool:
+        if not self.cfg.exclude:
+            return False
         name = os.path.basename(path)
         return any(fnmatch.fnmatchcase(name, x) or fnmatch.fnmatchcase(path, x)
                    for x in self.cfg.exclude)
@@ -342,9 +389,12 @@ class TailListener(Listener):
             if at_paths.get(path) != fid:  # rotated since the last look
                 self._find_rotated_since(path, since, seen)
         self._at_paths = at_paths
+        self._no_room = False
         for fid, f in list(self.files.items()):
             hit = seen.pop(fid, None)
             if hit is not None:
+                if f.path != hit[0] or not f.at_path:
+                    self._changes += 1
                 f.path = hit[0]
                 f.at_path = True
                 if not f.is_open and (hit[1].st_size != f.size
@@ -368,6 +418,9 @@ class TailListener(Listener):
             self._finish_if_done(f, now)
         for fid, (path, st) in seen.items():
             self._follow_new(fid, path, st, first)
+        files = self.files
+        self._at_path_files = {path: files[fid] for path, fid in at_paths.items()
+                               if fid in files}
         self._flush_held(now)
 
     def _observe(self, f: FollowedFile, st: os.stat_result, now: float) -> None:
@@ -384,6 +437,8 @@ class TailListener(Listener):
                      extra={"listener": self.name, "path": f.path, "read": f.offset,
                             "size": size})
             f.truncated()
+            self._in_flight.discard(f)
+            self._changes += 1
             f.quiet_since = now
         if size != f.size:
             f.quiet_since = now
@@ -433,6 +488,7 @@ class TailListener(Listener):
         f.last_active = f.quiet_since
         self.files[fid] = f
         self._open[fid] = f
+        self._changes += 1
         self.counts["files_seen"] += 1
         if f.has_news:
             self._ready[fid] = f
@@ -508,6 +564,7 @@ class TailListener(Listener):
                     continue
                 if FileId.of(st) == f.fid:
                     f.path = path
+                    self._changes += 1
                     if self._reopen(f):
                         return True
         self.errors["lost_closed_file"] += 1
@@ -524,12 +581,15 @@ class TailListener(Listener):
         again later (at its path, read to its end) if need be; False when none can."""
         if len(self._open) < self.cfg.max_open_files:
             return True
+        if self._no_room:
+            return False
         for fid, f in self._open.items():
             if f.at_path and not f.has_news and fid not in self._ready:
                 f.close()
                 del self._open[fid]
                 self.counts["closed_for_cap"] += 1
                 return True
+        self._no_room = True  # until the next look: every open file has lines to give
         return False
 
     def _reopen(self, f: FollowedFile) -> bool:
@@ -542,6 +602,7 @@ class TailListener(Listener):
         return True
 
     def _forget(self, f: FollowedFile) -> None:
+        self._changes += 1
         f.close()
         self.files.pop(f.fid, None)
         self._open.pop(f.fid, None)
@@ -623,6 +684,7 @@ class TailListener(Listener):
         blocked = self.router.dispatch(batch, receipt)
         f.offset += decoded.consumed
         f.pending.append((f.offset, receipt))
+        self._in_flight.add(f)
         f.records += batch.count
         f.last_active = time.monotonic()
         if f.fingerprint.length < FINGERPRINT_BYTES:
@@ -667,6 +729,7 @@ class TailListener(Listener):
             if decoded.batch is not None:
                 self._hand_over_now(f, decoded)
         f.finished = True
+        self._in_flight.add(f)  # forgotten once all it gave is secured
         f.close()
         self._open.pop(f.fid, None)
         self.counts["deleted_closed" if f.deleted else "rotated_closed"] += 1
@@ -697,22 +760,33 @@ class TailListener(Listener):
             await self._save()
 
     async def _save(self) -> None:
-        """Write, for each file, the offset before which everything is secured. Files done
-        with (finished, all secured) leave the checkpoint."""
-        out: dict[FileId, Checkpoint] = dict(self._checkpoints)  # not yet found again
-        for fid, f in list(self.files.items()):
-            committed = f.secured_to()
-            if f.finished and not f.pending:
-                self._forget(f)
-                self._finished[fid] = time.monotonic()
-                continue
-            f.refresh_fingerprint()
-            out[fid] = Checkpoint(f.path, committed, f.fingerprint)
+        """Write, for each file, the offset before which everything is secured, when any
+        moved or the files changed. Files done with (finished, all secured) leave the
+        checkpoint. Only files with records in flight are looked at, not every file."""
+        changes = self._changes
+        moved = changes != self._saved_changes
+        for f in list(self._in_flight):
+            before = f.committed
+            f.secured_to()
+            moved = moved or f.committed != before
+            if not f.pending:
+                self._in_flight.discard(f)
+                if f.finished:
+                    self._forget(f)
+                    self._finished[f.fid] = time.monotonic()
+                    moved = True
+        if not moved:
+            return
         old = time.monotonic() - FINISHED_KEPT_S
         self._finished = {k: t for k, t in self._finished.items() if t > old}
+        out: dict[FileId, Checkpoint] = dict(self._checkpoints)  # not yet found again
+        for fid, f in self.files.items():
+            out[fid] = Checkpoint(f.path, f.committed, f.fingerprint)
+        self._saved_changes = changes
         try:
             await asyncio.to_thread(self.store.save, out)
         except OSError as e:
+            self._saved_changes = -1  # written again next time
             self.errors["checkpoint_failed"] += 1
             self.ratelog.error("checkpoint", "cannot write the checkpoint; tried again",
                                listener=self.name, path=self.store.path, error=str(e))

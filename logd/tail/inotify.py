@@ -1,6 +1,7 @@
 """Directory watches through Linux inotify (libc, by ctypes): a change in a directory the
-globs point at (a file created, written, renamed, deleted) wakes the tail listener, which
-then looks at the files at once rather than at its next poll.
+globs point at wakes the tail listener. A file written is looked at alone (one stat); a
+file created, renamed or deleted (or events lost) makes the listener look at every path
+at once rather than at its next poll.
 
 Only the directories named before the first wildcard of each glob are watched, not their
 subdirectories: polling still finds everything, inotify only makes it sooner. Where inotify
@@ -14,6 +15,7 @@ import ctypes
 import ctypes.util
 import glob
 import os
+import struct
 from collections.abc import Callable
 
 IN_MODIFY = 0x002
@@ -23,7 +25,9 @@ IN_CREATE = 0x100
 IN_DELETE = 0x200
 IN_DELETE_SELF = 0x400
 IN_MOVE_SELF = 0x800
+IN_Q_OVERFLOW = 0x4000
 IN_CLOEXEC = 0o2000000
+_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of NUL-padded name
 IN_NONBLOCK = 0o4000
 _MASK = (IN_MODIFY | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF
          | IN_MOVE_SELF)
@@ -48,6 +52,7 @@ class Watcher:
         self.fd = fd
         self._libc = libc
         self.directories: set[str] = set()
+        self._dir_of: dict[int, str] = {}  # watch descriptor -> directory
 
     @classmethod
     def open(cls) -> Watcher | None:
@@ -61,25 +66,50 @@ class Watcher:
     def watch(self, directories: set[str]) -> None:
         """Watch these directories (those that exist; tried again at each call)."""
         for d in directories - self.directories:
-            if self._libc.inotify_add_watch(self.fd, os.fsencode(d), _MASK) >= 0:
+            wd = self._libc.inotify_add_watch(self.fd, os.fsencode(d), _MASK)
+            if wd >= 0:
                 self.directories.add(d)
+                self._dir_of[wd] = d
 
-    def drain(self) -> None:
-        """Read the pending events: that there were some is all the listener needs."""
+    def drain(self) -> tuple[set[str], bool]:
+        """The pending events: the paths of files written, and whether anything else
+        happened (a file created, renamed or deleted, a watched directory gone, events
+        lost)."""
+        written: set[str] = set()
+        other = False
         while True:
             try:
-                if not os.read(self.fd, 65536):
-                    return
+                data = os.read(self.fd, 65536)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError:
-                return
+                return written, True
+            if not data:
+                break
+            off = 0
+            while off + _HEADER.size <= len(data):
+                wd, mask, _, length = _HEADER.unpack_from(data, off)
+                name = data[off + _HEADER.size:off + _HEADER.size + length].rstrip(b"\0")
+                off += _HEADER.size + length
+                directory = self._dir_of.get(wd)
+                if mask & IN_MODIFY and name and directory is not None:
+                    written.add(os.path.join(directory, os.fsdecode(name)))
+                elif mask & ~IN_MODIFY:
+                    other = True
+                    if mask & (IN_DELETE_SELF | IN_MOVE_SELF) and directory is not None:
+                        self.directories.discard(directory)  # watched again once back
+        return written, other
 
-    def attach(self, loop: object, changed: Callable[[], None]) -> None:
+    def attach(self, loop: object, changed: Callable[[set[str], bool], None]) -> None:
         def on_readable() -> None:
-            self.drain()
-            changed()
+            changed(*self.drain())
         loop.add_reader(self.fd, on_readable)  # type: ignore[attr-defined]
+
+    def covers(self, patterns: tuple[str, ...]) -> bool:
+        """Whether every file the globs name is in a watched directory (no wildcard before
+        the last path component): then the events tell of every change at a path."""
+        return all(watched_directory(p) in self.directories
+                   and not glob.has_magic(os.path.dirname(p)) for p in patterns)
 
     def close(self, loop: object) -> None:
         if self.fd >= 0:
