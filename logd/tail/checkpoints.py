@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,9 @@ class CheckpointStore:
         self.errors = 0
         self._last: bytes | None = None
         self.saved_at: float | None = None  # when the checkpoint loaded was written
+        # Saves run in worker threads; one whose caller was cancelled (a stop) still runs
+        # to its end, and the next waits for it rather than share its temporary file.
+        self._lock = threading.Lock()
 
     def exists(self) -> bool:
         return os.path.exists(self.path)
@@ -68,7 +72,11 @@ class CheckpointStore:
         return out
 
     def save(self, checkpoints: dict[FileId, Checkpoint]) -> bool:
-        """Write them all, atomically; False (logged by the caller) when it failed."""
+        """Write them all, atomically (OSError when that failed)."""
+        with self._lock:
+            return self._save(checkpoints)
+
+    def _save(self, checkpoints: dict[FileId, Checkpoint]) -> bool:
         doc: dict[str, Any] = {"version": VERSION, "files": {
             fid.key(): {"path": c.path, "offset": c.offset, "fp_len": c.fingerprint.length,
                         "fp": c.fingerprint.digest}
