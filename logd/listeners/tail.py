@@ -798,7 +798,7 @@ class TailListener(Listener):
         files = self.files.values()
         top = heapq.nlargest(self.cfg.stats_files, files, key=lambda f: f.lag)
         shown: dict[str, TailFileStats] = {
-            f.path: {"offset": f.offset, "committed": f.committed, "size": f.size,
+            _shown_name(f): {"offset": f.offset, "committed": f.committed, "size": f.size,
                      "lag": f.lag, "open": f.is_open, "at_path": f.at_path,
                      "records": f.records} for f in top}
         return {"type": "tail", "connections": len(self._open),
@@ -815,3 +815,11 @@ class TailListener(Listener):
                 "checkpoints_written": self.store.writes,
                 "watching": "inotify" if self._watcher is not None else "polling",
                 "top_files": shown}
+
+
+def _shown_name(f: FollowedFile) -> str:
+    """A file's name in stats: its path, marked when the path no longer names it (a rotated
+    file and the new one at its path are both shown)."""
+    if f.at_path:
+        return f.path
+    return f"{f.path} ({'deleted' if f.deleted else 'rotated'} {f.fid.key()})"

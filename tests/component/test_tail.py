@@ -501,3 +501,23 @@ async def test_inotify_finds_new_files_and_lines_before_the_next_poll(
         await all_arrived(out, 2, timeout=20)
         assert await d.stop() == 0
     assert output_lines(out) == [b"first", b"second"]
+
+
+async def test_a_reload_that_changes_the_listener_repeats_and_skips_nothing(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    w = LogFileWriter(str(src / "app.log"), size=100)
+    w.write(20_000)
+    config = tail_file_config(out, [f"{src}/*.log"])
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 20_000)
+        w.write(20_000)
+        d.config_path.write_text(config.replace('rotate_wait = "300ms"',
+                                                'rotate_wait = "1s"'))
+        result = await d.daemon.reload()  # what SIGHUP and `logctl reload` do
+        assert result["applied"] and "listener files_in changed" in result["changes"], result
+        w.write(10_000)
+        await all_arrived(out, 50_000)
+        await asyncio.sleep(0.3)
+        assert await d.stop() == 0
+    w.close()
+    assert_exactly_once(output_lines(out), 50_000)
