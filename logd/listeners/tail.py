@@ -235,7 +235,7 @@ class TailListener(Listener):
                 for path in checkpointed:
                     self._find_rotated_since(path, self.store.saved_at, {})
             await self._save()
-            next_scan = loop.time() + self.cfg.poll_interval
+            next_scan = next_tick = loop.time() + self.cfg.poll_interval
             while not self._stopping:
                 progressed = await self._read_round()
                 now = loop.time()
@@ -248,10 +248,14 @@ class TailListener(Listener):
                     self._changed = False
                     next_scan = min(next_scan, self._scanned_mono + max(
                         MIN_SCAN_GAP_S, 4 * self._scan_cost))
-                if not progressed and now < next_scan and not self._rescan:
+                if now >= next_tick and now < next_scan:
+                    self._tick()
+                    next_tick = now + self.cfg.poll_interval
+                if not progressed and now < min(next_scan, next_tick) and not self._rescan:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), next_scan - now)
+                        await asyncio.wait_for(self._wake.wait(),
+                                               min(next_scan, next_tick) - now)
                     continue
                 if self._stopping:
                     break
@@ -261,6 +265,7 @@ class TailListener(Listener):
                     self._scan_cost = loop.time() - now
                     self._scanned_mono = now
                     next_scan = now + self._poll_period()
+                    next_tick = now + self.cfg.poll_interval
                     if self._checkpoints and not self._rescan:
                         # Every file there is was looked at (none waits for a descriptor):
                         # what the last run knew and is not followed now is gone.
@@ -715,6 +720,20 @@ class TailListener(Listener):
                     break
             if self._rerouted.is_set():
                 return
+
+    def _tick(self) -> None:
+        """Between full looks (inotify covers the paths): files no longer at their path,
+        which inotify does not follow, are looked at through their descriptor, and held
+        multiline groups whose timeout passed go out."""
+        now = time.monotonic()
+        for f in [f for f in self.files.values() if not f.at_path and f.is_open]:
+            st = os.fstat(f.fd)
+            if st.st_nlink == 0 and not f.deleted:
+                f.deleted = True
+                self.counts["deleted"] += 1
+            self._observe(f, st, now)
+            self._finish_if_done(f, now)
+        self._flush_held(now)
 
     def _finish_if_done(self, f: FollowedFile, now: float) -> None:
         """A file no longer at its path, read to its end and quiet for rotate_wait: its last

@@ -312,12 +312,16 @@ Caused by: java.io.IOException: disk
 async def test_multiline_keeps_java_stack_traces_whole(tmp_path: Path, src: Path,
                                                        out: Path) -> None:
     (src / "app.log").write_bytes(JAVA)
+    # Full looks every 5 s (inotify covers the directory): the timeout is kept between them.
     config = tail_file_config(
-        out, [f"{src}/*.log"], output_extra='format = "json"',
+        out, [f"{src}/*.log"], output_extra='format = "json"', poll_interval="500ms",
         listener_extra="multiline = { start = '^\\d{4}-', max_lines = 50, timeout = '200ms' }")
     async with run_daemon(config, tmp_path) as d:
+        started = time.monotonic()
         await all_arrived(out, 3)
+        waited = time.monotonic() - started
         assert await d.stop() == 0
+    assert waited < 4, waited
     messages = [orjson.loads(x)["message"] for x in output_lines(out)]
     trace, nxt, last = JAVA.decode().split("\n2026")[0], "2026-01-01 12:00:01 INFO next " \
         "request", "2026-01-01 12:00:02 INFO last one, then quiet"
