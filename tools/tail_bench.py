@@ -83,6 +83,14 @@ def _cpu(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
+def _peak_rss(pid: int) -> int:
+    """A process's peak resident set (VmHWM), as logd's is measured."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def _result(count: int, elapsed: float, cpu: float, rss: float) -> dict[str, float]:
     return {"lines_per_s": count / elapsed, "cpu_us_per_line": 1e6 * cpu / count,
             "cpu_pct": 100 * cpu / elapsed, "peak_rss_mb": rss, "seconds": elapsed}
@@ -140,7 +148,7 @@ def rsyslog_run(workdir: Path, count: int, size: int) -> dict[str, Any] | None:
         _wait_for_size(workdir / "out" / "rsyslog.log", expected, proc, "rsyslogd")
         elapsed = time.perf_counter() - t0
         cpu = _cpu(proc) - cpu0
-        rss = proc.memory_info().rss / 2**20
+        rss = _peak_rss(p.pid) / 2**20
     finally:
         p.send_signal(signal.SIGTERM)
         try:
