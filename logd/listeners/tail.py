@@ -222,10 +222,12 @@ class TailListener(Listener):
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        self._done.clear()  # run again after a crash: a stop waits for this run
         saver = loop.create_task(self._checkpoint_every())
-        self._watcher = Watcher.open()
-        if self._watcher is not None:
-            self._watcher.attach(loop, self._on_change)
+        if self._watcher is None:
+            self._watcher = Watcher.open()
+            if self._watcher is not None:
+                self._watcher.attach(loop, self._on_change)
         try:
             checkpointed = {cp.path for cp in self._checkpoints.values()}
             self._scan(first=True)
