@@ -554,7 +554,10 @@ class TailListener(Listener):
             if self._stopping or not f.is_open:
                 return progressed
             try:
-                data = os.pread(f.fd, window, f.offset)
+                # In a worker thread: a read that has to wait for the disk must not stop
+                # the loop (other listeners, outputs); the copy runs without the GIL.
+                data = await asyncio.get_running_loop().run_in_executor(
+                    None, os.pread, f.fd, window, f.offset)
             except OSError as e:
                 self.errors["read_failed"] += 1
                 self.ratelog.error(f"read:{f.path}", "cannot read a followed file",
