@@ -53,6 +53,8 @@ READS_PER_TURN = 8  # windows read from one file before the next file's turn
 MTIME_SLACK_S = 0.1
 MIN_SCAN_GAP_S = 0.01  # looks that inotify asks for, at most this often
 WATCHED_POLL_FACTOR = 10
+# Rotated files a rotation compresses (logrotate's compress) are new files, not lines.
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".Z")
 FINISHED_KEPT_S = 60.0  # finished files are not taken for new rotated ones for this long
 
 
@@ -454,7 +456,7 @@ class TailListener(Listener):
         except OSError:
             return
         for name in names:
-            if not name.startswith(base) or name == base:
+            if not name.startswith(base) or name == base or name.endswith(COMPRESSED):
                 continue
             other = os.path.join(directory, name)
             try:
