@@ -525,3 +525,21 @@ async def test_a_reload_that_changes_the_listener_repeats_and_skips_nothing(
         assert await d.stop() == 0
     w.close()
     assert_exactly_once(output_lines(out), 50_000)
+
+
+async def test_a_compressed_rotation_beside_the_path_is_not_read(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    import gzip
+    w = LogFileWriter(str(src / "app.log"), size=60, rotation="rename", rotate_lines=10**9)
+    w.write(100)
+    async with run_daemon(tail_file_config(out, [f"{src}/app.log"]), tmp_path) as d:
+        await all_arrived(out, 100)
+        w.rotate()  # app.log -> app.log.1, then compressed as logrotate's compress does
+        (src / "app.log.1.gz").write_bytes(gzip.compress((src / "app.log.1").read_bytes()))
+        (src / "app.log.1").unlink()
+        w.write(50)
+        await all_arrived(out, 150)
+        await asyncio.sleep(0.5)  # several looks: the .gz would have been read by now
+        assert await d.stop() == 0
+    w.close()
+    assert_exactly_once(output_lines(out), 150)
