@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 PREFIX ?= /usr/local
 
 # ruff finds the .py files under a folder; the scripts in tools/ are named one by one.
-LINTED := logd tests tools tools/loadgen tools/bench tools/analyzer
+LINTED := logd tests tools tools/loadgen tools/bench tools/analyzer tools/filegen
 
 .PHONY: run test test-deps lint bench check-config install clean
 

@@ -161,10 +161,27 @@ def render_listeners(listeners: dict[str, Any]) -> str:
                     f"{_num(s.get('otlp_rejected_records', 0))} rejected, "
                     f"{_num(s.get('otlp_decode_errors', 0))} undecodable")
             detail = f"{otlp}, {detail}" if detail else otlp
+        if s.get("type") == "tail":
+            tail = (f"{_num(s.get('files', 0))} files, {_num(s.get('open_files', 0))} open, "
+                    f"lag {_bytes(s.get('lag_bytes', 0))}, rotations {s.get('rotations', 0)}, "
+                    f"truncations {s.get('truncations', 0)}")
+            detail = f"{tail}, {detail}" if detail else tail
         rows.append([name, s.get("type", "?"), _num(s.get("connections", 0)),
                      _num(s.get("records", 0)), _bytes(s.get("bytes", 0)),
                      _num(sum(errors.values())), detail or "-"])
-    return _table(["LISTENER", "TYPE", "CONNS", "RECORDS", "BYTES", "ERRORS", "DETAIL"], rows)
+    table = _table(["LISTENER", "TYPE", "CONNS", "RECORDS", "BYTES", "ERRORS", "DETAIL"], rows)
+    files = [_tail_files(name, s) for name, s in listeners.items()
+             if s.get("type") == "tail" and s.get("top_files")]
+    return "\n\n".join([table, *files])
+
+
+def _tail_files(name: str, s: dict[str, Any]) -> str:
+    """A tail listener's files with the most left to read (its stats_files of them)."""
+    rows = [[path, _bytes(f["offset"]), _bytes(f["size"]), _bytes(f["lag"]),
+             "open" if f["open"] else "closed", "-" if f["at_path"] else "rotated/deleted"]
+            for path, f in s["top_files"].items()]
+    return f"{name}: files by lag\n" + _table(["FILE", "OFFSET", "SIZE", "LAG", "FD", "STATE"],
+                                               rows)
 
 
 def render_outputs(outputs: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ LISTENERS: dict[str, Kind] = {
     "analyzer": Kind("logd.outputs.analyzer_pool", "AnalyzerListenerConfig", "AnalyzerPool"),
     "kafka": Kind("logd.listeners.kafka", "KafkaListenerConfig", "KafkaListener"),
     "syslog": Kind("logd.listeners.syslog", "SyslogListenerConfig", "syslog_listener"),
+    "tail": Kind("logd.listeners.tail", "TailListenerConfig", "TailListener"),
 }
 
 OUTPUTS: dict[str, Kind] = {

@@ -71,6 +71,31 @@ class KafkaListenerStats(ListenerStats, total=False):
     reread: int
 
 
+class TailFileStats(TypedDict):
+    offset: int                 # read up to
+    committed: int              # secured (checkpointed) up to
+    size: int
+    lag: int                    # bytes not yet read
+    open: bool
+    at_path: bool               # false: rotated away or deleted, read to its end
+    records: int
+
+
+class TailListenerStats(ListenerStats, total=False):
+    files: int                  # followed
+    open_files: int
+    lag_bytes: int              # not yet read, all files
+    rotations: int
+    truncations: int
+    deleted: int
+    inode_reused: int
+    cut_lines: int
+    closed_for_cap: int
+    checkpoints_written: int
+    watching: str               # "inotify" (and polling), or "polling" alone
+    top_files: dict[str, TailFileStats]   # the stats_files with most lag, by path
+
+
 class BufferStats(TypedDict, total=False):
     buffer: str                 # "memory" or "disk"
     spool_bytes: int

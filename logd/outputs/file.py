@@ -53,10 +53,10 @@ from logd.stats import FileOutputStats
 
 log = logging.getLogger("logd.file")
 
-TEMPLATE_FIELDS = {"app", "event", "date", "severity", "source", "host"}
+TEMPLATE_FIELDS = {"app", "event", "date", "severity", "source", "host", "pod", "namespace"}
 # Replaced by the config loader, before this output sees the path: one value per process.
 LOAD_TIME_FIELDS = {"instance"}
-_PER_RECORD = {"app", "event", "severity", "host"}
+_PER_RECORD = {"app", "event", "severity", "host", "pod", "namespace"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
 
 
@@ -65,7 +65,7 @@ class FileOutputConfig:
     type: str = setting("file", one_of("file"))
     path: str = setting("./var/log/{app}.log", to_nonempty_str,
                         "file path template: {app} {event} {date} {severity} {source} "
-                        "{host} {instance}")
+                        "{host} {pod} {namespace} {instance}")
     format: str = setting("raw", one_of("raw", "json"),
                           "raw: payload + LF; json: one object per line (ts, severity, app, "
                           "source, message)")
@@ -151,7 +151,7 @@ class FileOutput(Output):
 
     async def start(self) -> None:
         probe = self.cfg.path.format(app="_", event="_", date="_", severity="_", source="_",
-                                     host="_")
+                                     host="_", pod="_", namespace="_")
         directory = os.path.dirname(os.path.abspath(probe))
         # Fail fast on a directory we can never write, rather than at the first record.
         top = directory
@@ -260,10 +260,10 @@ class FileOutput(Output):
         return failed
 
     def _path_for(self, batch: Batch, obj: dict[str, Any] | None, sev: int | None) -> str:
-        event = host = None
+        event = host = pod = namespace = None
         if obj is not None:
-            event = obj.get("event")
-            host = obj.get("host")
+            event, host = obj.get("event"), obj.get("host")
+            pod, namespace = obj.get("pod"), obj.get("namespace")
         return self.cfg.path.format(
             app=_safe(app_of(obj, batch.source)),
             event=_safe(event) if event is not None else "default",
@@ -271,6 +271,9 @@ class FileOutput(Output):
             severity=severity_name(sev) if sev is not None else "info",
             source=batch.source,
             host=_safe(host) if host is not None else "unknown",
+            # Container log records (the tail listener's cri and docker formats) carry them.
+            pod=_safe(pod) if pod is not None else "none",
+            namespace=_safe(namespace) if namespace is not None else "none",
         )
 
     async def _append(self, path: str, batch: Batch, indices: list[int] | None,
