@@ -168,11 +168,19 @@ scenario asks for is reading and testing them all.
 Both tools write each kept record as it was received plus LF, to one file, flushed each
 second, never fsynced; both read lines from 127.0.0.1 over TCP; both slow the sender down
 rather than drop when full (logd: a 64 MiB memory buffer, `when_full = "block"`; rsyslog: a
-main queue of as many records as 64 MiB holds, and inputs wait for room). rsyslog runs in
-the foreground (`-n`) with its own pid file and work folder, and parses JSON with
-mmjsonparse (`cookie=""`: Debian 12's 8.2302 has no find-json mode) only in `json_filter`.
-Its other settings are its defaults: one main queue worker thread, imptcp's two input
-threads.
+main queue of as many records as 64 MiB holds, and the input waits up to 60 s for room).
+rsyslog runs in the foreground (`-n`) with its own pid file and work folder, and parses JSON
+with mmjsonparse (`cookie=""` and `useRawMsg="on"`: Debian 12's 8.2302 has no find-json
+mode) only in `json_filter`; its conditions test `$rawmsg`, the line as received, as logd's
+bare words test the payload (case-sensitive substrings). imptcp's `flowControl` is off: it
+sleeps the sender while the queue is only near full, to keep room for inputs that cannot
+wait (UDP), and halved rsyslog's throughput in trials here; with it off the input waits
+only when the queue is full, as logd's listeners do. The rest are rsyslog's defaults: one
+main queue worker thread (two were slower on two cores), imptcp's two input threads.
+
+logd writes with O_DIRECT (its default), so its records reach the disk within the run;
+rsyslog writes through the page cache, and the kernel writes them out later (after its
+run, when the run is short). On a slow disk that favours rsyslog.
 
 {config_blocks}
 """

@@ -32,7 +32,8 @@ def test_a_config_listens_with_imptcp_and_writes_the_raw_line(name: str,
                                                               tmp_path: Path) -> None:
     scenario = SCENARIOS[name]
     text = render(setup_for(scenario, tmp_path))
-    assert 'input(type="imptcp" address="127.0.0.1" port="40514" ruleset="bench")' in text
+    assert ('input(type="imptcp" address="127.0.0.1" port="40514" ruleset="bench"\n'
+            '      flowControl="off")') in text
     assert 'string="%rawmsg%\\n"' in text and 'asyncWriting="on"' in text
     assert f'queue.size="{queue_records(scenario.size + 1)}"' in text
     assert ("mmjsonparse" in text) == (name == "json_filter")
