@@ -26,7 +26,13 @@ from benchkit.results import (
     summarize,
     write_csv,
 )
-from benchkit.sampler import LineCounter, ProcessMeter, sample_every_second, wait_until_settled
+from benchkit.sampler import (
+    GrowthCounter,
+    ProcessMeter,
+    count_lines,
+    sample_every_second,
+    wait_until_settled,
+)
 from benchkit.scenarios import SCENARIOS, Scenario, pick
 from benchkit.sender import Sender, command, loadgen_args
 from testkit.harness import REPO
@@ -123,13 +129,14 @@ class Comparison:
 
     def measure(self, peer: Peer, scenario: Scenario, running: Running, key: str) -> None:
         args = self.args
-        lines = LineCounter(running.out_dir)
+        records = GrowthCounter(running.out_dir, scenario.size + 1)
+        keeps_all = scenario.logd_match == "*"
         check = loadgen_args(scenario, running.port, count=args.check_count)
         self.commands[f"{key}: filter check"] = command(check)
         checked = Sender(check).wait(timeout=SETTLE_TIMEOUT)
-        keeps_all = scenario.logd_match == "*"
-        check_written = wait_until_settled(lines, SETTLE_QUIET, SETTLE_TIMEOUT,
-                                           expected=checked.records if keeps_all else None)
+        settled = wait_until_settled(records, SETTLE_QUIET, SETTLE_TIMEOUT,
+                                     expected=checked.records if keeps_all else None)
+        check_written = self.counted(key, records, settled)
         say(f"{key}: filter check: {check_written:,} of {checked.records:,} written")
 
         timed = loadgen_args(scenario, running.port,
@@ -140,16 +147,17 @@ class Comparison:
         sender = Sender(timed)
         try:
             time.sleep(args.warmup)
-            for tick in sample_every_second(meter, lines, args.duration):
+            for tick in sample_every_second(meter, records, args.duration):
                 self.samples.append(Sample(peer.name, scenario.name, tick.second,
                                            tick.records, tick.cpu_percent, tick.rss_bytes))
             sent = sender.wait(timeout=args.duration + args.warmup + SETTLE_TIMEOUT)
         finally:
             sender.kill()
         load_cpu = meter.cpu_seconds() - cpu_before
-        total = wait_until_settled(lines, SETTLE_QUIET, SETTLE_TIMEOUT,
-                                   expected=check_written + sent.records if keeps_all else None)
-        written = total - check_written
+        settled = wait_until_settled(records, SETTLE_QUIET, SETTLE_TIMEOUT,
+                                     expected=check_written + sent.records if keeps_all
+                                     else None)
+        written = self.counted(key, records, settled) - check_written
         say(f"{key}: timed load: {sent.records:,} sent in {sent.seconds:.1f} s, "
             f"{written:,} written")
         if keeps_all and (written != sent.records or check_written != checked.records):
@@ -158,6 +166,18 @@ class Comparison:
                 f"{checked.records:,} (check) and {written:,} of {sent.records:,} (timed)")
         self.facts.append(RunFacts(peer.name, scenario.name, checked.records, check_written,
                                    sent.records, sent.seconds, written, load_cpu))
+
+    def counted(self, key: str, records: GrowthCounter, from_sizes: int) -> int:
+        """The records in the output files counted by their LFs, once the tool has settled;
+        a problem is noted when that is not what the sizes said (records of another length
+        than the load's, or a file ending inside a record)."""
+        lines = count_lines(records.folder)
+        size = records.bytes_now()
+        if lines != from_sizes or size != lines * records.record_bytes:
+            self.problems.append(
+                f"{key}: {lines:,} LFs in {size:,} bytes, but records of "
+                f"{records.record_bytes} bytes: {from_sizes:,} by size")
+        return lines
 
 
 def environment(args: argparse.Namespace, argv: list[str], peers: list[Peer]) -> Environment:

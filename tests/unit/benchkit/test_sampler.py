@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from benchkit.sampler import LineCounter, ProcessMeter, sample_every_second, wait_until_settled
+from benchkit.sampler import (
+    GrowthCounter,
+    ProcessMeter,
+    count_lines,
+    sample_every_second,
+    wait_until_settled,
+)
 
 
 class FakeClock:
@@ -24,28 +30,35 @@ class FakeClock:
         self.t += seconds
 
 
-def test_lines_are_counted_as_files_grow_and_appear(tmp_path: Path) -> None:
-    counter = LineCounter(tmp_path / "out")
+def test_records_are_counted_from_sizes_as_files_grow_and_appear(tmp_path: Path) -> None:
+    counter = GrowthCounter(tmp_path / "out", record_bytes=4)
     assert counter.poll() == 0                       # no folder yet
     (tmp_path / "out").mkdir()
     a = tmp_path / "out" / "a.log"
-    a.write_bytes(b"one\ntwo\nthree without its LF")
+    a.write_bytes(b"one\ntwo\nth")                 # a record cut short is not counted
     assert counter.poll() == 2
     with open(a, "ab") as f:
-        f.write(b" yet\nfour\n")
-    (tmp_path / "out" / "b.log").write_bytes(b"x\n" * 1000)
-    assert counter.poll() == 1004
-    assert counter.poll() == 1004                    # nothing new, nothing counted twice
+        f.write(b"r\nfou")
+    (tmp_path / "out" / "b.log").write_bytes(b"xyz\n" * 1000)
+    assert counter.poll() == 1003
+    assert count_lines(tmp_path / "out") == 1003
+
+
+def test_lines_are_counted_one_by_one_whatever_their_length(tmp_path: Path) -> None:
+    assert count_lines(tmp_path / "nothing") == 0
+    (tmp_path / "a.log").write_bytes(b"a\n" + b"long " * 2_000_000 + b"\nno LF yet")
+    (tmp_path / "b.log").write_bytes(b"\n\n")
+    assert count_lines(tmp_path) == 4
 
 
 def test_settled_at_the_expected_count_or_after_a_quiet_spell(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_bytes(b"x\n" * 10)
     clock = FakeClock()
-    assert wait_until_settled(LineCounter(tmp_path), quiet=3, timeout=60, expected=10,
+    assert wait_until_settled(GrowthCounter(tmp_path, 2), quiet=3, timeout=60, expected=10,
                               clock=clock, sleep=clock.sleep) == 10
     assert clock.t == 100.0                          # no waiting when the count is there
-    assert wait_until_settled(LineCounter(tmp_path), quiet=3, timeout=60, clock=clock,
+    assert wait_until_settled(GrowthCounter(tmp_path, 2), quiet=3, timeout=60, clock=clock,
                               sleep=clock.sleep) == 10
     assert 103.0 <= clock.t < 103.5
 
@@ -61,7 +74,7 @@ def test_a_count_that_keeps_growing_times_out(tmp_path: Path) -> None:
             f.write(b"x\n")
 
     with pytest.raises(TimeoutError, match="still growing after 5 s"):
-        wait_until_settled(LineCounter(tmp_path), quiet=3, timeout=5, clock=clock,
+        wait_until_settled(GrowthCounter(tmp_path, 2), quiet=3, timeout=5, clock=clock,
                            sleep=sleep_and_grow)
 
 
@@ -88,7 +101,7 @@ def test_a_busy_child_shows_one_core_its_memory_and_its_lines(tmp_path: Path) ->
         try:
             assert child.stdout is not None
             assert child.stdout.readline() == b"ready\n"
-            lines = LineCounter(out)
+            lines = GrowthCounter(out, len(b"line\n"))
             t0 = time.monotonic()
             ticks = list(sample_every_second(ProcessMeter(child.pid), lines, 2))
             elapsed = time.monotonic() - t0
