@@ -17,8 +17,9 @@ the tool reads them, so TCP backpressure sets the pace and records/s is the tool
 sustained throughput with that filter. Each tool gets the same records in the same order
 (the same loadgen seed and run id). A run is: start the tool; the filter check (a fixed
 count of distinct records, written counts compared between the tools); then the timed load:
-a warm-up, then CPU%, RSS and records written sampled every second (psutil for the process,
-LF bytes appended to its output files for records), then the load ends and the tool stops.
+a warm-up, then CPU%, RSS and records written sampled every second (psutil for the process;
+bytes appended to its output files over the record length for records, and the LFs in the
+files counted once it has settled, which must agree), then the load ends and the tool stops.
 The tools run one after the other, never together, with a cool-down in between. Records
 are the output of `loadgen --services`: `LEVEL service run-id conn seq words...` (levels
 70% INFO, 20% WARN, 8% ERROR, 2% DEBUG; services payment/auth/api-gateway/notification at

@@ -71,7 +71,9 @@ class RsyslogPeer:
         if path is None:
             return "rsyslogd: not installed"
         out = subprocess.run([path, "-v"], capture_output=True, text=True, check=False).stdout
-        return out.splitlines()[0].strip() if out else "rsyslogd: version unknown"
+        # "rsyslogd  8.2302.0 (aka 2023.02) compiled with:" and the feature list below it
+        first = out.splitlines()[0] if out else ""
+        return " ".join(first.replace("compiled with:", "").split()) or "rsyslogd: unknown"
 
     def start(self, workdir: Path, scenario: Scenario) -> Running:
         rsyslogd = rsyslogd_path()
