@@ -242,7 +242,13 @@ def main(argv: list[str]) -> int:
             return 2
     env = environment(args, argv, peers)
     comparison = Comparison(args, peers)
-    comparison.run_all(scenarios)
+    try:
+        comparison.run_all(scenarios)
+    except (RuntimeError, TimeoutError, AssertionError) as exc:
+        # A tool that would not start or stop, a sender that failed, output that never
+        # settled: the run's numbers would mean nothing, so none are written.
+        say(f"stopped: {exc}")
+        return 1
     ok = write_outputs(comparison, env, scenarios, args.out)
     say(f"wrote {args.out / 'results.csv'}, {args.out / 'report.md'} and the charts")
     return 0 if ok else 1
