@@ -69,7 +69,7 @@ bench-deps: $(BENCH_STAMP)
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog \
 			>/dev/null; }
 
-## bench-compare: logd against rsyslog, every scenario (~8 minutes), into bench-results/compare
+## bench-compare: logd against rsyslog, every scenario (~9 minutes), into bench-results/compare
 ## (more options: make bench-compare COMPARE_ARGS="--duration 60 --scenarios basic")
 bench-compare: bench-deps
 	$(BIN)/python tools/bench compare --out bench-results/compare $(COMPARE_ARGS)

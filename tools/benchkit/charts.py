@@ -51,7 +51,7 @@ def timeline(samples: list[Sample], scenario: str, path: Path) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="best")
     axes[-1].set_xlabel("second of the measured window")
     fig.suptitle(f"{scenario}: throughput, CPU and memory over time")
     fig.tight_layout()
