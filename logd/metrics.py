@@ -129,6 +129,18 @@ def render_stats(stats: dict[str, Any]) -> str:
             e.add("logd_listener_errors_total", "counter",
                   "Bad input and refused connections, by reason.", n,
                   {**lab, "reason": reason})
+        if s.get("type") == "http":
+            e.add("logd_listener_otlp_requests_total", "counter",
+                  "OTLP/HTTP export requests (protobuf or JSON).", s.get("otlp_requests", 0),
+                  lab)
+            e.add("logd_listener_otlp_records_total", "counter",
+                  "Log records taken from OTLP requests.", s.get("otlp_records", 0), lab)
+            e.add("logd_listener_otlp_rejected_records_total", "counter",
+                  "OTLP log records rejected as invalid (answered as partial success).",
+                  s.get("otlp_rejected_records", 0), lab)
+            e.add("logd_listener_otlp_decode_errors_total", "counter",
+                  "OTLP requests that could not be decoded (answered 400).",
+                  s.get("otlp_decode_errors", 0), lab)
         if s.get("type") == "kafka":
             e.add("logd_kafka_consumer_rebalances_total", "counter",
                   "Partition assignments this consumer received.", s.get("rebalances", 0),

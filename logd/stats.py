@@ -10,6 +10,15 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 
+class Backlog(TypedDict, total=False):
+    """How far a listener is behind a source that keeps what it has not taken yet (a Kafka
+    topic, a tailed file), in the units it can count: views show it whatever the listener's
+    type is."""
+
+    records: int
+    bytes: int
+
+
 class ListenerStats(TypedDict, total=False):
     type: str
     connections: int            # open now (a Kafka input: partitions assigned)
@@ -19,15 +28,24 @@ class ListenerStats(TypedDict, total=False):
     bytes: int
     pauses: int                 # times it stopped reading for a full buffer
     errors: dict[str, int]      # by reason
+    backlog: Backlog            # a listener that reads from a source that keeps data
 
 
 class TcpListenerStats(ListenerStats, total=False):
     pending_bytes: int          # incomplete frames held
 
 
+class SyslogListenerStats(TcpListenerStats, total=False):
+    transport: str              # "tcp" or "udp"
+
+
 class HttpListenerStats(ListenerStats, total=False):
     waited_full: int            # requests that waited for room
     inflight_bytes: int         # of bodies being read and parsed
+    otlp_requests: int          # OTLP/HTTP export requests (protobuf or JSON)
+    otlp_records: int           # log records taken from them
+    otlp_rejected_records: int  # log records rejected as invalid (partial success)
+    otlp_decode_errors: int     # requests that could not be decoded (400)
 
 
 class KafkaPartitionStats(TypedDict):
@@ -72,8 +90,10 @@ class DestinationStats(BufferStats, total=False):
     type: str
     queued_records: int
     queued_bytes: int
+    queue_limit_bytes: int      # the buffer's bound (max_bytes): queued_bytes of it is its fill
     peak_queued_bytes: int
     accepted: int
+    written: int                # records delivered: written, or acknowledged by an analyzer
     dropped: int
     dropped_pct: float
 
@@ -81,7 +101,6 @@ class DestinationStats(BufferStats, total=False):
 class WriterStats(DestinationStats, total=False):
     """An output that writes: a file, a database, Kafka."""
 
-    written: int
     bytes: int
     flushes: int
     errors: int
