@@ -9,7 +9,7 @@ PREFIX ?= /usr/local
 # ruff finds the .py files under a folder; the scripts in tools/ are named one by one.
 LINTED := logd tests tools tools/loadgen tools/bench tools/analyzer tools/filegen
 
-.PHONY: run test test-deps lint bench check-config install clean
+.PHONY: run test test-deps lint bench bench-deps bench-compare check-config install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,28 @@ lint: $(STAMP)
 ## bench: the benchmark scenarios (tools/bench --help for options)
 bench: $(STAMP)
 	$(BIN)/python tools/bench $(BENCH_ARGS)
+
+# tools/bench compare: matplotlib for its charts (the `bench` extra) and Debian's rsyslog, the
+# peer it runs (with a config of its own; the system's rsyslog service is not used).
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+## bench-deps: what `tools/bench compare` needs: matplotlib in the venv, Debian's rsyslog
+bench-deps: $(BENCH_STAMP)
+	@command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || { \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "bench compare needs Debian's rsyslog package: sudo apt-get install rsyslog" >&2; \
+			exit 1; \
+		fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog \
+			>/dev/null; }
+
+## bench-compare: logd against rsyslog, every scenario (~9 minutes), into bench-results/compare
+## (more options: make bench-compare COMPARE_ARGS="--duration 60 --scenarios basic")
+bench-compare: bench-deps
+	$(BIN)/python tools/bench compare --out bench-results/compare $(COMPARE_ARGS)
 
 check-config: $(STAMP)
 	for f in etc/*.toml; do $(BIN)/logd --check-config $$f || exit 2; done

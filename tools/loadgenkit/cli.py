@@ -121,6 +121,13 @@ def app_name(name: str) -> str:
     return json.dumps(name)
 
 
+def service_name(name: str) -> str:
+    # The name goes into text and json payloads as it is: one word, nothing to escape.
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise UsageError(f"--services: {name!r}: use letters, digits and _ . - only")
+    return name
+
+
 def weighted_table(items: list[tuple[T, int]], rng: random.Random) -> tuple[T, ...]:
     """Each item repeated by its weight (reduced by the common divisor), shuffled: any run of
     len(table) consecutive records has the exact mix, and --seed fixes the order."""
@@ -163,9 +170,12 @@ udp://: one payload per datagram (syslog over UDP; nothing says what arrived)
 
 tcp:// payloads (exactly --size bytes):
   text    "<run-id> <worker>-<conn> <seq> [ts=<epoch-ns>] <filler>"
-          the first three fields make each record unique within a run
+          the first three fields make each record unique within a run; with --services
+          "<LEVEL> <service> " comes first (LEVEL: ERROR, WARN, INFO, ... in upper case)
   json    {"ts": <epoch>, "level": "info", "app": "loadgen", "event": "<event>",
            "id": "<run-id>-<worker>-<conn>-<seq>", "message": "<filler>"}
+          with --services, "service": "<service>", "metadata": {"region": "<region>"}
+          come after "app"
   syslog5424  <PRI>1 <RFC 3339 time> loadgen-host loadgen <conn> - - <run-id> <w>-<c> <seq> ...
   syslog3164  <PRI>Mmm dd hh:mm:ss loadgen-host loadgen[<conn>]: <run-id> <w>-<c> <seq> ...
               (facility user; the severity from --levels)
@@ -277,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--events", default=None, metavar="NAME:WEIGHT,...",
                    help="tcp: spread records over these json 'event' names by weight; implies "
                         "--payload json, and without --rate the rate is the sum of the weights")
+    g.add_argument("--services", default=None, metavar="NAME:WEIGHT,...",
+                   help="tcp: the service each record comes from, by weight: text payloads "
+                        "start with '<LEVEL> <service> ' (ERROR, WARN, INFO, ...), json "
+                        "payloads gain \"service\" and \"metadata\": {\"region\": ...} "
+                        "(default: neither)")
     g.add_argument("--unique", action="store_true",
                    help="build every record individually so no payload repeats (costs CPU per "
                         "record; automatic when --count*--size <= 64 MiB)")
@@ -349,7 +364,8 @@ def check_mode_options(args: argparse.Namespace, http: bool) -> None:
             raise UsageError("--tls applies to tcp:// and http:// targets only")
     if http:
         given = [("--framing", args.framing is not None), ("--payload", args.payload is not None),
-                 ("--events", args.events is not None), ("--timestamps", args.timestamps)]
+                 ("--events", args.events is not None), ("--timestamps", args.timestamps),
+                 ("--services", args.services is not None)]
         kind = "tcp://"
     else:
         given = [("--batch", args.batch is not None), ("--ndjson", args.ndjson),
@@ -398,6 +414,9 @@ def make_config(args: argparse.Namespace) -> Config:
     levels = parse_weights(args.levels, "--levels", level_number)
     apps = parse_weights(args.apps if args.apps is not None else DEFAULT_APPS, "--apps",
                          app_name)
+    services = (weighted_table(parse_weights(args.services, "--services", service_name),
+                               random.Random(f"services-{seed}"))
+                if args.services is not None else ())
     if http:
         framing, payload = ("ndjson" if args.ndjson else "json"), "json"
         if args.otlp is not None:
@@ -423,7 +442,7 @@ def make_config(args: argparse.Namespace) -> Config:
         apps=weighted_table(apps, random.Random(f"apps-{seed}")),
         batch=args.batch if args.batch is not None else DEFAULT_BATCH,
         ndjson=args.ndjson, gzip=args.gzip, token=args.token, tls=make_tls_context(args),
-        give_up=args.give_up, otlp=args.otlp)
+        give_up=args.give_up, otlp=args.otlp, services=services)
 
 
 def main(argv: list[str] | None = None) -> int:

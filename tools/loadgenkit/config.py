@@ -45,6 +45,7 @@ class Config:
     tls: ssl.SSLContext | None  # --tls: how connections are wrapped
     give_up: bool = False       # http: a batch not answered 202 is failed, never resent
     otlp: str | None = None     # http: "protobuf" or "json": OTLP log requests, not logd's JSON
+    services: tuple[str, ...] = ()  # tcp --services: names, a table like levels; () = none
 
     @property
     def total_connections(self) -> int:

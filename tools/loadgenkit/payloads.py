@@ -16,6 +16,8 @@ from loadgenkit.config import Config
 # syslog numbering, as the severity byte of a frame carries it; names match logd's.
 SEVERITY_NAMES = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
 SYSLOG_PAYLOADS = ("syslog5424", "syslog3164")
+# Where a --services record says it runs (json: metadata.region), for filters on nested fields.
+REGIONS = ("eu-west-1", "us-east-1", "ap-southeast-2", "eu-central-1")
 FILLER_SPREAD = 4096           # filler slices start at varying offsets within this window
 GZIP_LEVEL = 1                  # the filler compresses well even at the fastest level
 
@@ -77,11 +79,16 @@ class Builder:
         size = cfg.size
         offsets = self.offsets
         off = offsets[(j * 613) % len(offsets)]
+        services = cfg.services
+        # The service changes once per cycle of levels, so every level meets every service.
+        service = services[(j // len(levels)) % len(services)] if services else ""
         if cfg.payload == "text":
             if stamp is None:
                 head = f"{self.text_prefix}{seq}"
             else:
                 head = f"{self.text_prefix}{seq} ts={stamp}"
+            if services:
+                head = f"{SEVERITY_NAMES[sev].upper()} {service} {head}"
             pad = size - len(head)
             # The id is never cut: a size too small for it yields a longer payload.
             body = head + " " + self.filler[off:off + pad - 1] if pad > 0 else head
@@ -99,8 +106,12 @@ class Builder:
             body = head + " " + self.filler[off:off + pad - 1] if pad > 0 else head
         else:
             events = cfg.events
+            extra = ""
+            if services:
+                region = REGIONS[(j // len(levels) // len(services)) % len(REGIONS)]
+                extra = f'"service": "{service}", "metadata": {{"region": "{region}"}}, '
             head = (f'{{"ts": {wall if stamp is None else stamp}, '
-                    f'"level": "{SEVERITY_NAMES[sev]}", "app": "loadgen", '
+                    f'"level": "{SEVERITY_NAMES[sev]}", "app": "loadgen", {extra}'
                     f'"event": {events[j % len(events)]}, "id": "{self.id_prefix}{seq}", '
                     '"message": "')
             pad = size - len(head) - 2

@@ -13,6 +13,7 @@ import pytest
 
 from loadgenkit.config import Config
 from loadgenkit.payloads import SEVERITY_NAMES, Builder, HttpBuilder, make_filler
+from toolargs import UsageError
 
 from .support import config
 
@@ -154,3 +155,32 @@ def test_ndjson_and_gzip_bodies_hold_the_same_records() -> None:
     for got in ([json.loads(line) for line in nd.splitlines()],
                 json.loads(gzip.decompress(zipped))):
         assert [dict(r, timestamp=0) for r in got] == [dict(r, timestamp=0) for r in plain]
+
+
+@pytest.mark.parametrize("payload", ["text", "json"])
+def test_services_put_the_level_and_service_in_every_payload_at_their_weights(
+        payload: str) -> None:
+    cfg = config("--target", "tcp://127.0.0.1:9", "--framing", "lines", "--payload", payload,
+                 "--services", "payment:3,auth:1", "--levels", "error:1,info:3",
+                 "--size", "200", "--count", "1600")
+    lines = bytes(builder(cfg).block(0, 1600).data).decode().splitlines()
+    assert len(lines) == 1600 and all(len(line) == 200 for line in lines)
+    pairs: Counter[tuple[str, str]] = Counter()
+    for seq, line in enumerate(lines):
+        level = SEVERITY_NAMES[cfg.levels[seq % len(cfg.levels)]]
+        if payload == "text":
+            word, service, rest = line.split(" ", 2)
+            assert word == level.upper() and rest.startswith(f"t 0-0 {seq} ")
+        else:
+            obj = json.loads(line)
+            assert obj["level"] == level and obj["metadata"]["region"]
+            service = obj["service"]
+        pairs[level, service] += 1
+    # Every level meets every service, each pair at the product of their weights.
+    assert pairs == {("error", "payment"): 300, ("error", "auth"): 100,
+                     ("info", "payment"): 900, ("info", "auth"): 300}
+
+
+def test_services_are_refused_for_http_targets() -> None:
+    with pytest.raises(UsageError, match="--services applies to tcp:// targets only"):
+        config("--target", "http://127.0.0.1:9/v1/logs", "--services", "a:1")
