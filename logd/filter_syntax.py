@@ -143,7 +143,14 @@ def _tokenize(text: str) -> list[_Token]:
                 in_list = False
             tokens.append(_Token("op", m.group("op"), start))
         elif group == "word":
-            tokens.append(_Token("word", m.group("word"), start))
+            word = m.group("word")
+            if word.startswith("in[") and tokens and tokens[-1].kind == "word" and not in_list:
+                # `NAME in[a, b]`: the list starts right after `in`.
+                tokens.append(_Token("word", "in", start))
+                pos = start + 1
+                in_list = True
+                continue
+            tokens.append(_Token("word", word, start))
         elif group == "re":
             tokens.append(_Token("re", m.group("re"), start - 1))  # the column of its '/'
         else:

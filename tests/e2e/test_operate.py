@@ -332,6 +332,30 @@ def test_logctl_tail_streams_matching_records(running: LogdProcess) -> None:
     assert raw.communicate(10)[0] == "just this\n"
 
 
+def test_logctl_tail_filters_on_json_fields_numbers_and_regexes(running: LogdProcess) -> None:
+    reader = tail(running, "-f", 'attrs.user.id == 42 && metadata.region in ["eu-west-1"] '
+                  "&& /time(out)?/", "--count", "2", "--raw")
+    wanted = b'{"message":"timeout","attrs":{"user":{"id":42}},"metadata":{"region":"eu-west-1"}}'
+    send_until_done(running, reader, frame(wanted, 6) + frame(
+        b'{"message":"timeout","attrs":{"user":{"id":"42"}},"metadata":{"region":"eu-west-1"}}',
+        6) + frame(b'{"message":"ok","attrs":{"user":{"id":42}},"metadata":{"region":'
+                   b'"eu-west-1"}}', 6) + frame(b"timeout 42 eu-west-1", 6))
+    out, err = reader.communicate(10)
+    assert reader.returncode == 0, err
+    assert out.splitlines() == [wanted.decode()] * 2
+
+
+def test_logctl_tail_shows_a_bad_field_filter_with_a_caret(running: LogdProcess) -> None:
+    bad = logctl("--socket", sock(running), "tail", "-f", "duration_ms > slow && app == web")
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.splitlines() == [
+        "logctl: logd: filter: '>' compares numbers; expected a number at column 15, "
+        "found 'slow'",
+        "    duration_ms > slow && app == web",
+        "                  ^",
+    ]
+
+
 def test_logctl_tail_refuses_a_bad_filter_and_ends_when_logd_stops(
         running: LogdProcess) -> None:
     bad = logctl("--socket", sock(running), "tail", "--filter", "level >=")
