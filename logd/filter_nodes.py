@@ -29,16 +29,17 @@ NUMBER_TYPES = (int, float)  # JSON numbers; bool is no number here
 class Columns:
     """The columns of one batch the nodes of one filter read, each made at most once."""
 
-    __slots__ = ("_apps", "_messages", "_payloads", "_values", "batch", "ends", "n", "raw",
-                 "starts")
+    __slots__ = ("_apps", "_messages", "_payloads", "_values", "batch", "ends", "n", "raw")
 
-    def __init__(self, batch: Batch) -> None:
+    def __init__(self, batch: Batch, probe: Sequence[bytes] = ()) -> None:
         self.batch = batch
         self.n = batch.count
-        # A lines block not yet split: words are searched in it as a whole (C-level), and
-        # the lines they were found in remember where they start and end.
-        self.raw = batch.raw if batch.raw is not None and batch.count > 1 else None
-        self.starts: dict[int, int] = {}
+        # A lines block: words are searched in it as a whole (C-level); `ends` holds where
+        # each line a word was found in ends, by where it starts. Where the first words
+        # the filter looks for are in many lines, a look at each line costs less.
+        self.raw = batch.raw
+        if self.raw is not None and probe and _dense(self.raw, probe):
+            self.raw = None
         self.ends: dict[int, int] = {}
         self._payloads: list[bytes] | None = None
         self._messages: list[bytes] | None = None
@@ -47,8 +48,9 @@ class Columns:
 
     def payloads(self) -> list[bytes]:
         if self._payloads is None:
-            # Not kept on the batch: a batch routed whole waits in buffers as its lines block.
-            self._payloads = self.batch.payloads_for_a_look()
+            # Kept on the batch: routing a part of it splits it anyway (and a buffer drops
+            # the split of a lines block routed whole: Batch.compact).
+            self._payloads = self.batch.payloads
         return self._payloads
 
     def messages(self) -> list[bytes]:
@@ -176,18 +178,29 @@ class Not(Node):
 class And(Node):
     """Each term sees only the records the terms before it matched."""
 
-    __slots__ = ("terms",)
+    __slots__ = ("terms", "words")
 
     def __init__(self, terms: list[Node]) -> None:
         self.terms = terms
+        self.words = all(map(_words_only, terms))
 
     def select(self, c: Columns, cand: Sequence[int] | None) -> list[int]:
+        if cand is None and self.words and c.raw is not None:
+            return line_indices(c.raw, self.starts_in(c, None))
         for t in self.terms:
             cand = t.select(c, cand)
             if not cand:
                 return []
         assert cand is not None  # a chain has terms
         return list(cand)
+
+    def starts_in(self, c: Columns, among: list[int] | None) -> list[int]:
+        for t in self.terms:
+            among = t.starts_in(c, among)  # type: ignore[attr-defined]
+            if not among:
+                return []
+        assert among is not None
+        return among
 
 
 class Or(Node):
@@ -197,16 +210,11 @@ class Or(Node):
 
     def __init__(self, terms: list[Node]) -> None:
         self.terms = terms
-        self.words = all(isinstance(t, Word) for t in terms)
+        self.words = all(map(_words_only, terms))
 
     def select(self, c: Columns, cand: Sequence[int] | None) -> list[int]:
-        if cand is None and c.raw is not None and self.words:
-            # Each word searched in the whole block costs less than telling its search
-            # which lines are left; the finds are merged.
-            hits: set[int] = set()
-            for t in self.terms:
-                hits.update(t.select(c, None))
-            return sorted(hits)
+        if cand is None and self.words and c.raw is not None:
+            return line_indices(c.raw, self.starts_in(c, None))
         found: list[list[int]] = []
         rest = cand
         last = len(self.terms) - 1
@@ -225,53 +233,155 @@ class Or(Node):
             return found[0] if found else []
         return sorted(chain.from_iterable(found))  # disjoint ascending runs: a cheap merge
 
+    def starts_in(self, c: Columns, among: list[int] | None) -> list[int]:
+        if among is None:
+            # Each word searched in the whole block costs less than telling its search
+            # which lines are left; the finds are merged.
+            hits: set[int] = set()
+            for t in self.terms:
+                hits.update(t.starts_in(c, None))  # type: ignore[attr-defined]
+            return sorted(hits)
+        found: list[int] = []
+        for t in self.terms:
+            hit = t.starts_in(c, among)  # type: ignore[attr-defined]
+            if hit:
+                found.extend(hit)
+                among = list(filterfalse(set(hit).__contains__, among))
+                if not among:
+                    break
+        return sorted(found)
+
 
 class Word(Node):
     """The payload contains a word. In a lines block the word is searched in the whole block
-    and each find mapped to its line: a handful of C calls per line found, none per line
-    passed over, and no split of the block into lines."""
+    (C-level), each find taken to its line's start and end: a few C calls per line found,
+    none per line passed over, and no split of the block into lines."""
 
-    __slots__ = ("needle", "test")
+    __slots__ = ("needle", "rare_at", "test")
 
     def __init__(self, needle: bytes) -> None:
         self.needle = needle
+        self.rare_at = rare_index(needle)
         self.test = contains(needle)
 
     def select(self, c: Columns, cand: Sequence[int] | None) -> list[int]:
         raw = c.raw
-        if raw is None or b"\n" in self.needle:
-            if raw is not None:
-                return []  # no line of a block holds a line feed
+        if raw is None:
             return _pick(c.payloads(), self.test, c.n, cand)
         if cand is None:
-            return self.find_lines(c, raw)
-        starts = c.starts
-        if all(map(starts.__contains__, cand)):
-            # Where earlier terms found these lines: search within each.
-            find, needle, ends = raw.find, self.needle, c.ends
-            return [i for i in cand if find(needle, starts[i], ends[i]) >= 0]
+            return line_indices(raw, self.starts_in(c, None))
         if len(cand) * 4 >= c.n:
-            return list(filter(set(self.find_lines(c, raw)).__contains__, cand))
+            found = line_indices(raw, self.starts_in(c, None))
+            return list(filter(set(found).__contains__, cand))
         return _pick(c.payloads(), self.test, c.n, cand)
 
-    def find_lines(self, c: Columns, raw: bytes) -> list[int]:
-        """The indices of the lines of the block that hold the needle."""
-        needle = self.needle
-        find, rfind, count = raw.find, raw.rfind, raw.count
-        starts, ends = c.starts, c.ends
+    def starts_in(self, c: Columns, among: list[int] | None) -> list[int]:
+        """Where the lines holding the needle start in the block, in order; with `among`
+        (line starts found before), only those lines are searched."""
+        raw, needle, ends = c.raw, self.needle, c.ends
+        assert raw is not None
+        if b"\n" in needle:
+            return []  # no line of a block holds a line feed
+        find = raw.find
+        if among is not None:
+            return [s for s in among if find(needle, s, ends[s]) >= 0]
+        rfind = raw.rfind
         hits: list[int] = []
-        pos = line = 0
+        pos = 0
+        k = self.rare_at
+        if k >= 0:
+            # memchr (vectorized) finds the needle's rarest byte; each place it is found is
+            # checked for the whole needle. Where that byte proves common in this block, the
+            # search below takes over.
+            rare, startswith = self.needle[k:k + 1], raw.startswith
+            misses = 0
+            at = find(rare, k)
+            while at >= 0:
+                if startswith(needle, at - k):
+                    start = rfind(b"\n", pos, at - k) + 1 or pos
+                    end = find(b"\n", at)
+                    hits.append(start)
+                    ends[start] = end
+                    pos = end + 1
+                    at = find(rare, pos + k)
+                    continue
+                misses += 1
+                if misses > 64 + 4 * len(hits):
+                    break
+                at = find(rare, at + 1)
+            else:
+                return hits
         while True:
             at = find(needle, pos)
             if at < 0:
                 return hits
-            line += count(b"\n", pos, at)
+            start = rfind(b"\n", pos, at) + 1 or pos
             end = find(b"\n", at)  # the block ends with one
-            hits.append(line)
-            starts[line] = rfind(b"\n", pos, at) + 1 or pos
-            ends[line] = end
+            hits.append(start)
+            ends[start] = end
             pos = end + 1
-            line += 1
+
+
+# Bytes by how common they are in log text, most common first (letters in English order,
+# then digits and the usual punctuation): a needle's byte found late in this order, or not
+# in it (capitals, brackets, UTF-8), is rare, and worth a memchr.
+_COMMON = (b" etaoinshrdlcumwfgypbvkjxqz0123456789.:,-/=\"_'()\t"
+           b"ETAOINSHRDLCUMWFGYPBVKJXQZ")
+_COMMONNESS = {b: len(_COMMON) - i for i, b in enumerate(_COMMON)}
+_RARE_ENOUGH = _COMMONNESS[ord("\t")]  # capitals, and what is not in the list
+
+
+def rare_index(needle: bytes) -> int:
+    """Where the needle's least common byte is, if it is rarer than lower-case letters,
+    digits and the usual punctuation (memchr then finds candidates faster than a search for
+    the whole needle); else -1."""
+    if len(needle) < 2:
+        return -1  # a one-byte search is a memchr already
+    k = min(range(len(needle)), key=lambda i: _COMMONNESS.get(needle[i], 0))
+    return k if _COMMONNESS.get(needle[k], 0) < _RARE_ENOUGH else -1
+
+
+def line_indices(raw: bytes, starts: list[int]) -> list[int]:
+    """The indices of the lines starting at `starts` (ascending): one count of line feeds,
+    up to the last of them."""
+    count = raw.count
+    out: list[int] = []
+    line = prev = 0
+    for s in starts:
+        line += count(b"\n", prev, s)
+        out.append(line)
+        prev = s
+    return out
+
+
+PROBE_BYTES = 32768
+
+
+def _dense(raw: bytes, needles: Sequence[bytes]) -> bool:
+    """Whether the needles, together, are in a quarter of the lines or more at the start of
+    the block (a block comes from one connection, whose lines tend to be alike)."""
+    end = min(len(raw), PROBE_BYTES)
+    lines = raw.count(b"\n", 0, end)
+    return 4 * sum(raw.count(n, 0, end) for n in needles) >= lines > 0
+
+
+def probe_needles(node: Node) -> list[bytes]:
+    """The words an expression of words looks for first, in the whole block: the
+    first term of an &&, and each word of an || of words."""
+    if not _words_only(node):
+        return []
+    while isinstance(node, And):
+        node = node.terms[0]
+    if isinstance(node, Word):
+        return [node.needle]
+    assert isinstance(node, Or)
+    return [t.needle for t in node.terms if isinstance(t, Word)]
+
+
+def _words_only(node: Node) -> bool:
+    if isinstance(node, Word):
+        return True
+    return isinstance(node, (And, Or)) and all(map(_words_only, node.terms))
 
 
 def _pick(col: Sequence[Any], test: Test, n: int, cand: Sequence[int] | None) -> list[int]:

@@ -33,7 +33,7 @@ long as needed.
 
 from __future__ import annotations
 
-from logd.filter_nodes import Columns, Node
+from logd.filter_nodes import Columns, Node, probe_needles
 from logd.filter_syntax import MAX_DEPTH, FilterError, parse
 from logd.record import Batch
 
@@ -46,6 +46,7 @@ class Filter:
     def __init__(self, expression: str, root: Node | None) -> None:
         self.expression = expression
         self._root = root
+        self._probe = probe_needles(root) if root is not None else []
         self.matches_all = root is None
 
     def select(self, batch: Batch) -> list[int]:
@@ -54,7 +55,7 @@ class Filter:
             return list(range(batch.count))
         if not batch.count:
             return []
-        return self._root.select(Columns(batch), None)
+        return self._root.select(Columns(batch, self._probe), None)
 
 
 def compile_filter(expression: str) -> Filter:

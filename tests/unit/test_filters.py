@@ -284,9 +284,18 @@ def test_words_in_a_lines_block_select_as_in_a_payload_list() -> None:
     assert compile_filter(expression).select(lines_batch(payloads)) == [2, 4, 6, 7]
     assert compile_filter(expression).select(batch_of(payloads)) == [2, 4, 6, 7]
     assert compile_filter('"R\nW" || !ERROR').select(lines_batch(payloads)) == [0, 2, 3, 5, 7]
-    block = lines_batch(payloads)
-    compile_filter("ERROR && user").select(block)
-    assert block.raw is not None and block._payloads is None  # the block stays unsplit
+    # Where the first words are in few lines, the block is searched whole and never split;
+    # where they are in many, each line is looked at: the same answer either way.
+    sparse = [b"INFO x user"] * 40 + [b"ERROR user", b"WARN x"]
+    block = lines_batch(sparse)
+    assert compile_filter(expression).select(block) == [40]
+    assert block.raw is not None and block._payloads is None
+    dense = [b"ERROR x user", b"WARN x"] * 20 + [b"INFO user"]
+    block = lines_batch(dense)
+    assert compile_filter(expression).select(block) == list(range(0, 40, 2))
+    assert block._payloads is not None  # the split the router's part of it is made of
+    block.compact()
+    assert block._payloads is None and block.payloads == dense  # a buffer keeps the block
 
 
 @pytest.mark.parametrize(
@@ -319,3 +328,15 @@ def test_bad_expressions_of_the_new_forms(expression: str, message: str, column:
     assert "\n" not in info.value.message
     line, caret = info.value.pointer()
     assert line == expression and caret == " " * (column - 1) + "^"
+
+
+def test_a_word_with_a_rare_byte_is_found_where_that_byte_is_common_too() -> None:
+    # "ERROR" is looked for by its rarest byte first; a block full of that byte (more
+    # than the look-ups it is worth) is searched for the whole word instead, from where
+    # the first search stopped.
+    payloads = [b"ERROR first"] + [b"RRRR no" for _ in range(100)] + [b"x ERROR", b"ERRO",
+                                                                       b"RERROR"]
+    want = [0, 101, 103]
+    assert compile_filter("ERROR").select(lines_batch(payloads)) == want
+    assert compile_filter("ERROR").select(batch_of(payloads)) == want
+    assert compile_filter("ERROR && !x").select(lines_batch(payloads)) == [0, 103]
