@@ -29,7 +29,8 @@ NUMBER_TYPES = (int, float)  # JSON numbers; bool is no number here
 class Columns:
     """The columns of one batch the nodes of one filter read, each made at most once."""
 
-    __slots__ = ("_apps", "_messages", "_payloads", "_values", "batch", "ends", "n", "raw")
+    __slots__ = ("_apps", "_messages", "_payloads", "_values", "batch", "ends", "n", "probed",
+                 "raw")
 
     def __init__(self, batch: Batch, probe: Sequence[bytes] = ()) -> None:
         self.batch = batch
@@ -38,13 +39,24 @@ class Columns:
         # each line a word was found in ends, by where it starts. Where the first words
         # the filter looks for are in many lines, a look at each line costs less.
         self.raw = batch.raw
-        if self.raw is not None and probe and _dense(self.raw, probe):
+        # How often each probed word is in the block's first lines: an || of them looks
+        # for the most frequent first (the others then look at fewer lines).
+        self.probed: dict[bytes, int] = {}
+        if self.raw is not None and probe and self._dense(self.raw, probe):
             self.raw = None
         self.ends: dict[int, int] = {}
         self._payloads: list[bytes] | None = None
         self._messages: list[bytes] | None = None
         self._apps: list[str] | None = None
         self._values: dict[tuple[str, ...], list[Any]] = {}
+
+    def _dense(self, raw: bytes, needles: Sequence[bytes]) -> bool:
+        """Whether the needles, together, are in a quarter of the lines or more at the start
+        of the block (a block comes from one connection, whose lines tend to be alike)."""
+        end = min(len(raw), PROBE_BYTES)
+        lines = raw.count(b"\n", 0, end)
+        self.probed = {n: raw.count(n, 0, end) for n in needles}
+        return 4 * sum(self.probed.values()) >= lines > 0
 
     def payloads(self) -> list[bytes]:
         if self._payloads is None:
@@ -217,8 +229,13 @@ class Or(Node):
             return line_indices(c.raw, self.starts_in(c, None))
         found: list[list[int]] = []
         rest = cand
-        last = len(self.terms) - 1
-        for k, t in enumerate(self.terms):
+        terms = self.terms
+        if c.probed and self.words:
+            probed = c.probed
+            terms = sorted(terms, key=lambda t: -probed.get(t.needle, 0)
+                           if isinstance(t, Word) else 0)
+        last = len(terms) - 1
+        for k, t in enumerate(terms):
             hit = t.select(c, rest)
             if not hit:
                 continue
@@ -355,14 +372,6 @@ def line_indices(raw: bytes, starts: list[int]) -> list[int]:
 
 
 PROBE_BYTES = 32768
-
-
-def _dense(raw: bytes, needles: Sequence[bytes]) -> bool:
-    """Whether the needles, together, are in a quarter of the lines or more at the start of
-    the block (a block comes from one connection, whose lines tend to be alike)."""
-    end = min(len(raw), PROBE_BYTES)
-    lines = raw.count(b"\n", 0, end)
-    return 4 * sum(raw.count(n, 0, end) for n in needles) >= lines > 0
 
 
 def probe_needles(node: Node) -> list[bytes]:

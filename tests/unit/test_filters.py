@@ -340,3 +340,13 @@ def test_a_word_with_a_rare_byte_is_found_where_that_byte_is_common_too() -> Non
     assert compile_filter("ERROR").select(lines_batch(payloads)) == want
     assert compile_filter("ERROR").select(batch_of(payloads)) == want
     assert compile_filter("ERROR && !x").select(lines_batch(payloads)) == [0, 103]
+
+
+def test_an_or_of_words_looks_for_the_most_frequent_first_with_the_same_answer() -> None:
+    # In a block whose lines mostly hold WARN, WARN is looked for before ERROR; the
+    # records picked, and their order, do not change.
+    payloads = [b"WARN user"] * 30 + [b"ERROR user", b"WARN", b"ERROR WARN user", b"x"]
+    want = [*range(30), 30, 32]
+    for expression in ["(ERROR || WARN) && user", "(WARN || ERROR) && user"]:
+        assert compile_filter(expression).select(lines_batch(payloads)) == want
+        assert compile_filter(expression).select(batch_of(payloads)) == want
