@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 PREFIX ?= /usr/local
 
 # ruff finds the .py files under a folder; the scripts in tools/ are named one by one.
-LINTED := logd tests tools tools/loadgen tools/bench tools/analyzer
+LINTED := logd tests tools tools/loadgen tools/bench tools/analyzer tools/filegen
 
 .PHONY: run test test-deps lint bench check-config install clean
 
@@ -29,14 +29,17 @@ test: $(STAMP) test-deps
 	$(BIN)/pytest
 
 # Real servers the tests start (Debian packages): systemd-analyze checks the unit file;
-# clickhouse-server (18.16) and postgresql back the database outputs' integration tests.
-TEST_PACKAGES := systemd clickhouse-server clickhouse-client postgresql
+# clickhouse-server (18.16) and postgresql back the database outputs' integration tests;
+# rsyslog forwards to the syslog listener (util-linux's logger sends to it).
+TEST_PACKAGES := systemd clickhouse-server clickhouse-client postgresql rsyslog
 test-deps:
 	@missing=""; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	[ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/null || \
 		missing="$$missing clickhouse-server clickhouse-client"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	[ -x /usr/sbin/rsyslogd ] || missing="$$missing rsyslog"; \
+	command -v logger >/dev/null || missing="$$missing bsdutils"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "tests need Debian packages:$$missing" >&2; exit 1; fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing \

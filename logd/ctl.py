@@ -155,10 +155,33 @@ def render_listeners(listeners: dict[str, Any]) -> str:
             if not s.get("connected"):
                 kafka = "DISCONNECTED, " + kafka
             detail = f"{kafka}, {detail}" if detail else kafka
+        if s.get("otlp_requests"):
+            otlp = (f"otlp {_num(s['otlp_requests'])} requests, "
+                    f"{_num(s.get('otlp_records', 0))} records, "
+                    f"{_num(s.get('otlp_rejected_records', 0))} rejected, "
+                    f"{_num(s.get('otlp_decode_errors', 0))} undecodable")
+            detail = f"{otlp}, {detail}" if detail else otlp
+        if s.get("type") == "tail":
+            tail = (f"{_num(s.get('files', 0))} files, {_num(s.get('open_files', 0))} open, "
+                    f"lag {_bytes(s.get('lag_bytes', 0))}, rotations {s.get('rotations', 0)}, "
+                    f"truncations {s.get('truncations', 0)}")
+            detail = f"{tail}, {detail}" if detail else tail
         rows.append([name, s.get("type", "?"), _num(s.get("connections", 0)),
                      _num(s.get("records", 0)), _bytes(s.get("bytes", 0)),
                      _num(sum(errors.values())), detail or "-"])
-    return _table(["LISTENER", "TYPE", "CONNS", "RECORDS", "BYTES", "ERRORS", "DETAIL"], rows)
+    table = _table(["LISTENER", "TYPE", "CONNS", "RECORDS", "BYTES", "ERRORS", "DETAIL"], rows)
+    files = [_tail_files(name, s) for name, s in listeners.items()
+             if s.get("type") == "tail" and s.get("top_files")]
+    return "\n\n".join([table, *files])
+
+
+def _tail_files(name: str, s: dict[str, Any]) -> str:
+    """A tail listener's files with the most left to read (its stats_files of them)."""
+    rows = [[path, _bytes(f["offset"]), _bytes(f["size"]), _bytes(f["lag"]),
+             "open" if f["open"] else "closed", "-" if f["at_path"] else "rotated/deleted"]
+            for path, f in s["top_files"].items()]
+    return f"{name}: files by lag\n" + _table(["FILE", "OFFSET", "SIZE", "LAG", "FD", "STATE"],
+                                               rows)
 
 
 def render_outputs(outputs: dict[str, Any]) -> str:
@@ -347,6 +370,30 @@ def _when(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from logd.top import app
+    if not 0 < args.interval <= 3600:  # NaN too
+        raise CtlError(f"--interval: expected seconds above 0, up to 3600, got "
+                       f"{args.interval:g}", EXIT_USAGE)
+    path = socket_path(args)
+    timeout = max(2.0, args.interval)  # a logd that hangs shows as unreachable, soon
+
+    def stats() -> dict[str, Any]:
+        try:
+            return dict(request(path, "stats", timeout=timeout))
+        except CtlError as e:
+            raise app.Unreachable(str(e)) from None
+
+    try:
+        if args.once:
+            return app.once(stats, args.interval, sys.stdout)
+        if sys.stdout.isatty():
+            return app.live(stats, args.interval, sys.stdin, sys.stdout)
+        return app.plain(stats, args.interval, sys.stdout)
+    except app.Unreachable as e:  # --once: the one snapshot cannot be had
+        raise CtlError(str(e)) from None
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from logd.config import check_file
     return check_file(args.file, instance_env(args))
@@ -421,6 +468,30 @@ def parser() -> argparse.ArgumentParser:
                      help="one JSON object per record: time, source, level, payload")
     fmt.add_argument("--raw", action="store_true", help="the payload only")
     t.set_defaults(func=cmd_tail)
+
+    tp = sub.add_parser(
+        "top", help="a live view: rates, queues, drops, errors, lag, CPU and RSS",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Refreshes in place every --interval seconds until q or Ctrl-C.\n"
+        "The first line: instance, version, uptime, records in and out per second,\n"
+        "CPU and RSS. Per listener and output:\n"
+        "  REC/S, BYTES/S  per second: taken in (listeners), delivered (outputs,\n"
+        "                  analyzer pools)\n"
+        "  TOTAL           records so far\n"
+        "  QUEUE, FILL     what waits in the buffer; its share of the buffer's bound\n"
+        "  DROPS           records a full drop_newest buffer refused\n"
+        "  ERRS, RETRY     errors; writes tried again\n"
+        "  LAG             how far a listener is behind its source (records, bytes)\n"
+        "Then what a component says is wrong, on the rows left over. When stdout is\n"
+        "not a terminal, a plain snapshot is printed per interval.",
+        epilog="'-' is a figure the component does not report (or no rate yet).")
+    tp.add_argument("--interval", "-n", type=float, default=1.0, metavar="SEC",
+                    help="seconds between samples, which rates are computed over "
+                    "(default 1)")
+    tp.add_argument("--once", action="store_true",
+                    help="print one plain snapshot after one interval and exit (exit 1 "
+                    "when logd does not answer)")
+    tp.set_defaults(func=cmd_top)
 
     c = sub.add_parser("check-config", help="validate a config file (no daemon needed)")
     c.add_argument("file", metavar="FILE")

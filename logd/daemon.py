@@ -18,7 +18,7 @@ import signal
 import time
 from typing import Any
 
-from logd import logsetup, procstats
+from logd import __version__, logsetup, procstats
 from logd.component import StartError
 from logd.config import Config, ConfigError, load
 from logd.config_diff import RESTART_KEYS, diff
@@ -194,7 +194,8 @@ class Daemon:
         topology = self.topology
         return {
             "process": procstats.process_stats(),
-            "daemon": {"config": self.cfg.source, "instance": self.cfg.daemon.instance,
+            "daemon": {"version": __version__,
+                       "config": self.cfg.source, "instance": self.cfg.daemon.instance,
                        "reloads": self.reloads,
                        "started_at": self.started_at,
                        "library_errors": dict(logsetup.LIBRARY_ERRORS),

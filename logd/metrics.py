@@ -85,6 +85,23 @@ class Exposition:
         return "\n".join(out) + "\n"
 
 
+def _tail_metrics(e: Exposition, s: dict[str, Any], lab: dict[str, str]) -> None:
+    """A tail listener's totals (per file only in logctl stats: files may be thousands)."""
+    e.add("logd_tail_files", "gauge", "Files followed.", s.get("files", 0), lab)
+    e.add("logd_tail_open_files", "gauge", "Files held open.", s.get("open_files", 0), lab)
+    e.add("logd_tail_lag_bytes", "gauge", "Bytes in followed files not yet read.",
+          s.get("lag_bytes", 0), lab)
+    for key, help_text in (
+            ("rotations", "Files that left their path (renamed), read to their end."),
+            ("truncations", "Files found truncated (copytruncate), read again from 0."),
+            ("deleted", "Files deleted while followed, read to their end."),
+            ("inode_reused", "New files on the inode of a checkpointed one, read from 0."),
+            ("cut_lines", "Lines longer than max_line_bytes, cut into several records."),
+            ("closed_for_cap", "Files closed for max_open_files (reopened when they grow)."),
+            ("checkpoints_written", "Checkpoint files written.")):
+        e.add(f"logd_tail_{key}_total", "counter", help_text, s.get(key, 0), lab)
+
+
 def render_stats(stats: dict[str, Any]) -> str:
     """The daemon's stats snapshot (Daemon.stats()) in Prometheus text format."""
     e = Exposition()
@@ -129,6 +146,18 @@ def render_stats(stats: dict[str, Any]) -> str:
             e.add("logd_listener_errors_total", "counter",
                   "Bad input and refused connections, by reason.", n,
                   {**lab, "reason": reason})
+        if s.get("type") == "http":
+            e.add("logd_listener_otlp_requests_total", "counter",
+                  "OTLP/HTTP export requests (protobuf or JSON).", s.get("otlp_requests", 0),
+                  lab)
+            e.add("logd_listener_otlp_records_total", "counter",
+                  "Log records taken from OTLP requests.", s.get("otlp_records", 0), lab)
+            e.add("logd_listener_otlp_rejected_records_total", "counter",
+                  "OTLP log records rejected as invalid (answered as partial success).",
+                  s.get("otlp_rejected_records", 0), lab)
+            e.add("logd_listener_otlp_decode_errors_total", "counter",
+                  "OTLP requests that could not be decoded (answered 400).",
+                  s.get("otlp_decode_errors", 0), lab)
         if s.get("type") == "kafka":
             e.add("logd_kafka_consumer_rebalances_total", "counter",
                   "Partition assignments this consumer received.", s.get("rebalances", 0),
@@ -151,6 +180,8 @@ def render_stats(stats: dict[str, Any]) -> str:
                     e.add("logd_kafka_consumer_committed_offset", "gauge",
                           "The offset committed for the partition (the next to read).",
                           p["committed"], plab)
+        if s.get("type") == "tail":
+            _tail_metrics(e, s, lab)
     for name, s in stats["outputs"].items():
         lab = {"output": name}
         e.add("logd_output_up", "gauge",

@@ -3,12 +3,24 @@
 A batch is one socket read's worth of records from one listener: a list of raw payloads plus
 what is known of them. Anything more (JSON fields, severities of lines) is computed lazily,
 once per batch, only when a route, a path template or a JSON output format asks for it.
+
+Payload forms. A batch's `form` names how its payloads become fields: "json" (the default: a
+payload that is a JSON object lends its fields) or another form registered here, such as
+"syslog". A form is a function `(batch) -> list[dict | None]`, one entry per record (None:
+the record has no fields), called at most once per batch by `Batch.fields()`. Register one
+with `register_form(name, fn)`, or by name in `_LAZY_FORMS` ("module:function", imported the
+first time a batch of that form needs its fields, so a spool replayed by a process that
+never imported the module still reads its batches). Slices, subsets and pieces keep the
+form, and the disk spool stores it. A form's fields are read like JSON fields (logd.fields):
+`app`, `level`, `message`, `timestamp`, `source`, and anything else as metadata.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from bisect import bisect_right
+from collections.abc import Callable
 from itertools import accumulate, islice, pairwise
 from typing import Any
 
@@ -18,6 +30,31 @@ from logd.fields import INFO, severity_of
 
 _SYSLOG_PRI = re.compile(rb"<(\d{1,3})>")
 _LF = re.compile(b"\n")
+
+JSON = "json"
+MAX_PRI = 191  # facility 23 (local7), severity 7
+FormDecoder = Callable[["Batch"], list[dict[str, Any] | None]]
+_FORMS: dict[str, FormDecoder] = {}
+# Forms known by name, imported when first needed.
+_LAZY_FORMS = {"syslog": "logd.syslog.parse:batch_fields"}
+
+
+def register_form(name: str, decode: FormDecoder) -> None:
+    """Make `name` a payload form: `decode(batch)` gives each record's fields."""
+    _FORMS[name] = decode
+
+
+def form_decoder(name: str) -> FormDecoder:
+    """The decoder of form `name`; KeyError when no such form is known."""
+    found = _FORMS.get(name)
+    if found is None:
+        module, _, attr = _LAZY_FORMS[name].partition(":")
+        found = _FORMS[name] = getattr(importlib.import_module(module), attr)
+    return found
+
+
+def known_form(name: str) -> bool:
+    return name == JSON or name in _FORMS or name in _LAZY_FORMS
 
 
 class Batch:
@@ -30,13 +67,15 @@ class Batch:
     and the payload list is only split from it when something asks for records.
     """
 
-    __slots__ = ("_fields", "_frames", "_payloads", "count", "nbytes", "raw", "received",
-                 "severities", "source")
+    __slots__ = ("_fields", "_frames", "_payloads", "count", "form", "nbytes", "raw",
+                 "received", "severities", "source")
 
     def __init__(self, payloads: list[bytes] | None, severities: bytes | None, source: str,
                  received: float, nbytes: int, *, raw: bytes | None = None,
-                 count: int | None = None, frames: tuple[bytes, int, int] | None = None) -> None:
+                 count: int | None = None, frames: tuple[bytes, int, int] | None = None,
+                 form: str = JSON) -> None:
         self._payloads = payloads
+        self.form = form
         self.severities = severities
         self.source = source
         self.received = received
@@ -50,9 +89,11 @@ class Batch:
         self._fields: list[dict[str, Any] | None] | None = None
 
     @classmethod
-    def from_lines(cls, block: bytes, count: int, source: str, received: float) -> Batch:
+    def from_lines(cls, block: bytes, count: int, source: str, received: float,
+                   form: str = JSON) -> Batch:
         """A batch of `count` LF-terminated lines, kept as one block."""
-        return cls(None, None, source, received, len(block) - count, raw=block, count=count)
+        return cls(None, None, source, received, len(block) - count, raw=block, count=count,
+                   form=form)
 
     @classmethod
     def from_objects(cls, objs: list[dict[str, Any]], severities: bytes, source: str,
@@ -116,7 +157,10 @@ class Batch:
         return self.nbytes + (len(self._frames[0]) if self._frames is not None else 0)
 
     def fields(self) -> list[dict[str, Any] | None]:
-        """Each payload's JSON object, or None where the payload is not one; parsed once."""
+        """Each record's fields: its payload's JSON object, or None where the payload is not
+        one; in a batch of another form, what that form's decoder reads. Parsed once."""
+        if self._fields is None and self.form != JSON:
+            self._fields = form_decoder(self.form)(self)
         if self._fields is None:
             out: list[dict[str, Any] | None] = []
             loads = orjson.loads
@@ -145,7 +189,7 @@ class Batch:
                 first = p[:1]
                 if first == b"<":
                     m = _SYSLOG_PRI.match(p)
-                    if m:
+                    if m and int(m.group(1)) <= MAX_PRI:
                         sev = int(m.group(1)) & 7
                 elif first == b"{":
                     if fields is None:
@@ -235,7 +279,8 @@ class Batch:
             nbytes = estimate or self.nbytes * (stop - start) // max(1, self.count)
         sevs = self.severities[start:stop] if self.severities is not None else None
         part = Batch(payloads, sevs, self.source, self.received, nbytes, raw=raw,
-                     count=stop - start, frames=frames if sevs is None else None)
+                     count=stop - start, frames=frames if sevs is None else None,
+                     form=self.form)
         if self._fields is not None:
             part._fields = self._fields[start:stop]
         return part
@@ -267,7 +312,7 @@ class Batch:
         picked = list(map(payloads.__getitem__, indices))
         sevs = self.severities if self._frames is None else self.severity_bytes()
         sub = Batch(picked, None if sevs is None else bytes(sevs[i] for i in indices),
-                    self.source, self.received, sum(map(len, picked)))
+                    self.source, self.received, sum(map(len, picked)), form=self.form)
         if self._fields is not None:
             f = self._fields
             sub._fields = [f[i] for i in indices]

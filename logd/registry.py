@@ -27,6 +27,8 @@ LISTENERS: dict[str, Kind] = {
     "http": Kind("logd.listeners.http", "HttpListenerConfig", "HttpListener"),
     "analyzer": Kind("logd.outputs.analyzer_pool", "AnalyzerListenerConfig", "AnalyzerPool"),
     "kafka": Kind("logd.listeners.kafka", "KafkaListenerConfig", "KafkaListener"),
+    "syslog": Kind("logd.listeners.syslog", "SyslogListenerConfig", "syslog_listener"),
+    "tail": Kind("logd.listeners.tail", "TailListenerConfig", "TailListener"),
 }
 
 OUTPUTS: dict[str, Kind] = {

@@ -12,7 +12,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from logd.record import Batch
+from logd.record import JSON, Batch, known_form
 
 Encoder = Callable[[Any], bytes]
 Decoder = Callable[[bytes], Any]
@@ -39,21 +39,28 @@ def decode(kind: int, body: bytes) -> Any:
 
 
 # -- Batch --
-# received f64, count u32, flags u8 (1: lines block, 2: severities follow), source length u16,
-# source; then the severities (count bytes) if flagged; then either the lines block as
-# received, or count u32 payload lengths and the payloads.
+# received f64, count u32, flags u8 (1: lines block, 2: severities follow, 4: a form
+# follows), source length u16, source; then the form (length u8, name) if flagged, the
+# severities (count bytes) if flagged; then either the lines block as received, or count
+# u32 payload lengths and the payloads. A batch of the default form (JSON) stores none, as
+# spools written before forms existed.
 
 _HEAD = struct.Struct("<dIBH")
 _LINES = 1
 _SEVERITIES = 2
+_FORM = 4
 
 
 def encode_batch(batch: Batch) -> bytes:
     source = batch.source.encode()
     sevs = batch.severity_bytes() if batch.severities is not None or \
         batch._frames is not None else None
-    flags = (_LINES if batch.raw is not None else 0) | (_SEVERITIES if sevs is not None else 0)
+    form = batch.form.encode() if batch.form != JSON else b""
+    flags = ((_LINES if batch.raw is not None else 0) | (_SEVERITIES if sevs is not None else 0)
+             | (_FORM if form else 0))
     parts = [_HEAD.pack(batch.received, batch.count, flags, len(source)), source]
+    if form:
+        parts += [bytes((len(form),)), form]
     if sevs is not None:
         parts.append(sevs)
     if batch.raw is not None:
@@ -70,12 +77,19 @@ def decode_batch(body: bytes) -> Batch:
     off = _HEAD.size
     source = body[off:off + slen].decode()
     off += slen
+    form = JSON
+    if flags & _FORM:
+        flen = body[off]
+        form = body[off + 1:off + 1 + flen].decode()
+        off += 1 + flen
+        if not known_form(form):
+            raise ValueError(f"batch of unknown form {form!r}")
     sevs = None
     if flags & _SEVERITIES:
         sevs = body[off:off + count]
         off += count
     if flags & _LINES:
-        batch = Batch.from_lines(body[off:], count, source, received)
+        batch = Batch.from_lines(body[off:], count, source, received, form)
         batch.severities = sevs
         return batch
     lengths = struct.unpack_from(f"<{count}I", body, off)
@@ -86,7 +100,7 @@ def decode_batch(body: bytes) -> Batch:
         off += n
     if off != len(body):
         raise ValueError(f"batch body has {len(body) - off} bytes past its payloads")
-    return Batch(payloads, sevs, source, received, sum(lengths))
+    return Batch(payloads, sevs, source, received, sum(lengths), form=form)
 
 
 register(Batch, 1, encode_batch, decode_batch)

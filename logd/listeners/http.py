@@ -4,6 +4,12 @@ A body is one JSON object, a JSON array of objects, or NDJSON (`application/x-nd
 optionally gzip. A batch is taken whole or refused whole: every record is validated before
 any is routed. Every answer is JSON: 202 {"accepted": N}; errors {"error", "message"} with the
 index (array) or line (NDJSON) of the first bad record.
+
+/v1/logs also takes OpenTelemetry's ExportLogsServiceRequest (OTLP/HTTP, logd/otlp): as
+`application/x-protobuf`, or as `application/json` when the body is an object with
+`resourceLogs`. Such a request is answered as OTLP/HTTP asks (200 with an
+ExportLogsServiceResponse, errors with a google.rpc.Status, in the request's encoding); its
+invalid log records are rejected alone, and the rest taken as one batch.
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ from logd.delivery import Receipt
 from logd.fields import COMMON_LEVELS, INFO, LEVEL_TYPES, record_time, severity_from_name
 from logd.listeners.web import GuardedServer
 from logd.logsetup import RateLimitedLog
+from logd.otlp import answers as otlp_answers
+from logd.otlp.otlp_json import from_json, is_otlp_json
+from logd.otlp.protobuf import decode_protobuf
+from logd.otlp.records import BadOtlp, Mapped
 from logd.record import Batch
 from logd.stats import HttpListenerStats
 from logd.tls import ServerTls, TlsConfig, count_handshake_errors
@@ -52,6 +62,15 @@ _LEVELS = COMMON_LEVELS
 _LEVEL_TYPES = LEVEL_TYPES
 _STAMP_TYPES = {int, float, str, type(None)}
 _DICT = {dict}
+
+OTLP_PATH = "/v1/logs"
+# Content types /v1/logs reads as logd's own JSON: its own, and what curl -d, urllib and
+# clients that send none send; OTLP's protobuf is told by its type, OTLP/JSON by its shape.
+_JSON_TYPES = frozenset({"application/json", "application/x-ndjson", "text/plain",
+                         "application/x-www-form-urlencoded"})
+# Keys of what an OTLP request became, on the aiohttp request while it is handled.
+_OTLP = web.RequestKey("logd.otlp.encoding", str)
+_MAPPED = web.RequestKey("logd.otlp.mapped", Mapped)
 
 
 @dataclass(frozen=True)
@@ -186,6 +205,10 @@ class HttpListener(Listener):
         self.bytes_in = 0
         self.refused_busy = 0
         self.waited_full = 0
+        self.otlp_requests = 0
+        self.otlp_records = 0
+        self.otlp_rejected = 0
+        self.otlp_decode_errors = 0
         self.errors: Counter[str] = Counter()
         self.ratelog = RateLimitedLog(log)
         self.tls: ServerTls | None = None
@@ -228,13 +251,14 @@ class HttpListener(Listener):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.full_wait
         try:
+            self._check_content_type(request)
             # The parsed batch lives in _take only: waiting below holds no parsed objects.
             taken = await self._take(request, deadline)
         except BadRequest as e:
             self.errors[e.error] += 1
             self.ratelog.warning(e.error, f"request refused: {e}", listener=self.name,
                                  peer=request.remote, status=e.status)
-            response = _error(e.status, e.error, str(e))
+            response = self._error(request, e.status, e.error, str(e))
             if e.status == 408:
                 response.force_close()
             return response
@@ -250,15 +274,18 @@ class HttpListener(Listener):
         if not done:
             # Not refused either: the records may still arrive; a client that retries may
             # send them twice (at least once).
-            return self._busy("timeout", f"the batch was not {what} in time; retry later")
+            return self._busy(request, "timeout", f"the batch was not {what} in time; "
+                              "retry later")
         if receipt.refused:
             # A destination could not store the batch (its spool cannot be written) and
             # kept nothing of it; those that took it may get it twice when it is retried.
-            return self._busy("busy", "a destination cannot store records now (see /health); "
-                              "retry later")
+            return self._busy(request, "busy", "a destination cannot store records now (see "
+                              "/health); retry later")
         if receipt.lost:
-            return _error(500, "internal", f"{receipt.lost} records could not be handed to "
-                          "an output (see logd's log); retry later")
+            return self._error(request, 500, "internal", f"{receipt.lost} records could not "
+                               "be handed to an output (see logd's log); retry later")
+        if request.get(_OTLP):
+            return self._otlp_success(request, receipt)
         answer: dict[str, Any] = {"accepted": receipt.records}
         if receipt.dropped:
             answer["dropped"] = receipt.dropped
@@ -274,21 +301,26 @@ class HttpListener(Listener):
         # Room to read and parse the body first: what is parsed at once is bounded.
         taken = await self.budget.take(self._expected_size(request), deadline - loop.time())
         if not taken:
-            return self._busy("busy", "too many request bodies being read at once; retry later")
+            return self._busy(request, "busy", "too many request bodies being read at once; "
+                              "retry later", otlp_status=429)
         try:
             body = await self._body(request)
             if len(body) > taken:  # it inflated beyond the estimate: room for the rest too
                 more = await self.budget.take(len(body) - taken, deadline - loop.time())
                 if not more:
-                    return self._busy("busy", "too many request bodies being read at once; "
-                                      "retry later")
+                    return self._busy(request, "busy", "too many request bodies being read "
+                                      "at once; retry later", otlp_status=429)
                 taken += more
-            payloads, objs, sevs = self._parse(body, request.content_type)
+            payloads, objs, sevs = self._decode(body, request)
+            if not objs:  # an OTLP request with no record to take (logd's JSON raised)
+                return self._otlp_success(request, None)
             receipt = await self._hand_over(objs, sevs, payloads, len(body), deadline)
         finally:
             self.budget.give(taken)
         if receipt is None:
-            return self._busy("busy", "output buffers are full; retry later")
+            return self._busy(request, "busy", "output buffers are full; retry later")
+        if request.get(_OTLP):
+            self.otlp_records += receipt.records
         return receipt
 
     async def _hand_over(self, objs: list[Any], sevs: bytes, payloads: list[bytes] | None,
@@ -320,11 +352,94 @@ class HttpListener(Listener):
         self.router.submit(plan, receipt)
         return receipt
 
-    def _busy(self, error: str, message: str) -> web.Response:
+    def _busy(self, request: web.Request, error: str, message: str,
+              otlp_status: int = 503) -> web.Response:
+        """503 + Retry-After; an OTLP request too many bodies at once keep waiting gets 429
+        (both are retried by OTLP clients, after Retry-After)."""
         self.refused_busy += 1
         self.errors[error] += 1
-        return _error(503, error, message,
-                      **{"Retry-After": f"{max(1, round(self.cfg.retry_after))}"})
+        status = otlp_status if request.get(_OTLP) else 503
+        return self._error(request, status, error, message,
+                           **{"Retry-After": f"{max(1, round(self.cfg.retry_after))}"})
+
+    def _error(self, request: web.Request, status: int, error: str, message: str,
+               **headers: str) -> web.Response:
+        """An error answer: logd's JSON, or a google.rpc.Status for an OTLP request."""
+        encoding = request.get(_OTLP)
+        if encoding is None:
+            return _error(status, error, message, **headers)
+        return web.Response(status=status, headers=headers or None, content_type=encoding,
+                            body=otlp_answers.status_body(encoding, status,
+                                                          f"{error}: {message}"))
+
+    def _check_content_type(self, request: web.Request) -> None:
+        """/v1/logs: protobuf is OTLP from the start; a type that is neither OTLP's nor one
+        logd reads as JSON is refused (415)."""
+        if request.path != OTLP_PATH:
+            return
+        ctype = request.content_type
+        if ctype == otlp_answers.PROTOBUF:
+            self._mark_otlp(request, otlp_answers.PROTOBUF)
+        elif ctype not in _JSON_TYPES and "Content-Type" in request.headers:
+            self._mark_otlp(request, otlp_answers.PROTOBUF)
+            raise BadRequest(415, "unsupported_media_type",
+                             f"Content-Type {ctype!r}; expected application/x-protobuf or "
+                             "application/json (OTLP), or logd's application/json or "
+                             "application/x-ndjson")
+
+    def _mark_otlp(self, request: web.Request, encoding: str) -> None:
+        request[_OTLP] = encoding
+        self.otlp_requests += 1
+
+    def _decode(self, body: bytes, request: web.Request
+                ) -> tuple[list[bytes] | None, list[Any], bytes]:
+        """(payloads if at hand, objects, severities) of a body, OTLP or logd's own;
+        BadRequest when it cannot be read. An OTLP request's rejected records are left on
+        the request for its answer."""
+        encoding = request.get(_OTLP)
+        doc: Any = None
+        if encoding is None and request.path == OTLP_PATH and \
+                request.content_type != "application/x-ndjson" and body.lstrip()[:1] == b"{":
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                doc = None  # _parse says where
+            if is_otlp_json(doc):
+                self._mark_otlp(request, encoding := otlp_answers.JSON)
+        if encoding is None:
+            return self._parse(body, request.content_type, doc)
+        try:
+            mapped = decode_protobuf(body) if encoding == otlp_answers.PROTOBUF else \
+                from_json(doc)
+        except BadOtlp as e:
+            self.otlp_decode_errors += 1
+            raise BadRequest(400, "bad_otlp", str(e)) from None
+        if mapped.rejected:
+            self.otlp_rejected += mapped.rejected
+            self.ratelog.warning("otlp_rejected", "OTLP log records rejected",
+                                 listener=self.name, peer=request.remote,
+                                 rejected=mapped.rejected, first=mapped.first_error)
+        request[_MAPPED] = mapped
+        return None, mapped.objs, bytes(mapped.severities)
+
+    def _otlp_success(self, request: web.Request, receipt: BatchReceipt | None
+                      ) -> web.Response:
+        """200 with an ExportLogsServiceResponse: partial_success counts the log records
+        rejected as invalid and those a full drop_newest destination dropped."""
+        encoding = request[_OTLP]
+        mapped: Mapped = request[_MAPPED]
+        rejected = mapped.rejected
+        reasons = []
+        if rejected:
+            reasons.append(f"{rejected} log records rejected; the first: {mapped.first_error}")
+        if receipt is not None and receipt.dropped:
+            dropped = min(receipt.dropped, receipt.records)
+            rejected += dropped
+            reasons.append(f"{dropped} log records dropped by a full destination "
+                           "(when_full = drop_newest)")
+        return web.Response(status=200, content_type=encoding,
+                            body=otlp_answers.export_response(encoding, rejected,
+                                                              "; ".join(reasons)))
 
     def _expected_size(self, request: web.Request) -> int:
         """What reading and parsing this body will hold: its length, or the most a body may
@@ -376,10 +491,10 @@ class HttpListener(Listener):
                              f"Content-Encoding {encoding!r}; expected gzip or none")
         return raw
 
-    def _parse(self, body: bytes, content_type: str
+    def _parse(self, body: bytes, content_type: str, doc: Any = None
                ) -> tuple[list[bytes] | None, list[Any], bytes]:
         """(payload bytes if at hand, objects, severities), or BadRequest naming the first bad
-        record."""
+        record. `doc`: the body, when it was parsed already."""
         payloads: list[bytes] | None
         if content_type == "application/x-ndjson":
             payloads = []
@@ -396,10 +511,11 @@ class HttpListener(Listener):
                 positions.append(n)
             where = "line"
         else:
-            try:
-                doc = orjson.loads(body)
-            except orjson.JSONDecodeError as e:
-                raise BadRequest(400, "bad_json", str(e)) from None
+            if doc is None:
+                try:
+                    doc = orjson.loads(body)
+                except orjson.JSONDecodeError as e:
+                    raise BadRequest(400, "bad_json", str(e)) from None
             if isinstance(doc, dict):
                 objs = [doc]
                 payloads = [body.strip()]
@@ -436,7 +552,9 @@ class HttpListener(Listener):
                 "accepted": self.requests, "accepted_connections": self.server.accepted,
                 "records": self.records, "bytes": self.bytes_in, "pauses": self.refused_busy,
                 "waited_full": self.waited_full, "inflight_bytes": self.budget.used,
-                "errors": errors}
+                "otlp_requests": self.otlp_requests, "otlp_records": self.otlp_records,
+                "otlp_rejected_records": self.otlp_rejected,
+                "otlp_decode_errors": self.otlp_decode_errors, "errors": errors}
 
 
 class BatchReceipt(Receipt):

@@ -68,6 +68,13 @@ def _to_topics(v: Any) -> tuple[str, ...]:
     return topics
 
 
+def _to_session_timeout(v: Any) -> float:
+    seconds = to_duration(v)
+    if seconds < 1.0:
+        raise ValueError(f"expected at least 1s (heartbeats go every third of it), got {v!r}")
+    return seconds
+
+
 @dataclass(frozen=True)
 class KafkaListenerConfig:
     type: str = setting("kafka", one_of("kafka"))
@@ -96,6 +103,10 @@ class KafkaListenerConfig:
                                "file for records that cannot be read, with the reason "
                                "(default: STATE_DIR/NAME.dead-letter.ndjson)")
     client_id: str = setting("logd", to_nonempty_str, "the client id brokers see")
+    session_timeout: float = setting(10.0, _to_session_timeout,
+                                     "how long the group waits for a silent member (a "
+                                     "crashed aggregator) before its partitions move; the "
+                                     "brokers' group.min/max.session.timeout.ms bound it")
     name: str = component_name()
 
 
@@ -235,7 +246,10 @@ class KafkaListener(Listener):
             bootstrap_servers=list(self.cfg.brokers), group_id=self.cfg.group,
             client_id=self.cfg.client_id, enable_auto_commit=False,
             auto_offset_reset=self.cfg.start, fetch_max_bytes=self.cfg.max_fetch_bytes,
-            max_partition_fetch_bytes=min(self.cfg.max_fetch_bytes, 1024**2))
+            max_partition_fetch_bytes=min(self.cfg.max_fetch_bytes, 1024**2),
+            session_timeout_ms=int(self.cfg.session_timeout * 1000),
+            # Three heartbeats per session, as Kafka's own defaults have it.
+            heartbeat_interval_ms=max(100, int(self.cfg.session_timeout * 1000 / 3)))
         self._consumer = consumer
         consumer.subscribe(topics=list(self.cfg.topics), listener=_rebalance_listener(self))
         await consumer.start()
@@ -523,6 +537,7 @@ class KafkaListener(Listener):
                 "accepted": self.records, "records": self.records, "bytes": self.bytes_in,
                 "pauses": self.pauses, "errors": dict(self.errors),
                 "group": self.cfg.group, "connected": self.connected,
-                "partitions": partitions, "lag": total_lag, "rebalances": self.rebalances,
+                "partitions": partitions, "lag": total_lag, "backlog": {"records": total_lag},
+                "rebalances": self.rebalances,
                 "commits": self.commits, "uncommitted": self.uncommitted,
                 "dead_lettered": self.dead_lettered, "reread": self.reread}

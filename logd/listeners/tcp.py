@@ -252,6 +252,8 @@ def _set_keepalive(sock: socket.socket) -> None:
 
 
 class TcpListener(Listener):
+    protocol: type[_Connection] = _Connection  # what each connection is read with
+
     def __init__(self, cfg: TcpListenerConfig, ctx: BuildContext | None = None) -> None:
         super().__init__(cfg.name)
         self.cfg = cfg
@@ -327,10 +329,10 @@ class TcpListener(Listener):
             self.tls = ServerTls(self.cfg.tls, f"listeners.{self.name}",
                                  count_handshake_errors(self.errors, self.ratelog, self.name))
         self.server, self.bound = await open_server(
-            self.name, self.cfg.address, lambda: _Connection(self),
+            self.name, self.cfg.address, lambda: self.protocol(self),
             ssl=self.tls.context if self.tls else None,
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT, reuse_port=self.cfg.reuse_port,
-            type="tcp", framing=self.cfg.framing)
+            type=self.cfg.type, framing=self.cfg.framing)
 
     def reload_tls(self) -> bool:
         """Read the certificate files again (SIGHUP): connections made from now on use them.

@@ -438,6 +438,7 @@ class AnalyzerPool(Destination, Listener):
             "records": self.buffer.accepted_records,
             "sent": self.sent,
             "acked": self.acked_total,
+            "written": self.acked_total,  # delivered, as outputs count it
             "in_flight": sum(a.in_flight for a in self.analyzers.values()),
             "redelivered": self.redelivered,
             "redelivery_queued": sum(len(p) for p, _, _ in self._redeliver),

@@ -85,8 +85,10 @@ class Destination(Component):
         accepted = b.accepted_records
         total = accepted + b.dropped_records
         return {
+            "type": self.type,
             "queued_records": b.queued_records,
             "queued_bytes": b.queued_bytes,
+            "queue_limit_bytes": b.max_bytes,
             "peak_queued_bytes": b.peak_cost,
             "accepted": accepted,
             "dropped": b.dropped_records,

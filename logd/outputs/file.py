@@ -48,15 +48,15 @@ from logd.logsetup import RateLimitedLog
 from logd.metrics import BATCH_RECORDS_BUCKETS, Histogram
 from logd.outputs.base import Output
 from logd.outputs.direct import DirectFile, DirectIO
-from logd.record import Batch
+from logd.record import JSON, Batch
 from logd.stats import FileOutputStats
 
 log = logging.getLogger("logd.file")
 
-TEMPLATE_FIELDS = {"app", "event", "date", "severity", "source"}
+TEMPLATE_FIELDS = {"app", "event", "date", "severity", "source", "host", "pod", "namespace"}
 # Replaced by the config loader, before this output sees the path: one value per process.
 LOAD_TIME_FIELDS = {"instance"}
-_PER_RECORD = {"app", "event", "severity"}
+_PER_RECORD = {"app", "event", "severity", "host", "pod", "namespace"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
 
 
@@ -65,7 +65,7 @@ class FileOutputConfig:
     type: str = setting("file", one_of("file"))
     path: str = setting("./var/log/{app}.log", to_nonempty_str,
                         "file path template: {app} {event} {date} {severity} {source} "
-                        "{instance}")
+                        "{host} {pod} {namespace} {instance}")
     format: str = setting("raw", one_of("raw", "json"),
                           "raw: payload + LF; json: one object per line (ts, severity, app, "
                           "source, message)")
@@ -150,7 +150,8 @@ class FileOutput(Output):
     # -- lifecycle --
 
     async def start(self) -> None:
-        probe = self.cfg.path.format(app="_", event="_", date="_", severity="_", source="_")
+        probe = self.cfg.path.format(app="_", event="_", date="_", severity="_", source="_",
+                                     host="_", pod="_", namespace="_")
         directory = os.path.dirname(os.path.abspath(probe))
         # Fail fast on a directory we can never write, rather than at the first record.
         top = directory
@@ -234,9 +235,10 @@ class FileOutput(Output):
             uniform = sevs.count(sevs[0]) == len(sevs)
         else:
             uniform = True
-        # Fields come from JSON payloads only; a batch without one maps to a single path,
-        # found with one C-level scan instead of a look at every record.
-        if uniform and not _has_json_object(batch, joined):
+        # Fields come from JSON payloads only (in a batch of the JSON form); a batch without
+        # one maps to a single path, found with one C-level scan instead of a look at every
+        # record.
+        if uniform and batch.form == JSON and not _has_json_object(batch, joined):
             return await self._append(self._path_for(batch, None, sevs[0] if sevs else None),
                                       batch, None, joined)
         groups: dict[str, list[int]] = {}
@@ -258,13 +260,20 @@ class FileOutput(Output):
         return failed
 
     def _path_for(self, batch: Batch, obj: dict[str, Any] | None, sev: int | None) -> str:
-        event = None if obj is None else obj.get("event")
+        event = host = pod = namespace = None
+        if obj is not None:
+            event, host = obj.get("event"), obj.get("host")
+            pod, namespace = obj.get("pod"), obj.get("namespace")
         return self.cfg.path.format(
             app=_safe(app_of(obj, batch.source)),
             event=_safe(event) if event is not None else "default",
             date=time.strftime("%Y-%m-%d", time.gmtime(batch.received)),
             severity=severity_name(sev) if sev is not None else "info",
             source=batch.source,
+            host=_safe(host) if host is not None else "unknown",
+            # Container log records (the tail listener's cri and docker formats) carry them.
+            pod=_safe(pod) if pod is not None else "none",
+            namespace=_safe(namespace) if namespace is not None else "none",
         )
 
     async def _append(self, path: str, batch: Batch, indices: list[int] | None,
@@ -316,10 +325,17 @@ class FileOutput(Output):
         listener = batch.source
         dumps = orjson.dumps
         out = []
+        # Records of a batch often share their time (syslog senders stamp per second or
+        # millisecond): each distinct time is formatted once.
+        stamps: dict[float, str] = {}
         for i in (range(len(payloads)) if indices is None else indices):
             obj = fields[i]
+            t = time_of(obj, received)
+            ts = stamps.get(t)
+            if ts is None:
+                ts = stamps[t] = _rfc3339(t, received)
             record: dict[str, Any] = {
-                "ts": _rfc3339(time_of(obj, received), received),
+                "ts": ts,
                 "app": app_of(obj, listener), "level": level_text(obj, sevs[i]),
                 "severity": severity_name(sevs[i]), "source": source_of(obj, listener),
                 "listener": listener, "message": message_of(obj, payloads[i])}

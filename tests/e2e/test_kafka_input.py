@@ -161,8 +161,10 @@ def test_kill_9_of_one_aggregator_moves_its_partitions_and_loses_nothing(
     for out in outs:
         out.parent.mkdir()
         out.mkdir()
-        p = LogdProcess(aggregator_config(out, kafka, topic, file_output(out),
-                                          "max_uncommitted = 5000"), out.parent)
+        # A short session: the group notices the killed member within seconds.
+        extra = 'max_uncommitted = 5000\nsession_timeout = "3s"'
+        p = LogdProcess(aggregator_config(out, kafka, topic, file_output(out), extra),
+                        out.parent)
         started.append(p)
         aggs.append(p.start())
     wait_until(lambda: sum(len(_assigned(p)) for p in aggs) == 4, 30,

@@ -285,3 +285,12 @@ def test_path_template_fields_are_plain(path: str) -> None:
 def test_path_template_may_escape_braces() -> None:
     cfg = loads(LISTENER + OUTPUT.replace("{app}.log", "{{app}}-{app}.log"))
     assert cfg.outputs["files"].path.format(app="a") == "/tmp/logd-unit/{app}-a.log"
+
+
+def test_a_kafka_input_session_shorter_than_a_second_is_named() -> None:
+    problems = problems_of('[listeners.k]\ntype = "kafka"\nsession_timeout = "200ms"\n'
+                           + OUTPUT)
+    assert list(problems) == ["listeners.k.session_timeout"]
+    assert "at least 1s" in problems["listeners.k.session_timeout"]
+    cfg = loads('[listeners.k]\ntype = "kafka"\nsession_timeout = "45s"\n' + OUTPUT)
+    assert cfg.listeners["k"].session_timeout == 45.0

@@ -167,7 +167,7 @@ def test_an_unknown_path_field_lists_instance_among_those_expected() -> None:
     text = LISTENERS.format(extra="") + """
 [outputs.files]
 type = "file"
-path = "/var/log/{host}.log"
+path = "/var/log/{pid}.log"
 """
     problems = problems_of(text, env={"LOGD_INSTANCE": "b"})
     assert "{instance}" in problems["outputs.files.path"]

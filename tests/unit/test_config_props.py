@@ -219,7 +219,7 @@ def resolves(doc: Any, path: str) -> Any:
 
 
 SECTIONS = {"daemon", "listeners", "outputs", "routes"}
-REQUIRED = {"type", "to", "cert", "key"}  # key names the config may require
+REQUIRED = {"type", "to", "cert", "key", "paths", "start"}  # key names the config may require
 # What a message must not be: a Python error passed through as the explanation.
 RAW_PYTHON = re.compile(r"invalid literal|object of type|NoneType|unhashable|Traceback|"
                         r"not supported between|could not convert|int too large")
@@ -255,7 +255,8 @@ def test_any_document_loads_or_raises_config_error_naming_its_keys(
     # What the loader accepts, the components can use.
     for out in cfg.outputs.values():
         if out.type == "file":
-            out.path.format(app="a", event="e", date="d", severity="s", source="s")
+            out.path.format(app="a", event="e", date="d", severity="s", source="s", pod="p",
+                            namespace="n")
 
 
 CLASSES = [DaemonConfig, RouteConfig, BufferConfig, MemoryBufferConfig,

@@ -299,7 +299,7 @@ def severity(payload: bytes, wire: int | None) -> int:
         found = level_severity(obj.get("severity") if level is None else level)
         return 6 if found is None else found
     m = re.match(rb"<(\d{1,3})>", payload)
-    return int(m.group(1)) & 7 if m else 6
+    return int(m.group(1)) & 7 if m and int(m.group(1)) <= 191 else 6  # PRI: 0-191
 
 
 def lookup(obj: Any, name: str) -> Any:

@@ -13,7 +13,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from loadgenkit.config import PROG, Config
-from loadgenkit.payloads import SEVERITY_NAMES
+from loadgenkit.payloads import SEVERITY_NAMES, SYSLOG_PAYLOADS
 from loadgenkit.runner import run
 from toolargs import (
     UsageError,
@@ -58,8 +58,8 @@ def parse_target(value: str) -> tuple[str, str, int, str]:
     scheme = parts.scheme.lower()
     if scheme == "https":
         raise UsageError(f"--target {value}: use http:// with --tls")
-    if scheme not in ("tcp", "http") or not parts.netloc:
-        raise UsageError(f"--target {value!r}: expected tcp://host:port or "
+    if scheme not in ("tcp", "udp", "http") or not parts.netloc:
+        raise UsageError(f"--target {value!r}: expected tcp://host:port, udp://host:port or "
                          "http://host:port/path")
     try:
         port = parts.port
@@ -73,7 +73,7 @@ def parse_target(value: str) -> tuple[str, str, int, str]:
         return scheme, host, port or 80, f"{path}?{parts.query}" if parts.query else path
     if (not host or not port or parts.path not in ("", "/") or parts.query or parts.fragment
             or parts.username is not None):
-        raise UsageError(f"--target {value!r}: expected tcp://host:port")
+        raise UsageError(f"--target {value!r}: expected {scheme}://host:port")
     return scheme, host, port, ""
 
 
@@ -158,12 +158,17 @@ tcp:// wire formats:
   frames  [u32 big-endian length][u8 severity][payload], length = 1 + len(payload);
           severity is syslog-style 0-7 (0 emerg .. 3 error, 4 warn, 5 notice, 6 info, 7 debug)
   lines   payload + LF (payloads never contain LF)
+  octet-counted  "<len(payload)> <payload>" (syslog's RFC 6587 octet counting)
+udp://: one payload per datagram (syslog over UDP; nothing says what arrived)
 
 tcp:// payloads (exactly --size bytes):
   text    "<run-id> <worker>-<conn> <seq> [ts=<epoch-ns>] <filler>"
           the first three fields make each record unique within a run
   json    {"ts": <epoch>, "level": "info", "app": "loadgen", "event": "<event>",
            "id": "<run-id>-<worker>-<conn>-<seq>", "message": "<filler>"}
+  syslog5424  <PRI>1 <RFC 3339 time> loadgen-host loadgen <conn> - - <run-id> <w>-<c> <seq> ...
+  syslog3164  <PRI>Mmm dd hh:mm:ss loadgen-host loadgen[<conn>]: <run-id> <w>-<c> <seq> ...
+              (facility user; the severity from --levels)
   The filler pads to --size; when the fixed part is already longer, the filler is empty and
   the payload is longer than --size (the unique id is never cut).
 
@@ -185,8 +190,15 @@ http:// mode (--target http://host:port/path; path /v1/logs when none is given):
   conn and seq identify a record within a run; timestamp is when its body was built.
   Bodies are built ahead: at --rate 0 up to 64 MiB per worker before the start, then 4 MiB
   at a time while sending; at a --rate ~0.25 s of them, topped up between POSTs.
-  Answers: 202 {"accepted": N}, N = records in the batch, counts the batch as sent. 503:
-  the same batch is resent after Retry-After (at most 5 s; 0.1 s without one). No answer
+  --otlp protobuf|json sends OpenTelemetry log requests instead (POST /v1/logs,
+  application/x-protobuf or application/json): per batch one ResourceLogs per app
+  (service.name, service.instance.id, host.name, deployment.environment), two scopes each,
+  and per record a time, severityNumber and severityText, a string body (sized so a
+  record is about --size bytes in protobuf), http.method, http.route, http.status_code,
+  user.id, loadgen.seq and loadgen.run attributes, a trace id, a span id and flags; a
+  200 without rejected records counts the batch as sent.
+  Answers: 202 {"accepted": N}, N = records in the batch, counts the batch as sent. 503
+  (and 429): the same batch is resent after Retry-After (at most 5 s; 0.1 s without one). No answer
   (connection refused/reset, 60 s timeout): an error; the batch is resent on a new
   connection after 0.1 s (a keep-alive connection found closed is reopened at once, as a
   retry). Any other answer: an error, and the batch is skipped. The first 3 errors of each
@@ -211,11 +223,14 @@ examples:
   loadgen --rate 1000
   loadgen --rate 0 --duration 30 --workers 2 --connections 4 --json
   loadgen --count 100000 --rate 0 --workers 2 --connections 3 --framing lines
+  loadgen --target tcp://127.0.0.1:5514 --payload syslog5424 --framing octet-counted
+  loadgen --target udp://127.0.0.1:5514 --payload syslog3164 --rate 20000
   loadgen --events login:350,search:350,checkout:300 --duration 60
   loadgen --rate 2000 --pattern burst --burst-rate 50000 --duration 120 --timestamps
   loadgen --target http://127.0.0.1:3000/api/logs --batch 1000 --workers 4 --count 1000000
   loadgen --target http://127.0.0.1:3000/v1/logs --rate 20000 --duration 60 --ndjson --gzip
   loadgen --target http://127.0.0.1:3000 --apps high-volume-app:70,medium-app:20,low-app:10
+  loadgen --target http://127.0.0.1:3000/v1/logs --otlp protobuf --gzip --rate 0 --count 1000000
   loadgen --tls --ca /etc/logd/tls/ca.pem --target tcp://logs.example.net:8080
   loadgen --tls --ca ca.pem --cert emitter.pem --target http://127.0.0.1:3000/v1/logs"""
 
@@ -244,11 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connections per worker (TCP, or keep-alive HTTP), one thread each "
                         "(default %(default)s)")
     g = p.add_argument_group("records")
-    g.add_argument("--framing", choices=("frames", "lines"), default=None,
-                   help="tcp: length-prefixed frames with a severity byte, or LF-terminated "
-                        "lines (default frames)")
-    g.add_argument("--payload", choices=("text", "json"), default=None,
-                   help="tcp: payload format (default text; json with --events)")
+    g.add_argument("--framing", choices=("frames", "lines", "octet-counted"), default=None,
+                   help="tcp: length-prefixed frames with a severity byte, LF-terminated "
+                        "lines, or syslog's octet counting (default frames; lines for "
+                        "syslog payloads)")
+    g.add_argument("--payload", choices=("text", "json", "syslog5424", "syslog3164"),
+                   default=None,
+                   help="tcp, udp: payload format: text, json, or syslog messages (RFC 5424, "
+                        "or RFC 3164/BSD) (default text; json with --events)")
     g.add_argument("--size", type=positive_int, default=256, metavar="BYTES",
                    help="payload size in bytes, framing not included; http: size of each JSON "
                         "record (default %(default)s)")
@@ -275,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"records per POST (default {DEFAULT_BATCH})")
     g.add_argument("--ndjson", action="store_true",
                    help="send NDJSON (application/x-ndjson) instead of a JSON array")
+    g.add_argument("--otlp", choices=("protobuf", "json"), default=None,
+                   help="send OpenTelemetry log requests (OTLP/HTTP ExportLogsServiceRequest, "
+                        "application/x-protobuf or OTLP/JSON) to /v1/logs instead of logd's "
+                        "JSON; a batch is answered 200"),
     g.add_argument("--gzip", action="store_true",
                    help="gzip each body (Content-Encoding: gzip), built ahead like the bodies")
     g.add_argument("--token", default=None, metavar="TOKEN",
@@ -319,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_mode_options(args: argparse.Namespace, http: bool) -> None:
     """Options of the other kind of target are refused rather than silently ignored."""
+    if not http and args.target.lower().startswith("udp:"):
+        if args.framing is not None:
+            raise UsageError("--framing applies to tcp:// targets only (udp://: a datagram "
+                             "per record)")
+        if args.tls:
+            raise UsageError("--tls applies to tcp:// and http:// targets only")
     if http:
         given = [("--framing", args.framing is not None), ("--payload", args.payload is not None),
                  ("--events", args.events is not None), ("--timestamps", args.timestamps)]
@@ -326,7 +354,7 @@ def check_mode_options(args: argparse.Namespace, http: bool) -> None:
     else:
         given = [("--batch", args.batch is not None), ("--ndjson", args.ndjson),
                  ("--gzip", args.gzip), ("--token", args.token is not None),
-                 ("--apps", args.apps is not None)]
+                 ("--apps", args.apps is not None), ("--otlp", args.otlp is not None)]
         kind = "http://"
     for option, used in given:
         if used:
@@ -337,12 +365,14 @@ def make_config(args: argparse.Namespace) -> Config:
     scheme, host, port, path = parse_target(args.target)
     http = scheme == "http"
     check_mode_options(args, http)
+    if args.otlp is not None and args.ndjson:
+        raise UsageError("--otlp and --ndjson: choose one body format")
     if args.token is not None and not re.fullmatch(r"[\x21-\x7e]+", args.token):
         raise UsageError("--token: printable ASCII without spaces")
     payload = args.payload
     events = [(event_name(DEFAULT_EVENT), 1)]
     if args.events is not None:
-        if payload == "text":
+        if payload not in (None, "json"):
             raise UsageError("--events needs --payload json (the event goes in a json field)")
         payload = "json"
         events = parse_weights(args.events, "--events", event_name)
@@ -370,9 +400,16 @@ def make_config(args: argparse.Namespace) -> Config:
                          app_name)
     if http:
         framing, payload = ("ndjson" if args.ndjson else "json"), "json"
+        if args.otlp is not None:
+            framing = payload = f"otlp-{args.otlp}"
         mode = "http"
     else:
-        framing = args.framing or "frames"
+        if scheme == "udp":
+            framing = "datagrams"
+        elif args.framing is not None:
+            framing = args.framing
+        else:
+            framing = "lines" if payload in SYSLOG_PAYLOADS else "frames"
         mode = resolve_mode(args.unique, args.timestamps, args.count, args.size)
     return Config(
         target=args.target, scheme=scheme, host=host, port=port, path=path, rate=rate,
@@ -386,7 +423,7 @@ def make_config(args: argparse.Namespace) -> Config:
         apps=weighted_table(apps, random.Random(f"apps-{seed}")),
         batch=args.batch if args.batch is not None else DEFAULT_BATCH,
         ndjson=args.ndjson, gzip=args.gzip, token=args.token, tls=make_tls_context(args),
-        give_up=args.give_up)
+        give_up=args.give_up, otlp=args.otlp)
 
 
 def main(argv: list[str] | None = None) -> int:

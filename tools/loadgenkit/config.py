@@ -44,6 +44,7 @@ class Config:
     token: str | None           # http: bearer token
     tls: ssl.SSLContext | None  # --tls: how connections are wrapped
     give_up: bool = False       # http: a batch not answered 202 is failed, never resent
+    otlp: str | None = None     # http: "protobuf" or "json": OTLP log requests, not logd's JSON
 
     @property
     def total_connections(self) -> int:

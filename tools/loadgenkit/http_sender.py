@@ -12,6 +12,7 @@ from collections import deque
 
 from loadgenkit.config import DRAIN_SECONDS, PROG, Config
 from loadgenkit.latency import BUCKETS, bucket_of
+from loadgenkit.otlp import OtlpBuilder, rejected_of
 from loadgenkit.payloads import HttpBuilder
 from loadgenkit.schedule import MAX_TICK, make_schedule, share
 from loadgenkit.shared import (
@@ -90,7 +91,7 @@ class HttpSender:
         self.shared = shared
         self.conn = http_conn
         self.name = f"{worker}-{conn}"
-        self.builder = HttpBuilder(cfg, worker, conn, filler)
+        self.builder = (OtlpBuilder if cfg.otlp else HttpBuilder)(cfg, worker, conn, filler)
         self.index = self.builder.index
         self.slot = self.index * NFIELDS
         self.latency = shared.latency
@@ -102,6 +103,8 @@ class HttpSender:
             "Content-Type": "application/x-ndjson" if cfg.ndjson else "application/json",
             "User-Agent": PROG,
         }
+        if cfg.otlp == "protobuf":
+            self.headers["Content-Type"] = "application/x-protobuf"
         if cfg.gzip:
             self.headers["Content-Encoding"] = "gzip"
         if cfg.token is not None:
@@ -258,6 +261,14 @@ class HttpSender:
             self.used = conn.sock is not None     # http.client closes on Connection: close
             self.posts += 1
             st[slot + ST_POSTS] = self.posts
+            if resp.status == 200 and cfg.otlp:
+                rejected = rejected_of(data, cfg.otlp)
+                if rejected == 0:
+                    self.failing = 0
+                    return True
+                self.fail(f"POST {cfg.target}: HTTP 200 with {rejected} log records rejected: "
+                          f"{snippet(data)}")
+                return False
             if resp.status == 202:
                 accepted = accepted_count(data)
                 if accepted == count:
@@ -270,7 +281,7 @@ class HttpSender:
                 self.fail(f"POST {cfg.target}: HTTP {resp.status} {resp.reason}: "
                           f"{snippet(data)}")
                 return self.given_up(count)
-            if resp.status == 503:
+            if resp.status in (503, 429):
                 self.retries += 1
                 st[slot + ST_RETRIES] = self.retries
                 if not self.pause(retry_after(resp.getheader("Retry-After"))):

@@ -15,6 +15,7 @@ from loadgenkit.config import Config
 
 # syslog numbering, as the severity byte of a frame carries it; names match logd's.
 SEVERITY_NAMES = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
+SYSLOG_PAYLOADS = ("syslog5424", "syslog3164")
 FILLER_SPREAD = 4096           # filler slices start at varying offsets within this window
 GZIP_LEVEL = 1                  # the filler compresses well even at the fastest level
 
@@ -65,6 +66,7 @@ class Builder:
         # Slices start at word boundaries so the filler reads like words, not "inished shard".
         self.offsets = [m.start() for m in re.finditer(r"\b\w", filler[:FILLER_SPREAD])]
         self.headers: dict[int, str] = {}
+        self.stamps = ("", 0.0)  # the syslog time of the block being built, and its second
 
     def record(self, seq: int, stamp: int | None, wall: str) -> str:
         """One framed record as a latin-1 str (payloads are ASCII, frame headers any byte)."""
@@ -83,6 +85,18 @@ class Builder:
             pad = size - len(head)
             # The id is never cut: a size too small for it yields a longer payload.
             body = head + " " + self.filler[off:off + pad - 1] if pad > 0 else head
+        elif cfg.payload in SYSLOG_PAYLOADS:
+            # facility user (1); the message starts with the record's unique id, as text does
+            ident = f"{self.text_prefix}{seq}" if stamp is None else \
+                f"{self.text_prefix}{seq} ts={stamp}"
+            if cfg.payload == "syslog5424":
+                head = (f"<{8 + sev}>1 {self.syslog_time(wall)} loadgen-host loadgen "
+                        f"{self.index} - - {ident}")
+            else:
+                head = (f"<{8 + sev}>{self.syslog_time(wall)} loadgen-host "
+                        f"loadgen[{self.index}]: {ident}")
+            pad = size - len(head)
+            body = head + " " + self.filler[off:off + pad - 1] if pad > 0 else head
         else:
             events = cfg.events
             head = (f'{{"ts": {wall if stamp is None else stamp}, '
@@ -93,12 +107,28 @@ class Builder:
             body = head + self.filler[off:off + pad] + '"}' if pad > 0 else head + '"}'
         if cfg.framing == "lines":
             return body + "\n"
+        if cfg.framing == "octet-counted":
+            return f"{len(body)} {body}"
+        if cfg.framing == "datagrams":
+            return body
         key = len(body) * 8 + sev
         hdr = self.headers.get(key)
         if hdr is None:
             hdr = struct.pack(">IB", len(body) + 1, sev).decode("latin-1")
             self.headers[key] = hdr
         return hdr + body
+
+    def syslog_time(self, wall: str) -> str:
+        """The block's time as its syslog format writes it (RFC 3339, or BSD's)."""
+        if self.stamps[1] != float(wall):
+            t = float(wall)
+            if self.cfg.payload == "syslog5424":
+                text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + \
+                    f".{int(t % 1 * 1e6):06d}Z"
+            else:
+                text = time.strftime("%b %e %H:%M:%S", time.localtime(t))
+            self.stamps = (text, t)
+        return self.stamps[0]
 
     def block(self, seq0: int, count: int, stamps: list[int] | None = None) -> Block:
         wall = f"{time.time():.6f}"

@@ -1,4 +1,5 @@
-"""One tcp:// connection: sends its share of the schedule from pre-built blocks."""
+"""One tcp:// connection (or udp:// socket): sends its share of the schedule from pre-built
+blocks."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ class Sender:
         later = n - 1 - i
         limit = self.limit if self.limit is not None else sys.maxsize
         duration = cfg.duration if cfg.duration is not None else math.inf
-        sendall = self.sock.sendall
+        sendall = self.send
         mono = self.monotonic
         sleep = self.sleep
         blocks = self.blocks
@@ -127,7 +128,7 @@ class Sender:
                 take = min(todo, blk.count - ri)
                 a = blk.offset(ri)
                 b = blk.offset(ri + take)
-                sendall(blk.data[a:b])
+                sendall(blk, ri, take, a, b)
                 ri += take
                 if ri == blk.count:
                     ri = 0
@@ -143,9 +144,9 @@ class Sender:
                         stamps = [wall0 + int(tof(s * n + i + 1) * 1e9)
                                   for s in range(sent, sent + take)]
                 blk = builder.block(sent, take, stamps)
-                sendall(blk.data)
                 b = len(blk.data)
                 a = 0
+                sendall(blk, 0, take, a, b)
             sent += take
             nbytes += b - a
             st[slot + ST_SENT] = sent
@@ -160,6 +161,10 @@ class Sender:
                 # Ticks sit on a fixed grid so that sleep overshoot does not add up into lag.
                 wake_at = min((now // MIN_TICK + 1) * MIN_TICK, duration)
         st[slot + ST_END_US] = int(min(mono() - start, duration) * 1e6)
+
+    def send(self, blk: Block, first: int, count: int, a: int, b: int) -> None:
+        """Records first .. first + count of a block, bytes a..b of it: one write."""
+        self.sock.sendall(blk.data[a:b])
 
     def drain(self) -> None:
         """Half-close and wait for the server's EOF, so everything sent was read by the server
@@ -204,3 +209,25 @@ class Sender:
             except TimeoutError:
                 continue
         return False
+
+
+class UdpSender(Sender):
+    """udp://: each record is a datagram of its own (syslog over UDP)."""
+
+    def send(self, blk: Block, first: int, count: int, a: int, b: int) -> None:
+        send = self.sock.send
+        data = blk.data
+        offset = blk.offset
+        start = a
+        for k in range(first + 1, first + count + 1):
+            stop = offset(k)
+            try:
+                send(data[start:stop])
+            except ConnectionRefusedError:
+                # An ICMP port unreachable for an earlier datagram: nobody listens (yet).
+                send(data[start:stop])
+            start = stop
+
+    def drain(self) -> None:
+        """Nothing tells a UDP sender what was read: done once sent."""
+        self.sock.close()

@@ -20,7 +20,7 @@ from loadgenkit.shared import (
     STATE_READY,
     Shared,
 )
-from loadgenkit.tcp_sender import Sender
+from loadgenkit.tcp_sender import Sender, UdpSender
 from toolargs import os_reason
 
 CONNECT_TIMEOUT = 5.0
@@ -40,6 +40,12 @@ def open_connection(cfg: Config) -> socket.socket | http.client.HTTPConnection:
         conn.sock.settimeout(HTTP_TIMEOUT)
         conn.timeout = HTTP_TIMEOUT     # for the reconnects http.client makes by itself
         return conn
+    if cfg.scheme == "udp":
+        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        udp.connect((cfg.host, cfg.port))
+        return udp
     sock = socket.create_connection((cfg.host, cfg.port), timeout=CONNECT_TIMEOUT)
     # Small paced writes must leave at once, or --timestamps latency includes Nagle delay.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -76,7 +82,8 @@ def worker_main(cfg: Config, worker: int, shared: Shared) -> None:
     if cfg.http:
         senders = [HttpSender(cfg, shared, worker, c, s, filler) for c, s in enumerate(socks)]
     else:
-        senders = [Sender(cfg, shared, worker, c, s, filler) for c, s in enumerate(socks)]
+        kind = UdpSender if cfg.scheme == "udp" else Sender
+        senders = [kind(cfg, shared, worker, c, s, filler) for c, s in enumerate(socks)]
     for s in senders:
         st[s.slot + ST_STATE] = STATE_READY
     while not shared.go.wait(0.2):

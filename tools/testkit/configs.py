@@ -50,3 +50,34 @@ flush_interval = "100ms"
 {output_extra}
 {buffer}
 """
+
+
+def tail_file_config(out_dir: Path, paths: list[str], *, listener_extra: str = "",
+                     output_path: str = "tailed.log", output_extra: str = "",
+                     buffer: str = "", poll_interval: str = "50ms") -> str:
+    """One tail listener, "files_in", following `paths` (polled every 50 ms, checkpoints
+    every 100 ms, rotated files closed after 300 ms of quiet), and one file output, "out",
+    writing `output_path` under `out_dir`; the extras are lines added to their tables."""
+    globs = ", ".join(f'"{p}"' for p in paths)
+    return f"""
+[daemon]
+state_dir = "{out_dir}/state"
+control_socket = "{out_dir}/control.sock"
+shutdown_timeout = "30s"
+stats_interval = "0s"
+
+[listeners.files_in]
+type = "tail"
+paths = [{globs}]
+poll_interval = "{poll_interval}"
+checkpoint_interval = "100ms"
+rotate_wait = "300ms"
+{listener_extra}
+
+[outputs.out]
+type = "file"
+path = "{out_dir}/{output_path}"
+flush_interval = "50ms"
+{output_extra}
+{buffer}
+"""

@@ -1,0 +1,1 @@
+"""Syslog: messages read as fields (parse), and the framings syslog senders use (framing)."""

@@ -1,0 +1,1 @@
+"""logctl top: a live view of a running logd's listeners, outputs and process."""
