@@ -326,7 +326,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
                 raise CtlError(f"logd on {path} closed the connection")
             reply = json.loads(first)
             if not reply.get("ok"):
-                raise _refusal(reply)
+                raise _filter_refusal(reply, args.filter)
             out = sys.stdout
             for raw in stream:
                 rec = json.loads(raw)
@@ -352,6 +352,18 @@ def cmd_tail(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CtlError(f"cannot talk to logd on {path}: {e.strerror or e}") from None
     raise CtlError("logd closed the stream (stopping?)")
+
+
+def _filter_refusal(reply: dict[str, Any], expression: str) -> CtlError:
+    """A refused tail: where logd says the filter is wrong, its expression is shown with a
+    caret under that column, as `logd --check-config` shows a route's."""
+    error = _refusal(reply)
+    column = reply.get("column")
+    if not isinstance(column, int) or isinstance(column, bool):
+        return error
+    from logd.filters import FilterError
+    excerpt = FilterError("", expression, column).excerpt("    ")
+    return CtlError(f"{error}\n{excerpt}", error.exit_code)
 
 
 def _when(t: float) -> str:

@@ -110,7 +110,10 @@ class Batch:
     def compact(self) -> None:
         """Before the batch waits in a buffer: the payloads exist, parsed JSON objects (several
         times the payloads' memory, not counted by buffers) are dropped, and `nbytes` is the
-        payloads' size. Fields are parsed again if asked for later."""
+        payloads' size. Fields are parsed again if asked for later. A lines block's split
+        into payloads (a route's filter may have made it) is dropped too: the block holds them."""
+        if self.raw is not None:
+            self._payloads = None
         if self._fields is None:
             return
         if self._payloads is None and self.raw is None:
@@ -306,7 +309,7 @@ class Batch:
     def subset(self, indices: list[int]) -> Batch:
         """A batch of the records at `indices` (for routes that pick some records)."""
         payloads = self.payloads
-        picked = [payloads[i] for i in indices]
+        picked = list(map(payloads.__getitem__, indices))
         sevs = self.severities if self._frames is None else self.severity_bytes()
         sub = Batch(picked, None if sevs is None else bytes(sevs[i] for i in indices),
                     self.source, self.received, sum(map(len, picked)), form=self.form)

@@ -47,8 +47,10 @@ class RequestError(Exception):
     """The caller's mistake: answered with the message, not logged (a client can send any
     number of them)."""
 
-    def __init__(self, message: str, code: str = "bad_request") -> None:
+    def __init__(self, message: str, code: str = "bad_request",
+                 column: int | None = None) -> None:
         self.code = code
+        self.column = column  # where in the request's filter expression, when it is about one
         super().__init__(message)
 
 
@@ -177,7 +179,7 @@ class ControlServer:
             try:
                 tap = Tap(compile_filter(expression))
             except FilterError as e:
-                raise RequestError(f"filter: {e.message}") from None
+                raise RequestError(f"filter: {e.message}", column=e.column) from None
         except RequestError as e:
             await self._reply(writer, self._refused(e, "tail"))
             return
@@ -213,7 +215,10 @@ class ControlServer:
 
     def _refused(self, e: RequestError, cmd: str) -> dict[str, Any]:
         self.ratelog.debug("refused", "control request refused", cmd=cmd, error=str(e))
-        return {"ok": False, "error": str(e), "code": e.code}
+        reply: dict[str, Any] = {"ok": False, "error": str(e), "code": e.code}
+        if e.column is not None:
+            reply["column"] = e.column
+        return reply
 
     def _fault(self, e: Exception, cmd: str) -> dict[str, Any]:
         """A fault of logd's while answering: counted, logged on one line (no traceback: a

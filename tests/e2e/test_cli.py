@@ -38,6 +38,19 @@ def test_check_config_names_every_bad_key(tmp_path: Path) -> None:
     assert "outputs.files.bogus: unknown key" in err
 
 
+def test_check_config_shows_a_bad_filter_with_a_caret(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(emitter_file_config(tmp_path) + '\n[routes.eu]\nto = ["files"]\n'
+                   "match = 'metadata.region == \"eu\" && message =~ /(timeout/'\n")
+    result = logd("--check-config", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-3:] == [
+        f"{bad}: routes.eu.match: bad regex: missing ), unterminated subpattern at column 40",
+        "    metadata.region == \"eu\" && message =~ /(timeout/",
+        "                                           ^",
+    ]
+
+
 def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[daemon]\nstate_dir = \n")

@@ -332,11 +332,37 @@ def test_logctl_tail_streams_matching_records(running: LogdProcess) -> None:
     assert raw.communicate(10)[0] == "just this\n"
 
 
+def test_logctl_tail_filters_on_json_fields_numbers_and_regexes(running: LogdProcess) -> None:
+    reader = tail(running, "-f", 'attrs.user.id == 42 && metadata.region in ["eu-west-1"] '
+                  "&& /time(out)?/", "--count", "2", "--raw")
+    wanted = b'{"message":"timeout","attrs":{"user":{"id":42}},"metadata":{"region":"eu-west-1"}}'
+    send_until_done(running, reader, frame(wanted, 6) + frame(
+        b'{"message":"timeout","attrs":{"user":{"id":"42"}},"metadata":{"region":"eu-west-1"}}',
+        6) + frame(b'{"message":"ok","attrs":{"user":{"id":42}},"metadata":{"region":'
+                   b'"eu-west-1"}}', 6) + frame(b"timeout 42 eu-west-1", 6))
+    out, err = reader.communicate(10)
+    assert reader.returncode == 0, err
+    assert out.splitlines() == [wanted.decode()] * 2
+
+
+def test_logctl_tail_shows_a_bad_field_filter_with_a_caret(running: LogdProcess) -> None:
+    bad = logctl("--socket", sock(running), "tail", "-f", "duration_ms > slow && app == web")
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.splitlines() == [
+        "logctl: logd: filter: '>' compares numbers; expected a number at column 15, "
+        "found 'slow'",
+        "    duration_ms > slow && app == web",
+        "                  ^",
+    ]
+
+
 def test_logctl_tail_refuses_a_bad_filter_and_ends_when_logd_stops(
         running: LogdProcess) -> None:
     bad = logctl("--socket", sock(running), "tail", "--filter", "level >=")
     assert bad.returncode == 2, bad.stderr  # the request's fault: a usage error
-    assert bad.stderr == ("logctl: logd: filter: expected a value after '>=' at column 9\n")
+    assert bad.stderr == ("logctl: logd: filter: expected a value after '>=' at column 9\n"
+                          "    level >=\n"
+                          "            ^\n")
     reader = tail(running)
     send_until_done_or_streaming(running, reader)
     assert running.stop() == 0
@@ -360,12 +386,16 @@ def send_until_done_or_streaming(p: LogdProcess, reader: subprocess.Popen[str]) 
     raise AssertionError("logctl tail printed nothing")
 
 
-def test_a_filter_nested_5000_deep_is_refused_in_one_line(running: LogdProcess) -> None:
+def test_a_filter_nested_5000_deep_is_refused_in_three_short_lines(
+        running: LogdProcess) -> None:
     deep = "(" * 5000 + "a" + ")" * 5000
     result = logctl("--socket", sock(running), "tail", "-f", deep)
     assert result.returncode == 2
-    assert result.stderr == ("logctl: logd: filter: expression nests deeper than 64 levels "
-                             "at column 65\n")
+    message, line, caret = result.stderr.splitlines()
+    assert message == "logctl: logd: filter: expression nests deeper than 64 levels at column 65"
+    # a window of the expression around the column, not all 10,001 characters
+    assert line == "    ..." + "(" * 72 + "..."
+    assert caret == " " * (4 + 3 + 64 - 24) + "^"
     assert running.alive() and stats(running)["daemon"]["control_errors"] == 0
 
 

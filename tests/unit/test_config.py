@@ -123,6 +123,19 @@ def test_bad_match_shows_the_message_on_the_key_line_and_a_caret_below() -> None
     ]
 
 
+def test_bad_field_filter_shows_what_was_expected_under_its_route_key() -> None:
+    text = (LISTENER + OUTPUT + '\n[routes.slow]\nto = "files"\n'
+            "match = 'level >= warn && duration_ms > \"250\"'\n")
+    with pytest.raises(ConfigError) as info:
+        loads(text, source="logd.toml")
+    assert info.value.render().splitlines() == [
+        "logd.toml: routes.slow.match: '>' compares numbers; expected a number at column 33, "
+        "found '250' (a quoted value is text)",
+        "    level >= warn && duration_ms > \"250\"",
+        "                                    ^",
+    ]
+
+
 def test_valid_route_loads_with_single_string_destination() -> None:
     cfg = loads(LISTENER + OUTPUT + '\n[routes.r]\nto = "files"\nmatch = "ERROR || WARN"\n')
     assert cfg.routes["r"].to == ("files",)

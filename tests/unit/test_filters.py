@@ -209,3 +209,144 @@ def test_deepest_allowed_expression_parses_and_runs_in_a_few_hundred_frames() ->
     assert with_frames_left(250, lambda: chain.select(batch)) == [0]
     chain = compile_filter(" && ".join(["b"] * 10_000 + ["a"]))
     assert with_frames_left(250, lambda: chain.select(batch)) == [0]
+
+
+# -- reaching into records: regexes, paths, numbers, lists, exists --
+
+RECORDS = batch_of([
+    b'{"message": "request timeout", "metadata": {"region": "eu-west-1"}, '
+    b'"attrs": {"user": {"id": 42}}, "duration_ms": 300, "level": "warn", "app": "web"}',
+    b'{"message": "ok", "attrs": {"user": {"id": "42"}}, "duration_ms": 100, '
+    b'"level": "error", "app_id": "api"}',
+    b'{"attrs": {"user": {"id": 42.0}}, "duration_ms": 250, "level": "fatal"}',
+    b"ERROR user timeout in plain text",
+    b'{"attrs": {"user": null}, "duration_ms": true, "metadata": {"region": 1}}',
+    b'{"service.name": "checkout", "service": {"name": "cart"}, "message": ["x"]}',
+], source="lines")
+
+
+def lines_batch(payloads: list[bytes], source: str = "lines") -> Batch:
+    return Batch.from_lines(b"".join(p + b"\n" for p in payloads), len(payloads), source,
+                            1700000000.0)
+
+
+@pytest.mark.parametrize(("expression", "want"), [
+    ('metadata.region == "eu-west-1"', [0]),
+    ("metadata.region == 1", [4]),          # the number 1
+    ('metadata.region == "1"', [4]),        # its JSON text
+    ("attrs.user.id == 42", [0, 2]),        # 42 and 42.0, not "42"
+    ('attrs.user.id == "42"', [0, 1]),      # the string, and the number's JSON text
+    ("attrs.user.id != 42", [1, 3, 4, 5]),
+    ("duration_ms > 250", [0]),             # true is no number
+    ("duration_ms >= 250", [0, 2]),
+    ("duration_ms < 250 || duration_ms <= 99", [1]),
+    ("exists(attrs.user)", [0, 1, 2]),      # null is no value
+    ("exists(attrs.user.id) && !exists(metadata)", [1, 2]),
+    ("level in [error, fatal]", [1, 2]),
+    ("level in[warn]", [0]),
+    ('app in ["web", "api"]', [0, 1]),
+    ("app in [lines]", [2, 3, 4, 5]),       # no app: the listener's name
+    ("service.name == checkout", [5]),      # the longest key that is there wins
+    ("service == '{\"name\":\"cart\"}'", [5]),
+    ("/timeout/", [0, 3]),                  # the message: a JSON record's, else the payload
+    ("/^ERROR user/", [3]),
+    ('/^\\["x"\\]$/', [5]),                 # a message that is no string: its JSON text
+    ("/^$/", [2, 4]),                       # no message: ""
+    ("message =~ /time/", [0]),             # a field: the JSON field only
+    ("app =~ /^a/ || app !~ /./", [1]),
+    ("attrs.user.id =~ /^4/", [0, 1, 2]),   # the JSON text of 42.0 is "42.0"
+    ("metadata.region !~ /eu/", [1, 2, 3, 4, 5]),
+    ("listener =~ /^li/", [0, 1, 2, 3, 4, 5]),
+    ("(timeout || ok) && duration_ms > 200", [0]),
+])
+def test_fields_regexes_numbers_and_lists(expression: str, want: list[int]) -> None:
+    assert compile_filter(expression).select(RECORDS) == want
+    same = lines_batch(RECORDS.payloads)
+    assert compile_filter(expression).select(same) == want
+
+
+def test_a_quoted_number_is_text_and_an_unquoted_one_a_number() -> None:
+    batch = batch_of([b'{"n": 1}', b'{"n": 1.0}', b'{"n": "1"}', b'{"n": true}', b'{"n": "01"}',
+                      b'{"n": 10}'])
+    assert compile_filter("n == 1").select(batch) == [0, 1]
+    assert compile_filter('n == "1"').select(batch) == [0, 2]
+    assert compile_filter("n == 1.0").select(batch) == [0, 1]
+    assert compile_filter("n == 1e1").select(batch) == [5]
+    assert compile_filter("n == 01").select(batch) == [4]     # no JSON number: text
+    assert compile_filter("n == true").select(batch) == [3]
+    assert compile_filter("n in [1, \"01\"]").select(batch) == [0, 1, 4]
+
+
+def test_words_in_a_lines_block_select_as_in_a_payload_list() -> None:
+    payloads = [b"INFO user", b"ERROR disk", b"WARN auth", b"", b"ERROR payment ERROR",
+                b"WARN", b"x ERROR user", b"{\"message\": \"WARN user\"}"]
+    expression = "(ERROR || WARN) && (user || auth || payment)"
+    assert compile_filter(expression).select(lines_batch(payloads)) == [2, 4, 6, 7]
+    assert compile_filter(expression).select(batch_of(payloads)) == [2, 4, 6, 7]
+    assert compile_filter('"R\nW" || !ERROR').select(lines_batch(payloads)) == [0, 2, 3, 5, 7]
+    # Where the first words are in few lines, the block is searched whole and never split;
+    # where they are in many, each line is looked at: the same answer either way.
+    sparse = [b"INFO x user"] * 40 + [b"ERROR user", b"WARN x"]
+    block = lines_batch(sparse)
+    assert compile_filter(expression).select(block) == [40]
+    assert block.raw is not None and block._payloads is None
+    dense = [b"ERROR x user", b"WARN x"] * 20 + [b"INFO user"]
+    block = lines_batch(dense)
+    assert compile_filter(expression).select(block) == list(range(0, 40, 2))
+    assert block._payloads is not None  # the split the router's part of it is made of
+    block.compact()
+    assert block._payloads is None and block.payloads == dense  # a buffer keeps the block
+
+
+@pytest.mark.parametrize(
+    ("expression", "message", "column"),
+    [
+        ("x > abc", "'>' compares numbers; expected a number at column 5, found 'abc'", 5),
+        ('x > "3"', "found '3' (a quoted value is text)", 6),
+        ("x =~ 'a'", "expected a /regex/ after '=~' at column 7, found 'a'", 7),
+        ("level =~ /x/", "'level' compares with == != >= > <= < or in; found '=~' at column 7",
+         7),
+        ("/a(/", "bad regex: missing ), unterminated subpattern at column 3", 3),
+        ("x =~ /a[/", "bad regex: unterminated character set at column 8", 8),
+        ("/abc", "regex opened at column 1 is not closed; expected a closing /", 1),
+        ("a == /x/", "expected a value after '==' at column 6, found '/x/'", 6),
+        ("a in [", "expected a value in the list at column 7", 7),
+        ("a in []", "expected a value in the list at column 7, found ']'", 7),
+        ("a in [b c]", "expected ',' or ']' at column 9, found 'c'", 9),
+        ("a in b", "expected '[' after 'in' at column 6, found 'b'", 6),
+        ("level in [warn, nope]", "unknown level 'nope' at column 17", 17),
+        ("exists(", "expected a field name after 'exists(' at column 8", 8),
+        ("exists(a b)", "expected ')' after the field name at column 10, found 'b'", 10),
+        ("a..b == 1", "expected a field name or a path like a.b.c, found 'a..b' at column 1", 1),
+        ("app >= 3", "'app' compares with == or != only; found '>=' at column 5", 5),
+    ],
+)
+def test_bad_expressions_of_the_new_forms(expression: str, message: str, column: int) -> None:
+    with pytest.raises(FilterError, match=re.escape(message)) as info:
+        compile_filter(expression)
+    assert info.value.column == column
+    assert "\n" not in info.value.message
+    line, caret = info.value.pointer()
+    assert line == expression and caret == " " * (column - 1) + "^"
+
+
+def test_a_word_with_a_rare_byte_is_found_where_that_byte_is_common_too() -> None:
+    # "ERROR" is looked for by its rarest byte first; a block full of that byte (more
+    # than the look-ups it is worth) is searched for the whole word instead, from where
+    # the first search stopped.
+    payloads = [b"ERROR first"] + [b"RRRR no" for _ in range(100)] + [b"x ERROR", b"ERRO",
+                                                                       b"RERROR"]
+    want = [0, 101, 103]
+    assert compile_filter("ERROR").select(lines_batch(payloads)) == want
+    assert compile_filter("ERROR").select(batch_of(payloads)) == want
+    assert compile_filter("ERROR && !x").select(lines_batch(payloads)) == [0, 103]
+
+
+def test_an_or_of_words_looks_for_the_most_frequent_first_with_the_same_answer() -> None:
+    # In a block whose lines mostly hold WARN, WARN is looked for before ERROR; the
+    # records picked, and their order, do not change.
+    payloads = [b"WARN user"] * 30 + [b"ERROR user", b"WARN", b"ERROR WARN user", b"x"]
+    want = [*range(30), 30, 32]
+    for expression in ["(ERROR || WARN) && user", "(WARN || ERROR) && user"]:
+        assert compile_filter(expression).select(lines_batch(payloads)) == want
+        assert compile_filter(expression).select(batch_of(payloads)) == want

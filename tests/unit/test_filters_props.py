@@ -2,8 +2,10 @@
 
 Expressions are drawn as trees from the grammar in logd/filters.py and printed as text with
 random spacing and only the parentheses precedence needs (plus some that it does not);
-records are JSON objects, plain text and syslog lines. The reference below evaluates the tree
-record by record, reading fields as logd/fields.py documents them, without the daemon's code.
+records are JSON objects (nested objects, numbers, strings, missing fields, dotted keys),
+plain text and syslog lines, as a list of payloads or as one lines block. The reference below
+evaluates the tree record by record, reading fields as logd/fields.py documents them and
+typing operands as the README says, without the daemon's code.
 """
 
 from __future__ import annotations
@@ -54,7 +56,38 @@ class Or:
     right: Node
 
 
-Node = Word | Compare | Not | And | Or
+@dataclass(frozen=True)
+class Regex:
+    pattern: str  # on the message
+
+
+@dataclass(frozen=True)
+class Match:
+    name: str
+    op: str  # =~ or !~
+    pattern: str
+
+
+@dataclass(frozen=True)
+class Exists:
+    name: str
+
+
+@dataclass(frozen=True)
+class Order:
+    name: str
+    op: str
+    number: str  # as written
+
+
+@dataclass(frozen=True)
+class In:
+    name: str
+    operands: tuple[str | int, ...]  # ints: indices into the records' values, as Compare
+    quoted: tuple[str, ...]
+
+
+Node = Word | Compare | Not | And | Or | Regex | Match | Exists | Order | In
 
 VOCABULARY = ["ERROR", "warn", "user", "auth", "disk full", "a", "b", "7", "*", "true",
               "web", "billing", "ok", "x y", 'say "hi"', "back\\slash", "it's", "é", "\n"]
@@ -62,8 +95,13 @@ BARE = re.compile(r"""[^\s()!&|=<>"']+""")
 QUOTES = st.sampled_from(["", '"', "'"])
 
 
+def bare(text: str, q: str) -> bool:
+    """Whether `text` is written unquoted: asked to be, and it can be (a '/' opens a regex)."""
+    return not q and BARE.fullmatch(text) is not None and not text.startswith("/")
+
+
 def quote(text: str, q: str) -> str:
-    if not q and BARE.fullmatch(text):
+    if bare(text, q):
         return text
     q = q or '"'
     # Backslash escapes: the ones needed, and now and then one that is not (\a is a).
@@ -77,9 +115,15 @@ WORDS = st.builds(Word, st.sampled_from(VOCABULARY) | st.text("abcERX*.:/-", min
 
 LEVEL_NAMES = ["emerg", "panic", "alert", "crit", "critical", "fatal", "err", "error", "warn",
                "warning", "notice", "info", "debug", "trace", *map(str, range(8))]
-FIELDS = ["app", "source", "listener", "event", "n", "message", "app_id", "tags", "level2"]
+TEXT_FIELDS = ("app", "source", "listener")
+FIELDS = ["app", "source", "listener", "event", "n", "message", "app_id", "tags", "level2",
+          "attrs.user.id", "metadata.region", "service.name", "attrs.user", "n.a"]
 FIELD_VALUES = ["web", "billing", "emitters", "http", "login", "1", "0", "-3", "true", "false",
-                "0.5", "[1,2]", '{"a":1}', "null", "", "x y", "é"]
+                "0.5", "[1,2]", '{"a":1}', "null", "", "x y", "é", "42", "1.0", "1e2", "007",
+                "-0"]
+PATTERNS = ["a", "^E", "user|auth", "[0-9]+", "y$", "(?i)error", "^$", "é", r"\d\.", "^\\[",
+            r"\/", "b.c"]
+NUMBERS = ["0", "1", "-3", "0.5", "42", "1e2", "-2.25", "9"]
 LEVEL_OPERANDS = st.tuples(st.sampled_from(LEVEL_NAMES), st.integers(0, 15)).map(
     lambda t: "".join(c.upper() if t[1] >> (i % 4) & 1 else c for i, c in enumerate(t[0])))
 
@@ -87,7 +131,20 @@ COMPARISONS = (
     st.builds(Compare, st.sampled_from(["level", "severity"]),
               st.sampled_from(["==", "!=", ">=", ">", "<=", "<"]), LEVEL_OPERANDS, QUOTES)
     | st.builds(Compare, st.sampled_from(FIELDS), st.sampled_from(["==", "!="]),
-                st.integers(0, 63), QUOTES))
+                st.integers(0, 63), QUOTES)
+    | st.builds(Regex, st.sampled_from(PATTERNS))
+    | st.builds(Match, st.sampled_from(FIELDS), st.sampled_from(["=~", "!~"]),
+                st.sampled_from(PATTERNS))
+    | st.builds(Exists, st.sampled_from([f for f in FIELDS if f != "listener"]))
+    | st.builds(Order, st.sampled_from([f for f in FIELDS if f not in TEXT_FIELDS]),
+                st.sampled_from([">=", ">", "<=", "<"]), st.sampled_from(NUMBERS))
+    | st.lists(st.tuples(st.integers(0, 63), QUOTES), min_size=1, max_size=3).flatmap(
+        lambda items: st.builds(In, st.sampled_from(FIELDS),
+                                st.just(tuple(i for i, _ in items)),
+                                st.just(tuple(q for _, q in items))))
+    | st.builds(In, st.sampled_from(["level", "severity"]),
+                st.lists(LEVEL_OPERANDS, min_size=1, max_size=3).map(tuple),
+                st.lists(QUOTES, min_size=3, max_size=3).map(tuple)))
 
 
 def extend(children: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
@@ -97,12 +154,28 @@ def extend(children: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
 
 TREES = st.recursive(WORDS | COMPARISONS, extend, max_leaves=8)
 
-PRECEDENCE = {Or: 1, And: 2, Not: 3, Word: 4, Compare: 4}
+PRECEDENCE: dict[type, int] = {Or: 1, And: 2, Not: 3, Word: 4, Compare: 4, Regex: 4, Match: 4,
+                               Exists: 4, Order: 4, In: 4}
 SPACES = st.sampled_from(["", " ", "  ", "\t"])
 
 
+def value_of(operand: str | int, values: list[str]) -> str:
+    return operand if isinstance(operand, str) else values[operand % len(values)]
+
+
 def operand_of(node: Compare, values: list[str]) -> str:
-    return node.operand if isinstance(node.operand, str) else values[node.operand % len(values)]
+    return value_of(node.operand, values)
+
+
+def list_word(text: str, q: str) -> str:
+    """An element of an `in` list: a bare one holds no comma or bracket either."""
+    if bare(text, q) and not any(c in text for c in ",[]"):
+        return text
+    return quote(text, q or '"')
+
+
+def regex_text(pattern: str) -> str:
+    return "/" + pattern + "/"
 
 
 def text_of(draw: st.DrawFn, node: Node, values: list[str], context: int = 0) -> str:
@@ -113,6 +186,18 @@ def text_of(draw: st.DrawFn, node: Node, values: list[str], context: int = 0) ->
     elif isinstance(node, Compare):
         operand = quote(operand_of(node, values), node.quoted)
         text = f"{node.name}{sp}{node.op}{sp}{operand}"
+    elif isinstance(node, Regex):
+        text = regex_text(node.pattern)
+    elif isinstance(node, Match):
+        text = f"{node.name}{sp}{node.op}{sp}{regex_text(node.pattern)}"
+    elif isinstance(node, Exists):
+        text = f"exists({sp}{node.name}{sp})"
+    elif isinstance(node, Order):
+        text = f"{node.name}{sp}{node.op}{sp}{node.number}"
+    elif isinstance(node, In):
+        items = [list_word(value_of(o, values), q)
+                 for o, q in zip(node.operands, node.quoted, strict=False)]
+        text = f"{node.name} in{sp}[{sp}" + f"{sp},{draw(SPACES)}".join(items) + "]"
     elif isinstance(node, Not):
         text = "!" + sp + text_of(draw, node.inner, values, PRECEDENCE[Not])
     else:
@@ -140,10 +225,18 @@ LEVELS = (st.sampled_from(LEVEL_NAMES).map(str.upper) | st.sampled_from(LEVEL_NA
           | st.integers(-1, 9) | st.text(max_size=2) | SCALARS
           | st.text(st.characters(categories=["Nd", "No"]), min_size=1, max_size=2))
 
+NUMBER_VALUES = (st.integers(-3, 50) | st.sampled_from([0.5, 1.0, -2.25, 42.0, 100, 1e2, -0.0])
+                 | st.sampled_from(["42", "1", "0.5"]) | st.booleans() | st.none())
+USERS = st.fixed_dictionaries({}, optional={"id": NUMBER_VALUES, "name": VALUES})
 OBJECTS = st.fixed_dictionaries({}, optional={
     "app": VALUES, "app_id": VALUES, "level": LEVELS, "severity": LEVELS, "source": VALUES,
-    "event": VALUES, "n": VALUES, "message": st.sampled_from(VOCABULARY) | VALUES,
-    "tags": VALUES, "level2": VALUES})
+    "event": VALUES, "n": VALUES | NUMBER_VALUES, "message": st.sampled_from(VOCABULARY) | VALUES,
+    "tags": VALUES, "level2": VALUES | NUMBER_VALUES,
+    "attrs": st.fixed_dictionaries({}, optional={"user": USERS | VALUES}) | VALUES,
+    "attrs.user": st.fixed_dictionaries({}, optional={"id": NUMBER_VALUES}),
+    "metadata": st.fixed_dictionaries({}, optional={"region": st.sampled_from(
+        ["eu-west-1", "us-east-1", "1"]) | VALUES}),
+    "service.name": VALUES, "service": st.fixed_dictionaries({}, optional={"name": VALUES})})
 PLAIN = st.lists(st.sampled_from(VOCABULARY) | st.text(max_size=3), max_size=4).map(" ".join)
 SYSLOG = st.tuples(st.integers(0, 999), PLAIN).map(lambda t: f"<{t[0]}>{t[1]}")
 PAYLOADS = (OBJECTS.map(lambda o: json.dumps(o, ensure_ascii=False)) | PLAIN | SYSLOG
@@ -156,8 +249,13 @@ class Records:
     payloads: list[bytes]
     source: str
     severities: bytes | None  # from the wire (frames), when it said
+    as_block: bool = False  # arrived as one lines block (no payload holds a line feed)
 
     def batch(self) -> Batch:
+        if self.as_block and self.severities is None and not any(
+                b"\n" in p for p in self.payloads):
+            block = b"".join(p + b"\n" for p in self.payloads)
+            return Batch.from_lines(block, len(self.payloads), self.source, 0.0)
         return Batch(list(self.payloads), self.severities, self.source, 0.0,
                      sum(map(len, self.payloads)))
 
@@ -171,7 +269,8 @@ def records(draw: st.DrawFn) -> Records:
     sevs = draw(WIRE_SEVERITIES)
     if sevs is not None:
         sevs = (sevs * len(payloads))[:len(payloads)] or None
-    return Records(payloads, draw(st.sampled_from(["emitters", "http", "web"])), sevs)
+    return Records(payloads, draw(st.sampled_from(["emitters", "http", "web"])), sevs,
+                   draw(st.booleans()))
 
 
 # -- the reference --
@@ -203,6 +302,49 @@ def severity(payload: bytes, wire: int | None) -> int:
     return int(m.group(1)) & 7 if m and int(m.group(1)) <= 191 else 6  # PRI: 0-191
 
 
+def lookup(obj: Any, name: str) -> Any:
+    """The value at a dotted path: at each level the longest run of parts that is a key."""
+    parts = name.split(".")
+    while parts:
+        if not isinstance(obj, dict):
+            return None
+        for j in range(len(parts), 0, -1):
+            key = ".".join(parts[:j])
+            if key in obj:
+                obj, parts = obj[key], parts[j:]
+                break
+        else:
+            return None
+    return obj
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def equals(obj: dict[str, Any] | None, name: str, source: str, operand: str,
+           unquoted: bool) -> bool:
+    """`name == operand` as the README types it."""
+    if name in TEXT_FIELDS:
+        return field_text(obj, name, source) == operand
+    value = None if obj is None else lookup(obj, name)
+    if value is None:
+        return False
+    if unquoted and JSON_NUMBER.fullmatch(operand):
+        return is_number(value) and value == json.loads(operand)
+    return json_text(value) == operand
+
+
+def message(payload: bytes) -> bytes:
+    obj = obj_of(payload)
+    if obj is None:
+        return payload
+    return json_text(obj.get("message", "")).encode()
+
+
 def field_text(obj: dict[str, Any] | None, name: str, source: str) -> str | None:
     if name == "app":
         if obj is None:
@@ -213,9 +355,10 @@ def field_text(obj: dict[str, Any] | None, name: str, source: str) -> str | None
         return source
     if name == "source":
         return source if obj is None or obj.get("source") is None else json_text(obj["source"])
-    if obj is None or obj.get(name) is None:
-        return None
-    return json_text(obj[name])
+    if name == "listener":
+        return source
+    value = None if obj is None else lookup(obj, name)
+    return None if value is None else json_text(value)
 
 
 def evaluate(node: Node, recs: Records, i: int, values: list[str]) -> bool:
@@ -229,6 +372,28 @@ def evaluate(node: Node, recs: Records, i: int, values: list[str]) -> bool:
         return evaluate(node.left, recs, i, values) or evaluate(node.right, recs, i, values)
     payload, source = recs.payloads[i], recs.source
     wire = None if recs.severities is None else recs.severities[i]
+    obj = obj_of(payload)
+    if isinstance(node, Regex):
+        return re.search(node.pattern.encode(), message(payload)) is not None
+    if isinstance(node, Match):
+        text = field_text(obj, node.name, source)
+        found = text is not None and re.search(node.pattern.encode(), text.encode()) is not None
+        return found == (node.op == "=~")
+    if isinstance(node, Exists):
+        return obj is not None and lookup(obj, node.name) is not None
+    if isinstance(node, Order):
+        value = None if obj is None else lookup(obj, node.name)
+        if not is_number(value):
+            return False
+        x = json.loads(node.number)
+        return {">=": value >= x, ">": value > x, "<=": value <= x, "<": value < x}[node.op]
+    if isinstance(node, In):
+        operands = [value_of(o, values) for o in node.operands]
+        if node.name in ("level", "severity"):
+            sevs = {level_severity(o) for o in operands}
+            return severity(payload, wire) in sevs
+        return any(equals(obj, node.name, source, o, bare(o, q) and not any(
+            c in o for c in ",[]")) for o, q in zip(operands, node.quoted, strict=False))
     operand = operand_of(node, values)
     if node.name in ("level", "severity"):
         target = level_severity(operand)
@@ -237,11 +402,8 @@ def evaluate(node: Node, recs: Records, i: int, values: list[str]) -> bool:
         # "greater" is more severe: a lower number.
         return {"==": sev == target, "!=": sev != target, ">=": sev <= target,
                 ">": sev < target, "<=": sev >= target, "<": sev > target}[node.op]
-    if node.name == "listener":
-        value: str | None = source
-    else:
-        value = field_text(obj_of(payload), node.name, source)
-    return (value == operand) == (node.op == "==")
+    return equals(obj, node.name, source, operand, bare(operand, node.quoted)) == (
+        node.op == "==")
 
 
 def expected(tree: Node, text: str, recs: Records, values: list[str]) -> list[int]:

@@ -205,7 +205,7 @@ async def test_tail_refuses_a_filter_nesting_5000_deep_in_one_line(
     client = await connect(server)
     reply = await client.ask({"cmd": "tail", "filter": "(" * 5000 + "a" + ")" * 5000})
     assert reply == {"ok": False, "code": "bad_request", "error": "filter: expression nests "
-                     "deeper than 64 levels at column 65"}
+                     "deeper than 64 levels at column 65", "column": 65}
     assert await client.closed()
     assert server.errors == 0 and control_lines(caplog) == []
 
