@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The JSON scenario tests this field for this value. A dotted path names a nested field
-# (rsyslog: $!metadata!region); logd's filters read top-level fields, nested paths are to come.
-JSON_FIELD_TEST = ("service", "payment-service")
+# The JSON scenario tests this field for this value; a dotted path names a nested field
+# (rsyslog: $!metadata!region). loadgen spreads records over 4 regions.
+JSON_FIELD_TEST = ("metadata.region", "eu-west-1")
 
 # Loadgen's mix: seed 001's apps as services, its default level shares (8% ERROR, 20% WARN).
 SERVICES = "payment-service:30,auth-service:25,api-gateway:25,notification-service:20"
