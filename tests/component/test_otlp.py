@@ -145,6 +145,44 @@ async def test_invalid_records_are_rejected_alone_as_partial_success(
     assert [r["message"] for r in written(out, "p")] == ["kept", "kept too"] * 2
 
 
+async def test_hostile_json_integers_reject_their_record_not_the_request(
+        start: Start, out: Path) -> None:
+    d = await start()
+    req = request(({"service.name": "p"}, [(None, [
+        log_record("kept"), log_record("minus minus"), log_record("long time"),
+        log_record("long flags"), log_record("arabic digit"), log_record("kept too")])]))
+    doc = to_json(req)
+    recs = doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    recs[1]["attributes"] = [{"key": "n", "value": {"intValue": "--5"}}]
+    recs[2]["timeUnixNano"] = "1" * 4301  # past int()'s limit of 4300 digits
+    recs[3]["flags"] = "9" * 5000
+    recs[4]["body"] = {"intValue": "\u0663"}
+    status, headers, body = await post(d, orjson.dumps(doc), "application/json")
+    assert status == 200, body
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body)["partialSuccess"]["rejectedLogRecords"] == "4"
+    http = d.stats()["listeners"]["http"]
+    assert (http["otlp_records"], http["otlp_rejected_records"]) == (2, 4)
+    assert await d.stop() == 0
+    assert [r["message"] for r in written(out, "p")] == ["kept", "kept too"]
+
+
+async def test_an_unforeseen_error_decoding_a_request_is_a_counted_400_status(
+        start: Start, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logd.listeners.http as http_listener
+
+    def failing(body: bytes) -> Any:
+        raise ValueError("unforeseen")
+
+    monkeypatch.setattr(http_listener, "decode_protobuf", failing)
+    d = await start()
+    status, headers, body = await post(d, sample_request().SerializeToString())
+    assert status == 400 and headers["Content-Type"] == "application/x-protobuf"
+    code, message = status_of("application/x-protobuf", body)
+    assert code == 3 and "ValueError: unforeseen" in message
+    assert d.stats()["listeners"]["http"]["otlp_decode_errors"] == 1
+
+
 async def test_a_request_of_only_rejected_records_takes_nothing(start: Start,
                                                                out: Path) -> None:
     d = await start()
