@@ -167,6 +167,24 @@ async def test_hostile_json_integers_reject_their_record_not_the_request(
     assert [r["message"] for r in written(out, "p")] == ["kept", "kept too"]
 
 
+async def test_a_record_string_that_is_not_utf8_rejects_that_record_alone(
+        start: Start, out: Path) -> None:
+    d = await start()
+    bad_text, bad_event = log_record("bad text", text="TEXT"), log_record("bad event")
+    bad_event.event_name = "EVNT"
+    req = request(({"service.name": "p"}, [(None, [
+        log_record("kept", text="Info"), bad_text, bad_event, log_record("kept too")])]))
+    data = req.SerializeToString()
+    data = data.replace(b"TEXT", b"T\xc3(T").replace(b"EVNT", b"E\xffNT")
+    status, _, body = await post(d, data)
+    assert status == 200, body
+    partial = ExportLogsServiceResponse.FromString(body).partial_success
+    assert partial.rejected_log_records == 2
+    assert "log_records[1]" in partial.error_message and "UTF-8" in partial.error_message
+    assert await d.stop() == 0
+    assert [r["message"] for r in written(out, "p")] == ["kept", "kept too"]
+
+
 async def test_an_unforeseen_error_decoding_a_request_is_a_counted_400_status(
         start: Start, monkeypatch: pytest.MonkeyPatch) -> None:
     import logd.listeners.http as http_listener

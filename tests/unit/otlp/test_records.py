@@ -284,6 +284,40 @@ def test_invalid_utf8_in_an_attribute_rejects_its_record() -> None:
     assert "UTF-8" in m.first_error or "utf" in m.first_error.lower()
 
 
+@pytest.mark.parametrize("field", ["severity_text", "event_name"])
+def test_a_log_record_string_that_is_not_utf8_rejects_its_record_only(field: str) -> None:
+    bad = log_record("bad")
+    setattr(bad, field, "MARK")
+    good = request(({}, [(None, [log_record("ok"), bad, log_record("ok2", text="Warn")])]))
+    good.resource_logs[0].scope_logs[0].log_records[2].event_name = "ev"
+    data = good.SerializeToString()
+    assert data.count(b"MARK") == 1
+    m = decode_protobuf(data.replace(b"MARK", b"M\xff\xfeK"))
+    assert [o["message"] for o in m.objs] == ["ok", "ok2"] and m.rejected == 1
+    assert "log_records[1]" in m.first_error and f"{field}: " in m.first_error
+    assert "UTF-8" in m.first_error
+    assert m.objs[1]["level"] == "Warn" and m.objs[1]["event_name"] == "ev"
+    assert list(m.severities) == [6, 4]
+
+
+def test_an_unforeseen_error_in_a_protobuf_record_rejects_that_record_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from logd.otlp import protobuf
+    real = protobuf._body_message
+
+    def failing(data: bytes) -> str:
+        if b"boom" in data:
+            raise ValueError("unforeseen")
+        return real(data)
+
+    monkeypatch.setattr(protobuf, "_body_message", failing)
+    req = request(({}, [(None, [log_record("a"), log_record("boom"), log_record("c")])]))
+    m = decode_protobuf(req.SerializeToString())
+    assert [o["message"] for o in m.objs] == ["a", "c"]
+    assert m.rejected == 1 and "log_records[1]" in m.first_error
+    assert "ValueError: unforeseen" in m.first_error
+
+
 def test_database_and_kafka_rows_carry_the_nested_fields_in_metadata() -> None:
     from logd.fields import record_rows
     from logd.record import Batch
