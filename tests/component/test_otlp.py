@@ -259,6 +259,57 @@ async def test_tokens_apply_with_a_status_answer(start: Start) -> None:
     assert status == 200
 
 
+async def _slow_body(port: int, content_type: str) -> tuple[int, dict[str, str], bytes]:
+    """POST /v1/logs with a tenth of the body it announces: (status, headers, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     + content_type.encode() + b"\r\nContent-Length: 100\r\n\r\n"
+                     + b"\x0a" * 10)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        lines = head.decode().split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:] if line)
+        body = await asyncio.wait_for(reader.readexactly(int(headers["Content-Length"])), 10)
+        return int(lines[0].split()[1]), headers, body
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_a_body_too_slow_answers_408_with_a_status_for_protobuf(start: Start) -> None:
+    d = await start(extra_listener='body_timeout = "200ms"')
+    status, headers, body = await _slow_body(d.port("http"), "application/x-protobuf")
+    assert status == 408 and headers["Content-Type"] == "application/x-protobuf"
+    code, message = status_of("application/x-protobuf", body)
+    assert code == 4 and "body_timeout" in message
+    # application/json: OTLP or logd's own cannot be told before the body is read.
+    status, headers, body = await _slow_body(d.port("http"), "application/json")
+    assert status == 408 and json.loads(body)["error"] == "body_timeout"
+
+
+async def test_a_failure_inside_logd_answers_500_in_the_request_encoding(
+        start: Start, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logd.listeners.http as http_listener
+
+    async def failing(*args: Any) -> Any:
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr(http_listener.HttpListener, "_hand_over", failing)
+    d = await start()
+    status, headers, body = await post(d, sample_request().SerializeToString())
+    assert status == 500 and headers["Content-Type"] == "application/x-protobuf"
+    code, message = status_of("application/x-protobuf", body)
+    assert code == 13 and "internal" in message
+    status, headers, body = await post(d, orjson.dumps(to_json(sample_request())),
+                                       "application/json")
+    assert status == 500 and status_of("application/json", body)[0] == 13
+    status, headers, body = await post(d, b'{"message": "own"}', "application/json")
+    assert status == 500 and json.loads(body)["error"] == "internal"
+    assert d.stats()["listeners"]["http"]["errors"] == {"internal": 3}
+
+
 async def test_full_buffers_answer_503_with_retry_after_and_a_status(start: Start) -> None:
     d = await start(destination="pool", extra_listener='full_wait = "300ms"')
     big = request(({}, [(None, [log_record("x" * 100) for _ in range(100)])]))
