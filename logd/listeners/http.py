@@ -247,6 +247,22 @@ class HttpListener(Listener):
     # -- handlers --
 
     async def _ingest(self, request: web.Request) -> web.Response:
+        try:
+            return await self._ingest_request(request)
+        except web.HTTPException:
+            raise
+        except Exception as e:
+            # A failure of logd's own would reach aiohttp, whose plain-text 500 no OTLP
+            # client can read (it wants a google.rpc.Status) and that logd's JSON clients
+            # do not expect either; nor would it be counted.
+            self.errors["internal"] += 1
+            self.ratelog.error("internal", "request failed", listener=self.name,
+                               peer=request.remote, error=f"{type(e).__name__}: {e}")
+            log.debug("request failed", exc_info=True)
+            return self._error(request, 500, "internal", "the request failed inside logd "
+                               "(see logd's log); retry later")
+
+    async def _ingest_request(self, request: web.Request) -> web.Response:
         self.requests += 1
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.full_wait
@@ -414,6 +430,13 @@ class HttpListener(Listener):
         except BadOtlp as e:
             self.otlp_decode_errors += 1
             raise BadRequest(400, "bad_otlp", str(e)) from None
+        except Exception as e:
+            # What no check foresaw (a bug in logd, not the request) would otherwise reach
+            # aiohttp as a plain-text 500 with a traceback, per request and uncounted.
+            self.otlp_decode_errors += 1
+            log.debug("OTLP request not readable", exc_info=True)
+            raise BadRequest(400, "bad_otlp", f"the request cannot be read "
+                             f"({type(e).__name__}: {str(e)[:200]})") from None
         if mapped.rejected:
             self.otlp_rejected += mapped.rejected
             self.ratelog.warning("otlp_rejected", "OTLP log records rejected",

@@ -94,7 +94,9 @@ class SyslogUdpListener(Listener):
         append = payloads.append
         try:
             for _ in range(_READS_PER_WAKE):
-                append(recv(limit + 1))  # one byte more: a longer datagram shows as cut
+                # Two bytes more: a datagram of the limit plus its trailing LF comes whole,
+                # and any longer one shows as cut (longer than the limit plus one).
+                append(recv(limit + 2))
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as e:
@@ -110,7 +112,12 @@ class SyslogUdpListener(Listener):
         self.bytes_in += len(joined)
         if b"\n" in joined:
             # Senders' templates often end in LF; a message is one line in logd's files.
-            payloads = [p[:-1] if p[-1:] == b"\n" else p for p in payloads]
+            # Only a datagram that came whole ends in its own LF: in one cut by recv, the
+            # last byte is the middle of the message, and it must stay over the limit to
+            # be counted as oversized.
+            whole = limit + 1
+            payloads = [p[:-1] if p[-1:] == b"\n" and len(p) <= whole else p
+                        for p in payloads]
         nbytes = sum(map(len, payloads))
         if max(map(len, payloads)) > limit:
             cut = [p for p in payloads if len(p) > limit]

@@ -7,6 +7,7 @@ enums as integers (their names are read too), and 64-bit integers as strings or 
 from __future__ import annotations
 
 import binascii
+import re
 from base64 import b64encode
 from typing import Any
 
@@ -21,6 +22,7 @@ from logd.otlp.records import (
     Mapped,
     message_of,
     severity,
+    unexpected,
 )
 
 
@@ -63,6 +65,9 @@ def from_json(doc: dict[str, Any]) -> Mapped:
                     obj, sev = _json_record(rec, app, resource, scope)
                 except Invalid as e:
                     out.reject(f"{swhere}.logRecords[{li}]", str(e))
+                    continue
+                except Exception as e:  # a value no check foresaw: still this record's own
+                    out.reject(f"{swhere}.logRecords[{li}]", unexpected(e))
                     continue
                 objs.append(obj)
                 sevs.append(sev)
@@ -166,6 +171,12 @@ def _enum(v: Any) -> int:
     raise Invalid(f"severityNumber: expected an integer, got {v!r}")
 
 
+# Decimal strings of 64-bit integers. Checked before int(): int() also takes "٣" (any
+# Unicode digit), "+5", " 5", "1_0", and refuses more than 4300 digits with a ValueError.
+_UINT_TEXT = re.compile(r"[0-9]{1,20}")
+_INT_TEXT = re.compile(r"-?[0-9]{1,20}")
+
+
 def _uint(v: Any, key: str, bits: int) -> int:
     """A uint32/fixed64 field: a JSON number or a decimal string (64-bit integers may be
     either in OTLP/JSON)."""
@@ -173,7 +184,7 @@ def _uint(v: Any, key: str, bits: int) -> int:
         return 0
     if type(v) is int:
         n = v
-    elif (type(v) is STR and v.isascii() and v.isdigit()) or (
+    elif (type(v) is STR and _UINT_TEXT.fullmatch(v)) or (
             type(v) is float and v.is_integer()):
         n = int(v)
     else:
@@ -237,7 +248,7 @@ def _json_value(v: Any, depth: int, key: str) -> Any:
                 raise Invalid(f"{key}: boolValue must be true or false")
             return x
         if kind == "intValue":
-            if type(x) is int or (type(x) is STR and x.lstrip("-").isdigit() and x.isascii()):
+            if type(x) is int or (type(x) is STR and _INT_TEXT.fullmatch(x)):
                 n = int(x)
                 if -2**63 <= n < 2**63:
                     return n

@@ -21,6 +21,7 @@ from logd.otlp.records import (
     Mapped,
     message_of,
     severity,
+    unexpected,
 )
 
 # Decoding is most of what an OTLP request costs, and protobuf's Python objects cost most
@@ -57,14 +58,17 @@ def _view_classes() -> dict[str, Any]:
     message("LogRecord",
             ("time_unix_nano", 1, F.TYPE_FIXED64, one, ""),
             ("severity_number", 2, F.TYPE_INT32, one, ""),  # an open enum: int32 on the wire
-            ("severity_text", 3, F.TYPE_STRING, one, ""),
+            ("severity_text", 3, F.TYPE_BYTES, one, ""),  # strings: see below
             ("body", 5, F.TYPE_BYTES, one, ""),
             ("attributes", 6, F.TYPE_BYTES, many, ""),
             ("flags", 8, F.TYPE_FIXED32, one, ""),
             ("trace_id", 9, F.TYPE_BYTES, one, ""),
             ("span_id", 10, F.TYPE_BYTES, one, ""),
             ("observed_time_unix_nano", 11, F.TYPE_FIXED64, one, ""),
-            ("event_name", 12, F.TYPE_STRING, one, ""))
+            ("event_name", 12, F.TYPE_BYTES, one, ""))
+    # A LogRecord's strings are bytes here and decoded record by record: upb refuses a
+    # whole message over one string field that is not UTF-8, and such a record is to be
+    # rejected alone.
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return {name: message_factory.GetMessageClass(
@@ -108,21 +112,22 @@ def decode_protobuf(body: bytes) -> Mapped:
                 obj: dict[str, Any] = {}
                 if app is not None:
                     obj["app_id"] = app
-                text = rec.severity_text
                 number = rec.severity_number
-                if text:
-                    obj["level"] = text
-                    sev = number_sevs.get(number)
-                    if sev is None:
-                        sev = severity(text, number)
-                else:
-                    level = numbers.get(number)
-                    if level is not None:
-                        obj["level"] = level
-                        sev = number_sevs[number]
-                    else:
-                        sev = INFO
                 try:
+                    raw_text = rec.severity_text
+                    if raw_text:
+                        text = _utf8(raw_text, "severity_text")
+                        obj["level"] = text
+                        sev = number_sevs.get(number)
+                        if sev is None:
+                            sev = severity(text, number)
+                    else:
+                        level = numbers.get(number)
+                        if level is not None:
+                            obj["level"] = level
+                            sev = number_sevs[number]
+                        else:
+                            sev = INFO
                     body = rec.body
                     obj["message"] = _body_message(body) if body else ""
                     stamp = rec.time_unix_nano or rec.observed_time_unix_nano
@@ -145,19 +150,31 @@ def decode_protobuf(body: bytes) -> Mapped:
                         if len(span) != 8:
                             raise Invalid(f"span_id of {len(span)} bytes, expected 8")
                         obj["span_id"] = span.hex()
+                    event = _utf8(rec.event_name, "event_name") if rec.event_name else ""
                 except Invalid as e:
                     out.reject(f"resource_logs[{ri}].scope_logs[{si}].log_records[{li}]",
                                str(e))
+                    continue
+                except Exception as e:  # what no check foresaw: still this record's own
+                    out.reject(f"resource_logs[{ri}].scope_logs[{si}].log_records[{li}]",
+                               unexpected(e))
                     continue
                 if rec.flags:
                     obj["flags"] = rec.flags
                 if number:
                     obj["severity_number"] = number
-                if rec.event_name:
-                    obj["event_name"] = rec.event_name
+                if event:
+                    obj["event_name"] = event
                 objs.append(obj)
                 sevs.append(sev)
     return out
+
+
+def _utf8(data: bytes, key: str) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise Invalid(f"{key}: a string that is not UTF-8") from None
 
 
 def _length(data: bytes, pos: int) -> tuple[int, int]:

@@ -75,6 +75,12 @@ class Invalid(Exception):
     """One log record cannot be valid."""
 
 
+def unexpected(e: Exception) -> str:
+    """Why a record was rejected when reading it raised what no check foresaw (a bug in
+    logd rather than in the request): still rejected alone, the others are taken."""
+    return f"cannot be read ({type(e).__name__}: {str(e)[:200]})"
+
+
 def severity(text: str, number: int) -> int:
     sev = NUMBER_SEVERITIES.get(number)
     if sev is None:

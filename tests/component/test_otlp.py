@@ -145,6 +145,62 @@ async def test_invalid_records_are_rejected_alone_as_partial_success(
     assert [r["message"] for r in written(out, "p")] == ["kept", "kept too"] * 2
 
 
+async def test_hostile_json_integers_reject_their_record_not_the_request(
+        start: Start, out: Path) -> None:
+    d = await start()
+    req = request(({"service.name": "p"}, [(None, [
+        log_record("kept"), log_record("minus minus"), log_record("long time"),
+        log_record("long flags"), log_record("arabic digit"), log_record("kept too")])]))
+    doc = to_json(req)
+    recs = doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    recs[1]["attributes"] = [{"key": "n", "value": {"intValue": "--5"}}]
+    recs[2]["timeUnixNano"] = "1" * 4301  # past int()'s limit of 4300 digits
+    recs[3]["flags"] = "9" * 5000
+    recs[4]["body"] = {"intValue": "\u0663"}
+    status, headers, body = await post(d, orjson.dumps(doc), "application/json")
+    assert status == 200, body
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body)["partialSuccess"]["rejectedLogRecords"] == "4"
+    http = d.stats()["listeners"]["http"]
+    assert (http["otlp_records"], http["otlp_rejected_records"]) == (2, 4)
+    assert await d.stop() == 0
+    assert [r["message"] for r in written(out, "p")] == ["kept", "kept too"]
+
+
+async def test_a_record_string_that_is_not_utf8_rejects_that_record_alone(
+        start: Start, out: Path) -> None:
+    d = await start()
+    bad_text, bad_event = log_record("bad text", text="TEXT"), log_record("bad event")
+    bad_event.event_name = "EVNT"
+    req = request(({"service.name": "p"}, [(None, [
+        log_record("kept", text="Info"), bad_text, bad_event, log_record("kept too")])]))
+    data = req.SerializeToString()
+    data = data.replace(b"TEXT", b"T\xc3(T").replace(b"EVNT", b"E\xffNT")
+    status, _, body = await post(d, data)
+    assert status == 200, body
+    partial = ExportLogsServiceResponse.FromString(body).partial_success
+    assert partial.rejected_log_records == 2
+    assert "log_records[1]" in partial.error_message and "UTF-8" in partial.error_message
+    assert await d.stop() == 0
+    assert [r["message"] for r in written(out, "p")] == ["kept", "kept too"]
+
+
+async def test_an_unforeseen_error_decoding_a_request_is_a_counted_400_status(
+        start: Start, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logd.listeners.http as http_listener
+
+    def failing(body: bytes) -> Any:
+        raise ValueError("unforeseen")
+
+    monkeypatch.setattr(http_listener, "decode_protobuf", failing)
+    d = await start()
+    status, headers, body = await post(d, sample_request().SerializeToString())
+    assert status == 400 and headers["Content-Type"] == "application/x-protobuf"
+    code, message = status_of("application/x-protobuf", body)
+    assert code == 3 and "ValueError: unforeseen" in message
+    assert d.stats()["listeners"]["http"]["otlp_decode_errors"] == 1
+
+
 async def test_a_request_of_only_rejected_records_takes_nothing(start: Start,
                                                                out: Path) -> None:
     d = await start()
@@ -201,6 +257,57 @@ async def test_tokens_apply_with_a_status_answer(start: Start) -> None:
     assert status == 401 and Status.FromString(answer).code == 16
     status, _, _ = await post(d, body, headers={"Authorization": "Bearer s3cret"})
     assert status == 200
+
+
+async def _slow_body(port: int, content_type: str) -> tuple[int, dict[str, str], bytes]:
+    """POST /v1/logs with a tenth of the body it announces: (status, headers, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     + content_type.encode() + b"\r\nContent-Length: 100\r\n\r\n"
+                     + b"\x0a" * 10)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        lines = head.decode().split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:] if line)
+        body = await asyncio.wait_for(reader.readexactly(int(headers["Content-Length"])), 10)
+        return int(lines[0].split()[1]), headers, body
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_a_body_too_slow_answers_408_with_a_status_for_protobuf(start: Start) -> None:
+    d = await start(extra_listener='body_timeout = "200ms"')
+    status, headers, body = await _slow_body(d.port("http"), "application/x-protobuf")
+    assert status == 408 and headers["Content-Type"] == "application/x-protobuf"
+    code, message = status_of("application/x-protobuf", body)
+    assert code == 4 and "body_timeout" in message
+    # application/json: OTLP or logd's own cannot be told before the body is read.
+    status, headers, body = await _slow_body(d.port("http"), "application/json")
+    assert status == 408 and json.loads(body)["error"] == "body_timeout"
+
+
+async def test_a_failure_inside_logd_answers_500_in_the_request_encoding(
+        start: Start, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logd.listeners.http as http_listener
+
+    async def failing(*args: Any) -> Any:
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr(http_listener.HttpListener, "_hand_over", failing)
+    d = await start()
+    status, headers, body = await post(d, sample_request().SerializeToString())
+    assert status == 500 and headers["Content-Type"] == "application/x-protobuf"
+    code, message = status_of("application/x-protobuf", body)
+    assert code == 13 and "internal" in message
+    status, headers, body = await post(d, orjson.dumps(to_json(sample_request())),
+                                       "application/json")
+    assert status == 500 and status_of("application/json", body)[0] == 13
+    status, headers, body = await post(d, b'{"message": "own"}', "application/json")
+    assert status == 500 and json.loads(body)["error"] == "internal"
+    assert d.stats()["listeners"]["http"]["errors"] == {"internal": 3}
 
 
 async def test_full_buffers_answer_503_with_retry_after_and_a_status(start: Start) -> None:

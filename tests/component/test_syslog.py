@@ -198,6 +198,23 @@ async def test_udp_bad_datagrams_are_counted_and_kept(tmp_path: Path, out: Path)
     assert logd.stats()["listeners"]["syslog"]["errors"] == {"unparsed": 1, "oversized": 1}
 
 
+async def test_udp_datagram_cut_just_before_a_trailing_lf_is_oversized(tmp_path: Path,
+                                                                        out: Path) -> None:
+    # 1024 bytes, then the LF that recv(limit + 1) reads last, then more: the datagram is
+    # over the limit even though what is left after dropping the LF fits it exactly.
+    head = b"<13>1 - h app - - - "
+    long = head + b"z" * (1024 - len(head)) + b"\n" + b"tail beyond the limit"
+    exact = head + b"e" * (1024 - len(head)) + b"\n"  # the limit plus a trailing LF: fits
+    config = syslog_file_config(out, transport="udp", path="all.log", fmt="raw",
+                                listener_extra='max_message_bytes = "1KiB"')
+    async with run_daemon(config, tmp_path) as logd:
+        await asyncio.to_thread(send_udp, logd.port("syslog"), [long, exact])
+        await wait_records(logd, 2)
+        assert await logd.stop() == 0
+    assert read_all_lines(out, "all.log") == [long[:1024], exact[:-1]]
+    assert logd.stats()["listeners"]["syslog"]["errors"] == {"oversized": 1}
+
+
 async def test_listener_counters_on_metrics(tmp_path: Path, out: Path) -> None:
     from logd.metrics import render_stats
     async with run_daemon(syslog_file_config(out, fmt="raw"), tmp_path) as logd:

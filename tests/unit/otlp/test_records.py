@@ -158,6 +158,20 @@ def test_bad_ids_reject_their_record_only() -> None:
     ({"attributes": {"k": "v"}}, "attributes"),
     ({"attributes": [{"key": "k", "value": {"boolValue": "yes"}}]}, "boolValue"),
     ({"flags": 2**32}, "flags"),
+    # What int() would refuse with a ValueError, or take though OTLP/JSON does not write it.
+    ({"body": {"intValue": "--5"}}, "intValue"),
+    ({"attributes": [{"key": "k", "value": {"intValue": "--5"}}]}, "intValue"),
+    ({"body": {"intValue": "1" * 4301}}, "intValue"),
+    ({"body": {"intValue": "-" + "1" * 5000}}, "intValue"),
+    ({"body": {"intValue": "\u0663"}}, "intValue"),  # an Arabic-Indic 3
+    ({"body": {"intValue": "+5"}}, "intValue"),
+    ({"body": {"intValue": "1_0"}}, "intValue"),
+    ({"body": {"intValue": "5\n"}}, "intValue"),
+    ({"timeUnixNano": "1" * 4301}, "timeUnixNano"),
+    ({"observedTimeUnixNano": "9" * 10_000}, "observedTimeUnixNano"),
+    ({"timeUnixNano": "\u0663"}, "timeUnixNano"),
+    ({"timeUnixNano": "18446744073709551616"}, "timeUnixNano"),
+    ({"flags": "7" * 4301}, "flags"),
 ])
 def test_json_records_of_the_wrong_shape_are_rejected_alone(change: dict[str, Any],
                                                             why: str) -> None:
@@ -166,6 +180,39 @@ def test_json_records_of_the_wrong_shape_are_rejected_alone(change: dict[str, An
     m = from_json(doc)
     assert [o["message"] for o in m.objs] == ["good"]
     assert m.rejected == 1 and why in m.first_error, m.first_error
+
+
+def test_64_bit_integer_strings_at_their_limits_are_read() -> None:
+    doc = to_json(request(({}, [(None, [log_record("x")])])))
+    rec = doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
+    rec.update({"timeUnixNano": str(2**64 - 1), "flags": "4294967295",
+                "attributes": [{"key": "lo", "value": {"intValue": str(-2**63)}},
+                               {"key": "hi", "value": {"intValue": str(2**63 - 1)}},
+                               {"key": "z", "value": {"intValue": "-0"}}]})
+    m = from_json(doc)
+    assert m.rejected == 0, m.first_error
+    assert m.objs[0]["attributes"] == {"lo": -2**63, "hi": 2**63 - 1, "z": 0}
+    assert m.objs[0]["flags"] == 2**32 - 1 and m.objs[0]["timestamp"] == (2**64 - 1) / 1e9
+
+
+def test_an_unforeseen_error_in_a_json_record_rejects_that_record_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from logd.otlp import otlp_json
+    real = otlp_json._json_record
+
+    def failing(rec: Any, *args: Any) -> Any:
+        if rec.get("eventName") == "boom":
+            raise ValueError("unforeseen")
+        return real(rec, *args)
+
+    monkeypatch.setattr(otlp_json, "_json_record", failing)
+    doc = to_json(request(({}, [(None, [log_record("a"), log_record("b"),
+                                        log_record("c")])])))
+    doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"][1]["eventName"] = "boom"
+    m = from_json(doc)
+    assert [o["message"] for o in m.objs] == ["a", "c"]
+    assert m.rejected == 1 and "logRecords[1]" in m.first_error
+    assert "ValueError: unforeseen" in m.first_error
 
 
 @pytest.mark.parametrize("doc", [
@@ -235,6 +282,40 @@ def test_invalid_utf8_in_an_attribute_rejects_its_record() -> None:
     m = decode_protobuf(data)
     assert [o["message"] for o in m.objs] == ["ok"] and m.rejected == 1
     assert "UTF-8" in m.first_error or "utf" in m.first_error.lower()
+
+
+@pytest.mark.parametrize("field", ["severity_text", "event_name"])
+def test_a_log_record_string_that_is_not_utf8_rejects_its_record_only(field: str) -> None:
+    bad = log_record("bad")
+    setattr(bad, field, "MARK")
+    good = request(({}, [(None, [log_record("ok"), bad, log_record("ok2", text="Warn")])]))
+    good.resource_logs[0].scope_logs[0].log_records[2].event_name = "ev"
+    data = good.SerializeToString()
+    assert data.count(b"MARK") == 1
+    m = decode_protobuf(data.replace(b"MARK", b"M\xff\xfeK"))
+    assert [o["message"] for o in m.objs] == ["ok", "ok2"] and m.rejected == 1
+    assert "log_records[1]" in m.first_error and f"{field}: " in m.first_error
+    assert "UTF-8" in m.first_error
+    assert m.objs[1]["level"] == "Warn" and m.objs[1]["event_name"] == "ev"
+    assert list(m.severities) == [6, 4]
+
+
+def test_an_unforeseen_error_in_a_protobuf_record_rejects_that_record_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from logd.otlp import protobuf
+    real = protobuf._body_message
+
+    def failing(data: bytes) -> str:
+        if b"boom" in data:
+            raise ValueError("unforeseen")
+        return real(data)
+
+    monkeypatch.setattr(protobuf, "_body_message", failing)
+    req = request(({}, [(None, [log_record("a"), log_record("boom"), log_record("c")])]))
+    m = decode_protobuf(req.SerializeToString())
+    assert [o["message"] for o in m.objs] == ["a", "c"]
+    assert m.rejected == 1 and "log_records[1]" in m.first_error
+    assert "ValueError: unforeseen" in m.first_error
 
 
 def test_database_and_kafka_rows_carry_the_nested_fields_in_metadata() -> None:
