@@ -44,7 +44,7 @@ from logd.tail.config import TailListenerConfig
 from logd.tail.containers import CriDecoder, DockerDecoder
 from logd.tail.decoders import Decoded, Decoder, LinesDecoder, MultilineDecoder
 from logd.tail.followed import FollowedFile
-from logd.tail.identity import FINGERPRINT_BYTES, FileId, take
+from logd.tail.identity import FINGERPRINT_BYTES, FileId, Fingerprint, take
 from logd.tail.inotify import Watcher, watched_directory
 
 log = logging.getLogger("logd.tail")
@@ -80,7 +80,11 @@ class TailListener(Listener):
         self._open: OrderedDict[FileId, FollowedFile] = OrderedDict()  # least recent first
         self._ready: dict[FileId, FollowedFile] = {}  # files with something to read now
         self._checkpoints: dict[FileId, Checkpoint] = {}
-        self._start_at_end: set[FileId] | None = None  # first start: files found then
+        # First start with `start = "end"`: where each file found by the first look but not
+        # opened then (the open-files cap) ends, and what it begins with. Files opened at the
+        # first look start at their end at once and are not kept here: a file created later
+        # on one of their inodes (freed by a deletion) is a new file, read from its start.
+        self._start_at_end: dict[FileId, tuple[Fingerprint, int]] | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
         self._wake = asyncio.Event()  # something to do before the next poll: a change, a stop
@@ -100,7 +104,9 @@ class TailListener(Listener):
         self._scanned_at = (time.time(), time.time())  # the last two looks
         self._at_paths: dict[str, FileId] = {}  # what each path named at the last look
         self._at_path_files: dict[str, FollowedFile] = {}  # and the files followed there
-        self._finished: dict[FileId, float] = {}  # finished and forgotten, when
+        # Finished and forgotten: what they began with, and when. The fingerprint tells a
+        # new file on the same (reused) inode from the finished one.
+        self._finished: dict[FileId, tuple[Fingerprint, float]] = {}
         self.records = 0
         self.bytes_in = 0
         self.pauses = 0
@@ -132,7 +138,7 @@ class TailListener(Listener):
         first_start = not self.store.exists()
         self._checkpoints = self.store.load()
         if first_start and self.cfg.start == "end":
-            self._start_at_end = set()
+            self._start_at_end = {}
         log.info("tailing", extra={"listener": self.name, "paths": list(self.cfg.paths),
                                    "checkpoints": len(self._checkpoints),
                                    "first_start": first_start})
@@ -374,9 +380,10 @@ class TailListener(Listener):
             self._ready[f.fid] = f
 
     def _follow_new(self, fid: FileId, path: str, st: os.stat_result, first: bool) -> None:
-        if self._start_at_end is not None and first:
-            self._start_at_end.add(fid)
+        at_end = first and self._start_at_end is not None
         if not self._make_room():
+            if at_end:
+                self._note_end(fid, path)
             self._rescan = True  # opened once files being read reach their end
             return
         try:
@@ -404,8 +411,12 @@ class TailListener(Listener):
                 self.counts["inode_reused"] += 1
                 log.info("a new file on the inode of a checkpointed one; read from its start",
                          extra={"listener": self.name, "path": path, "was": cp.path})
-        elif self._start_at_end is not None and fid in self._start_at_end:
+        elif at_end:
             offset = _line_start_before(fd, fst.st_size)
+        elif self._start_at_end is not None and fid in self._start_at_end:
+            fingerprint, end = self._start_at_end.pop(fid)
+            if fingerprint.matches(fd):  # the file the first look found, not a later one
+                offset = min(end, _line_start_before(fd, fst.st_size))
         f = FollowedFile(fid, path, self._decoder(path), offset)
         f.adopt(fd, fst.st_size)
         f.fingerprint = take(fd)
@@ -417,6 +428,41 @@ class TailListener(Listener):
         self.counts["files_seen"] += 1
         if f.has_news:
             self._ready[fid] = f
+
+    def _note_end(self, fid: FileId, path: str) -> None:
+        """A file the first look found but cannot open yet (the cap): where it ends now and
+        what it begins with, so that it starts there once opened, and only if it is the same
+        file (its inode may be given to another once it is deleted)."""
+        assert self._start_at_end is not None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fst = os.fstat(fd)
+            if FileId.of(fst) == fid:
+                self._start_at_end[fid] = (take(fd), _line_start_before(fd, fst.st_size))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _was_finished(self, fid: FileId, path: str) -> bool:
+        """Whether the file at `path` is one finished and forgotten lately (not a new file
+        on its inode, which begins with other bytes)."""
+        entry = self._finished.get(fid)
+        if entry is None:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return True  # gone: nothing to read
+        try:
+            return FileId.of(os.fstat(fd)) != fid or entry[0].matches(fd)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
 
     def _find_moved_files(self) -> None:
         """At start: files of the checkpoint no glob matches now (rotated away while logd was
@@ -466,8 +512,8 @@ class TailListener(Listener):
             fid = FileId.of(st)
             # File times come from a clock that may lag time.time() by a tick.
             if st.st_mtime < since - MTIME_SLACK_S or not stat.S_ISREG(st.st_mode) \
-                    or fid in self.files or fid in seen or fid in self._finished \
-                    or self._excluded(other):
+                    or fid in self.files or fid in seen or self._excluded(other) \
+                    or self._was_finished(fid, other):
                 continue
             self._follow_new(fid, other, st, first=False)
             found = self.files.get(fid)
@@ -715,12 +761,12 @@ class TailListener(Listener):
                 self._in_flight.discard(f)
                 if f.finished:
                     self._forget(f)
-                    self._finished[f.fid] = time.monotonic()
+                    self._finished[f.fid] = (f.fingerprint, time.monotonic())
                     moved = True
         if not moved:
             return
         old = time.monotonic() - FINISHED_KEPT_S
-        self._finished = {k: t for k, t in self._finished.items() if t > old}
+        self._finished = {k: v for k, v in self._finished.items() if v[1] > old}
         out: dict[FileId, Checkpoint] = dict(self._checkpoints)  # not yet found again
         for fid, f in self.files.items():
             out[fid] = Checkpoint(f.path, f.committed, f.fingerprint)

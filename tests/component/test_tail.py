@@ -543,3 +543,67 @@ async def test_a_compressed_rotation_beside_the_path_is_not_read(
         assert await d.stop() == 0
     w.close()
     assert_exactly_once(output_lines(out), 150)
+
+
+def recycle_inode(directory: Path, freed: Path, name: str, data: bytes) -> None:
+    """Create `name` with `data` right after deleting `freed`: on ext4 the new file gets the
+    freed inode (skipped where the filesystem does not reuse inodes at once)."""
+    ino = freed.stat().st_ino
+    freed.unlink()
+    (directory / name).write_bytes(data)
+    if (directory / name).stat().st_ino != ino:
+        pytest.skip("this filesystem does not reuse a freed inode at once")
+
+
+async def test_start_end_reads_a_later_file_on_the_inode_of_a_first_seen_one_from_0(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    # logrotate with `rotate 1`: at the second rotation, the file the first look found is
+    # deleted, and the new app.log is created on its inode.
+    app = src / "app.log"
+    app.write_bytes(b"A-before-start\n")
+    config = tail_file_config(out, [f"{src}/app.log"], listener_extra='start = "end"')
+    async with run_daemon(config, tmp_path) as d:
+        await wait_until(lambda: tail_stats(d)["files"] == 1, "app.log is followed")
+        with open(app, "ab") as f:
+            f.write(b"A-after-start\n")
+        await all_arrived(out, 1)
+        os.rename(app, src / "app.log.1")
+        app.write_bytes(b"B-1\n")
+        await all_arrived(out, 2)
+        await wait_until(lambda: tail_stats(d)["files"] == 1, "app.log.1 is finished")
+        # In one go, with no look between: the second rotation.
+        first = src / "app.log.1"
+        os.rename(app, src / "moving")
+        recycle_inode(src, first, "app.log", b"C-1\nC-2\n")
+        os.rename(src / "moving", first)
+        await all_arrived(out, 4, timeout=20)
+        with open(app, "ab") as f:
+            f.write(b"C-3\n")
+        await all_arrived(out, 5)
+        assert await d.stop() == 0
+    assert output_lines(out) == [b"A-after-start", b"B-1", b"C-1", b"C-2", b"C-3"]
+
+
+async def test_a_quickly_rotated_file_on_the_inode_of_a_finished_one_is_read(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    app = src / "app.log"
+    app.write_bytes(b"A-1\n")
+    config = tail_file_config(out, [f"{src}/app.log"])
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 1)
+        os.rename(app, src / "app.log.1")
+        app.write_bytes(b"B-1\n")
+        await all_arrived(out, 2)
+        await wait_until(lambda: tail_stats(d)["files"] == 1, "app.log.1 is finished")
+        # Two rotations with no look between: the file created on the finished file's inode
+        # is already app.log.1 when logd next looks.
+        first = src / "app.log.1"
+        os.rename(app, src / "moving")
+        recycle_inode(src, first, "app.log", b"C-1\nC-2\n")
+        os.rename(src / "moving", first)
+        os.unlink(first)  # still open in logd: its inode is not freed
+        os.rename(app, first)
+        app.write_bytes(b"D-1\n")
+        await all_arrived(out, 5, timeout=20)
+        assert await d.stop() == 0
+    assert sorted(output_lines(out)) == [b"A-1", b"B-1", b"C-1", b"C-2", b"D-1"]
