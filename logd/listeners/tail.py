@@ -99,6 +99,10 @@ class TailListener(Listener):
         self._done = asyncio.Event()
         self._rerouted = asyncio.Event()
         self._rescan = False
+        # A file waits for a descriptor (max_open_files): looked at again once one may be
+        # free (a file read to its end, or closed) or at the next poll, not at once: a look
+        # made again at once finds the cap as it was, and the loop would never wait.
+        self._want_room = False
         self._scanned_mono = 0.0
         self._blocked: list[Any] = []  # full buffers a hand-over outside a read met
         self._scanned_at = (time.time(), time.time())  # the last two looks
@@ -190,8 +194,10 @@ class TailListener(Listener):
                     self._scan_cost = loop.time() - now
                     self._scanned_mono = now
                     next_scan = now + self._poll_period()
+                    if self._want_room:
+                        next_scan = now + self.cfg.poll_interval
                     next_tick = now + self.cfg.poll_interval
-                    if self._checkpoints and not self._rescan:
+                    if self._checkpoints and not self._rescan and not self._want_room:
                         # Every file there is was looked at (none waits for a descriptor):
                         # what the last run knew and is not followed now is gone.
                         self._checkpoints = {}
@@ -302,6 +308,7 @@ class TailListener(Listener):
         if self._watcher is not None:
             self._watcher.watch({watched_directory(p) for p in self.cfg.paths})
         now = time.monotonic()
+        self._want_room = False  # until this look finds the cap in the way again
         # Files rotated away between two looks were written after the look before those.
         since = self._scanned_at[0]
         self._scanned_at = (self._scanned_at[1], time.time())
@@ -384,7 +391,7 @@ class TailListener(Listener):
         if not self._make_room():
             if at_end:
                 self._note_end(fid, path)
-            self._rescan = True  # opened once files being read reach their end
+            self._want_room = True  # opened once files being read reach their end
             return
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -565,7 +572,7 @@ class TailListener(Listener):
 
     def _reopen(self, f: FollowedFile) -> bool:
         if not self._make_room():
-            self._rescan = True
+            self._want_room = True
             return False
         if not f.open():
             return False
@@ -578,6 +585,14 @@ class TailListener(Listener):
         self.files.pop(f.fid, None)
         self._open.pop(f.fid, None)
         self._ready.pop(f.fid, None)
+        self._room_may_be_free()
+
+    def _room_may_be_free(self) -> None:
+        """A file was closed or read to its end: a file waiting for a descriptor may get one
+        now; a look soon (as for a change inotify saw) tries."""
+        if self._want_room:
+            self._changed = True
+            self._wake.set()
 
     # -- reading --
 
@@ -585,6 +600,8 @@ class TailListener(Listener):
         """A turn for each file with something to read (files no longer at their path
         first: they are older); whether anything was handed over."""
         if not self._ready:
+            # The run loop awaits at least once a turn, whatever else it finds to do.
+            await asyncio.sleep(0)
             return False
         progressed = False
         order = sorted(self._ready.values(), key=lambda f: f.at_path)
@@ -625,6 +642,7 @@ class TailListener(Listener):
                 # At its end (for now), or only a held part left: wait for more.
                 f.stalled_at = f.size
                 self._ready.pop(f.fid, None)
+                self._room_may_be_free()
                 return progressed
         return progressed
 
@@ -720,6 +738,7 @@ class TailListener(Listener):
         self._in_flight.add(f)  # forgotten once all it gave is secured
         f.close()
         self._open.pop(f.fid, None)
+        self._room_may_be_free()
         self.counts["deleted_closed" if f.deleted else "rotated_closed"] += 1
         log.info("finished a file no longer at its path", extra={
             "listener": self.name, "path": f.path, "deleted": f.deleted, "read": f.offset})

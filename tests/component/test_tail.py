@@ -607,3 +607,34 @@ async def test_a_quickly_rotated_file_on_the_inode_of_a_finished_one_is_read(
         await all_arrived(out, 5, timeout=20)
         assert await d.stop() == 0
     assert sorted(output_lines(out)) == [b"A-1", b"B-1", b"C-1", b"C-2", b"D-1"]
+
+
+async def test_a_file_waiting_for_a_descriptor_does_not_stall_the_event_loop(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    # One descriptor, held by the rotated file until it is quiet for rotate_wait: the new
+    # file at the path waits for it, and the loop (logd's and this test's) goes on meanwhile.
+    app = src / "a.log"
+    app.write_bytes(b"old-1\n")
+    config = tail_file_config(out, [f"{src}/a.log"], listener_extra="max_open_files = 1")
+    config = config.replace('rotate_wait = "300ms"', 'rotate_wait = "1500ms"')
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 1)
+        loop = asyncio.get_running_loop()
+        longest = 0.0
+
+        async def tick() -> None:
+            nonlocal longest
+            while True:
+                before = loop.time()
+                await asyncio.sleep(0.01)
+                longest = max(longest, loop.time() - before)
+        ticker = asyncio.ensure_future(tick())
+        try:
+            os.rename(app, src / "a.log.1")
+            app.write_bytes(b"new-1\n")
+            await all_arrived(out, 2, timeout=20)
+        finally:
+            ticker.cancel()
+        assert await d.stop() == 0
+    assert output_lines(out) == [b"old-1", b"new-1"]
+    assert longest < 0.5, f"the event loop was held for {longest:.2f} s"
