@@ -29,6 +29,7 @@ import glob
 import heapq
 import logging
 import os
+import re
 import stat
 import time
 from collections import Counter, OrderedDict
@@ -56,6 +57,22 @@ WATCHED_POLL_FACTOR = 10
 # Rotated files a rotation compresses (logrotate's compress) are new files, not lines.
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".Z")
 FINISHED_KEPT_S = 60.0  # finished files are not taken for new rotated ones for this long
+# What rotation adds to a name (logrotate's, with or without dateext, and the usual
+# appenders'): .N, -YYYYMMDD, -YYYYMMDDHH, -YYYYMMDD-N, .YYYY-MM-DD, -YYYY-MM-DD(-HH)(.N).
+# Anything else beside a path (app.log.debug, app.log.old, app.log.1.gz) is another file.
+ROTATED_SUFFIX = (r"(?:\.\d+|-\d{8}(?:\d{2})?(?:-\d+)?"
+                  r"|[.-]\d{4}-\d{2}-\d{2}(?:[-_]\d{2})?(?:\.\d+)?)")
+
+
+def _rotated_name(base: str) -> re.Pattern[str]:
+    """The names a rotation gives a file named `base`: the suffix after the whole name
+    (app.log.1, app.log-20260101), or before its extension (app.1.log, app-20260101.log:
+    logrotate's `extension`)."""
+    stem, ext = os.path.splitext(base)
+    shapes = [re.escape(base) + ROTATED_SUFFIX]
+    if stem and ext:
+        shapes.append(re.escape(stem) + ROTATED_SUFFIX + re.escape(ext))
+    return re.compile("|".join(f"(?:{x})" for x in shapes))
 
 
 def _line_start_before(fd: int, size: int) -> int:
@@ -500,16 +517,18 @@ class TailListener(Listener):
 
     def _find_rotated_since(self, path: str, since: float,
                             seen: dict[FileId, tuple[str, os.stat_result]]) -> None:
-        """`path` was rotated: files beside it named after it (PATH.1, PATH-20260101) that
-        nobody follows and that were written since the last look were at `path` in between
-        (rotations faster than the polls): they are followed from their start, to their end."""
+        """`path` was rotated: files beside it with a rotated name (PATH.1, PATH-20260101;
+        ROTATED_SUFFIX) that nobody follows and that were written since the last look were
+        at `path` in between (rotations faster than the polls): they are followed from their
+        start, to their end. Other files that only begin with the name are not."""
         directory, base = os.path.split(path)
         try:
             names = os.listdir(directory or ".")
         except OSError:
             return
+        rotated = _rotated_name(base)
         for name in names:
-            if not name.startswith(base) or name == base or name.endswith(COMPRESSED):
+            if not rotated.fullmatch(name) or name.endswith(COMPRESSED):
                 continue
             other = os.path.join(directory, name)
             try:

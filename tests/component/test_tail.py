@@ -638,3 +638,24 @@ async def test_a_file_waiting_for_a_descriptor_does_not_stall_the_event_loop(
         assert await d.stop() == 0
     assert output_lines(out) == [b"old-1", b"new-1"]
     assert longest < 0.5, f"the event loop was held for {longest:.2f} s"
+
+
+async def test_only_rotation_shaped_names_beside_a_rotated_path_are_read(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    app = src / "app.log"
+    app.write_bytes(b"A-1\n")
+    (src / "app.log.debug").write_bytes(b"debug-1\n")  # another file, not configured
+    config = tail_file_config(out, [f"{src}/app.log"])
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 1)
+        with open(src / "app.log.debug", "ab") as f:
+            f.write(b"debug-2\n")  # written since the last look, as a rotated file would be
+        # Two rotations with no look between: app.log.1 is found by its name.
+        os.rename(app, src / "app.log-20260101")
+        app.write_bytes(b"B-1\n")
+        os.rename(app, src / "app.log.1")
+        app.write_bytes(b"C-1\n")
+        await all_arrived(out, 3)
+        await wait_until(lambda: tail_stats(d)["files"] == 1, "rotated files are finished")
+        assert await d.stop() == 0
+    assert sorted(output_lines(out)) == [b"A-1", b"B-1", b"C-1"]
