@@ -214,11 +214,10 @@ class TailListener(Listener):
                     if self._want_room:
                         next_scan = now + self.cfg.poll_interval
                     next_tick = now + self.cfg.poll_interval
-                    if self._checkpoints and not self._rescan and not self._want_room:
-                        # Every file there is was looked at (none waits for a descriptor):
-                        # what the last run knew and is not followed now is gone.
-                        self._checkpoints = {}
-                        self._changes += 1
+                    if self._checkpoints:
+                        # Files the last run knew and not followed yet (set aside for the
+                        # cap): looked for again, until followed or gone.
+                        self._find_moved_files()
                 if self._blocked:
                     blocked, self._blocked = self._blocked, []
                     await self._wait_for_room(blocked)
@@ -489,8 +488,12 @@ class TailListener(Listener):
             os.close(fd)
 
     def _find_moved_files(self) -> None:
-        """At start: files of the checkpoint no glob matches now (rotated away while logd was
-        stopped) are looked for in their directory by identity, and read to their end."""
+        """Files of the checkpoint not followed yet (rotated away while logd was stopped, or
+        set aside for max_open_files) are looked for in their directory by identity, and
+        read to their end; one that cannot be opened yet is looked for again at the next
+        look. One found neither there nor at a path is gone: what it held after its
+        checkpoint is lost, counted as `lost_checkpointed_file`."""
+        at_paths = set(self._at_paths.values())  # those the globs found: a look opens them
         by_dir: dict[str, list[FileId]] = {}
         for fid, cp in self._checkpoints.items():
             by_dir.setdefault(os.path.dirname(cp.path) or ".", []).append(fid)
@@ -498,8 +501,10 @@ class TailListener(Listener):
             wanted = set(fids)
             try:
                 names = os.listdir(directory)
+            except FileNotFoundError:
+                names = []  # the directory is gone, and the files with it
             except OSError:
-                continue
+                continue  # not known: looked for again at the next look
             for name in names:
                 path = os.path.join(directory, name)
                 try:
@@ -509,11 +514,20 @@ class TailListener(Listener):
                 fid = FileId.of(st)
                 if fid in wanted and stat.S_ISREG(st.st_mode):
                     wanted.discard(fid)
+                    if fid in at_paths:
+                        continue
                     self._follow_new(fid, path, st, first=False)
                     f = self.files.get(fid)
                     if f is not None:
                         f.at_path = False
                         self.counts["found_rotated"] += 1
+            for fid in wanted - at_paths:
+                cp = self._checkpoints.pop(fid)
+                self._changes += 1
+                self.errors["lost_checkpointed_file"] += 1
+                self.ratelog.warning("lost_checkpointed_file", "a checkpointed file was not "
+                                     "found again; what it held after its checkpoint is lost",
+                                     listener=self.name, path=cp.path, read=cp.offset)
 
     def _find_rotated_since(self, path: str, since: float,
                             seen: dict[FileId, tuple[str, os.stat_result]]) -> None:

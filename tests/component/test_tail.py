@@ -659,3 +659,49 @@ async def test_only_rotation_shaped_names_beside_a_rotated_path_are_read(
         await wait_until(lambda: tail_stats(d)["files"] == 1, "rotated files are finished")
         assert await d.stop() == 0
     assert sorted(output_lines(out)) == [b"A-1", b"B-1", b"C-1"]
+
+
+async def test_a_checkpointed_file_set_aside_for_the_cap_at_start_is_read_later(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    # One descriptor: at the start it goes to the new app.log, and app.log.1 (rotated while
+    # logd was stopped, with lines after its checkpoint) waits for it.
+    config = tail_file_config(out, [f"{src}/app.log"], listener_extra="max_open_files = 1")
+    w = LogFileWriter(str(src / "app.log"), size=80, rotation="rename", rotate_lines=10**9)
+    w.write(100)
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 100)
+        assert await d.stop() == 0
+    w.write(50)
+    w.rotate()
+    w.write(30)
+    w.close()
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 180, timeout=20)
+        await wait_until(lambda: tail_stats(d)["files"] == 1, "app.log.1 is finished")
+        assert tail_stats(d)["errors"] == {}
+        assert await d.stop() == 0
+    assert_exactly_once(output_lines(out), 180)
+
+
+async def test_a_checkpointed_file_deleted_while_stopped_is_counted_as_lost(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    from logd.metrics import render_stats as render_for_prometheus
+    config = tail_file_config(out, [f"{src}/app.log"])
+    w = LogFileWriter(str(src / "app.log"), size=80, rotation="rename", rotate_lines=10**9)
+    w.write(100)
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 100)
+        assert await d.stop() == 0
+    w.write(50)
+    w.rotate()
+    os.unlink(src / "app.log.1")  # with 50 lines logd never read
+    w.write(30)
+    w.close()
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 130)
+        await wait_until(lambda: tail_stats(d)["errors"] != {}, "the loss is counted")
+        assert tail_stats(d)["errors"] == {"lost_checkpointed_file": 1}
+        metrics = render_for_prometheus(d.stats())
+        assert await d.stop() == 0
+    assert 'reason="lost_checkpointed_file"' in metrics
+    assert set(numbers(output_lines(out))) == set(range(100)) | set(range(150, 180))
