@@ -116,6 +116,7 @@ class TailListener(Listener):
         self._done = asyncio.Event()
         self._rerouted = asyncio.Event()
         self._rescan = False
+        self._due: list[FollowedFile] = []  # files a look found done with: to finish
         # A file waits for a descriptor (max_open_files): looked at again once one may be
         # free (a file read to its end, or closed) or at the next poll, not at once: a look
         # made again at once finds the cap as it was, and the loop would never wait.
@@ -175,6 +176,7 @@ class TailListener(Listener):
         try:
             checkpointed = {cp.path for cp in self._checkpoints.values()}
             self._scan(first=True)
+            await self._after_look()
             self._find_moved_files()
             if self.store.saved_at is not None:
                 # Rotated while logd was stopped: what was written after its last checkpoint.
@@ -196,6 +198,7 @@ class TailListener(Listener):
                         MIN_SCAN_GAP_S, 4 * self._scan_cost))
                 if now >= next_tick and now < next_scan:
                     self._tick()
+                    await self._after_look()
                     next_tick = now + self.cfg.poll_interval
                 if not progressed and now < min(next_scan, next_tick) and not self._rescan:
                     self._wake.clear()
@@ -209,6 +212,7 @@ class TailListener(Listener):
                     self._rescan = False
                     self._scan()
                     self._scan_cost = loop.time() - now
+                    await self._after_look()
                     self._scanned_mono = now
                     next_scan = now + self._poll_period()
                     if self._want_room:
@@ -375,7 +379,6 @@ class TailListener(Listener):
         files = self.files
         self._at_path_files = {path: files[fid] for path, fid in at_paths.items()
                                if fid in files}
-        self._flush_held(now)
 
     def _observe(self, f: FollowedFile, st: os.stat_result, now: float) -> None:
         """What a look at a file says: truncated, grown, or quiet. A file written since the
@@ -383,9 +386,15 @@ class TailListener(Listener):
         offset, or to the same size, before this look)."""
         size = st.st_size
         changed = size != f.size or st.st_mtime_ns != f.mtime_ns
+        rewritten = False
+        if changed and f.fingerprint.length and f.is_open and f.offset:
+            try:
+                rewritten = not f.fingerprint.matches(f.fd)
+            except OSError as e:  # looked at again when it changes next
+                self._read_failed(f.path, e, f)
+                return
         f.mtime_ns = st.st_mtime_ns
-        if size < f.offset or (changed and f.fingerprint.length and f.is_open
-                               and f.offset and not f.fingerprint.matches(f.fd)):
+        if size < f.offset or rewritten:
             self.counts["truncations"] += 1
             log.info("file truncated; reading it again from its start",
                      extra={"listener": self.name, "path": f.path, "read": f.offset,
@@ -417,13 +426,20 @@ class TailListener(Listener):
                 self.ratelog.warning(f"open:{path}", "cannot open a file to follow",
                                      listener=self.name, path=path, error=str(e))
             return
+        try:
+            self._adopt_new(fid, path, fd, at_end)
+        except OSError as e:  # its first bytes or last line unreadable: tried at next look
+            os.close(fd)
+            self._read_failed(path, e)
+
+    def _adopt_new(self, fid: FileId, path: str, fd: int, at_end: bool) -> None:
         fst = os.fstat(fd)
         if FileId.of(fst) != fid:  # replaced between the look and the open: next time
             os.close(fd)
             self._rescan = True
             return
         offset = 0
-        cp = self._checkpoints.pop(fid, None)
+        cp = self._checkpoints.get(fid)
         if cp is not None:
             if cp.fingerprint.matches(fd):
                 offset = cp.offset
@@ -437,12 +453,17 @@ class TailListener(Listener):
         elif at_end:
             offset = _line_start_before(fd, fst.st_size)
         elif self._start_at_end is not None and fid in self._start_at_end:
-            fingerprint, end = self._start_at_end.pop(fid)
+            fingerprint, end = self._start_at_end[fid]
             if fingerprint.matches(fd):  # the file the first look found, not a later one
                 offset = min(end, _line_start_before(fd, fst.st_size))
+        fingerprint_now = take(fd)
+        # Every read done: what was known of the file before is used up.
+        self._checkpoints.pop(fid, None)
+        if self._start_at_end is not None:
+            self._start_at_end.pop(fid, None)
         f = FollowedFile(fid, path, self._decoder(path), offset)
         f.adopt(fd, fst.st_size)
-        f.fingerprint = take(fd)
+        f.fingerprint = fingerprint_now
         f.quiet_since = time.monotonic()
         f.last_active = f.quiet_since
         self.files[fid] = f
@@ -657,10 +678,7 @@ class TailListener(Listener):
                 data = await asyncio.get_running_loop().run_in_executor(
                     None, os.pread, f.fd, window, f.offset)
             except OSError as e:
-                self.errors["read_failed"] += 1
-                self.ratelog.error(f"read:{f.path}", "cannot read a followed file",
-                                   listener=self.name, path=f.path, error=str(e))
-                self._ready.pop(f.fid, None)
+                self._read_failed(f.path, e, f)
                 return progressed
             full = len(data) == window
             end = f.offset + len(data)
@@ -714,7 +732,10 @@ class TailListener(Listener):
         f.last_active = time.monotonic()
         if f.fingerprint.length < FINGERPRINT_BYTES:
             # A new or truncated file: what it begins with, to know it again at once.
-            f.refresh_fingerprint()
+            try:
+                f.refresh_fingerprint()
+            except OSError as e:  # kept as it was; extended at the next hand-over
+                self._read_failed(f.path, e, f)
         if f.fid in self._open:
             self._open.move_to_end(f.fid)
         self.records += batch.count
@@ -742,8 +763,8 @@ class TailListener(Listener):
 
     def _tick(self) -> None:
         """Between full looks (inotify covers the paths): files no longer at their path,
-        which inotify does not follow, are looked at through their descriptor, and held
-        multiline groups whose timeout passed go out."""
+        which inotify does not follow, are looked at through their descriptor; those done
+        with, and held multiline groups whose timeout passed, are read by _after_look."""
         now = time.monotonic()
         for f in [f for f in self.files.values() if not f.at_path and f.is_open]:
             st = os.fstat(f.fd)
@@ -752,21 +773,63 @@ class TailListener(Listener):
                 self.counts["deleted"] += 1
             self._observe(f, st, now)
             self._finish_if_done(f, now)
-        self._flush_held(now)
 
     def _finish_if_done(self, f: FollowedFile, now: float) -> None:
-        """A file no longer at its path, read to its end and quiet for rotate_wait: its last
-        unterminated line (if any) goes out, and it is closed."""
+        """A file no longer at its path, read to its end and quiet for rotate_wait: finished
+        by _after_look (a read, so not within a look)."""
         if f.at_path or f.finished or f.quiet_since is None \
                 or now - f.quiet_since < self.cfg.rotate_wait or not f.is_open \
-                or f.fid in self._ready:
+                or f.fid in self._ready or f in self._due:
             return
-        if f.size > f.offset:
-            data = os.pread(f.fd, f.size - f.offset, f.offset)
-            decoded = f.decoder.decode(data, full=False, timeout=True, finished=True,
-                                       source=self.name, received=time.time())
+        self._due.append(f)
+
+    async def _after_look(self) -> None:
+        """What a look or a tick found that needs reads: files to finish, held multiline
+        groups to send. Read in the executor as every read is (the disk may be slow)."""
+        due, self._due = self._due, []
+        for f in due:
+            if self._stopping:
+                return
+            await self._finish(f)
+        await self._flush_held(time.monotonic())
+
+    async def _read(self, f: FollowedFile, length: int) -> bytes | None:
+        """Up to `length` bytes at the file's offset, read in a worker thread; None when the
+        read fails (counted, logged; the file is read again when a look sees it grow)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, os.pread, f.fd, length, f.offset)
+        except OSError as e:
+            self._read_failed(f.path, e, f)
+            return None
+
+    def _read_failed(self, path: str, e: OSError, f: FollowedFile | None = None) -> None:
+        self.errors["read_failed"] += 1
+        self.ratelog.error(f"read:{path}", "cannot read a followed file",
+                           listener=self.name, path=path, error=str(e))
+        if f is not None:
+            self._ready.pop(f.fid, None)
+
+    async def _finish(self, f: FollowedFile) -> None:
+        """The last part of a finished file (an unterminated line, a held group) goes out,
+        read in windows of max_line_bytes; then it is closed."""
+        window = self.cfg.max_line_bytes
+        while f.size > f.offset:
+            if f.finished or not f.is_open or f.fid in self._ready:
+                return  # closed meanwhile (a stop), or it grew: read on first
+            data = await self._read(f, min(window, f.size - f.offset))
+            if data is None or not f.is_open:
+                return  # tried again at the next look
+            last = f.offset + len(data) >= f.size or not data
+            decoded = f.decoder.decode(data, full=len(data) == window, timeout=True,
+                                       finished=last, source=self.name,
+                                       received=time.time())
             if decoded.batch is not None:
-                self._hand_over_now(f, decoded)
+                await self._hand_over(f, decoded)
+            if last or not decoded.consumed:
+                break
+        if f.finished or not f.is_open:
+            return
         f.finished = True
         self._in_flight.add(f)  # forgotten once all it gave is secured
         f.close()
@@ -776,21 +839,22 @@ class TailListener(Listener):
         log.info("finished a file no longer at its path", extra={
             "listener": self.name, "path": f.path, "deleted": f.deleted, "read": f.offset})
 
-    def _flush_held(self, now: float) -> None:
+    async def _flush_held(self, now: float) -> None:
         """Multiline groups held at the end of a file quiet past the timeout go out."""
         ml = self.cfg.multiline
         if ml is None:
             return
-        for f in self.files.values():
+        for f in list(self.files.values()):
             if f.is_open and not f.finished and f.size > f.offset \
                     and f.quiet_since is not None and now - f.quiet_since >= ml.timeout \
-                    and f.fid not in self._ready:
-                data = os.pread(f.fd, min(f.size - f.offset, self.cfg.max_line_bytes),
-                                f.offset)
+                    and f.fid not in self._ready and not self._stopping:
+                data = await self._read(f, min(f.size - f.offset, self.cfg.max_line_bytes))
+                if data is None or not f.is_open or f.finished:
+                    continue
                 decoded = f.decoder.decode(data, full=False, timeout=True, finished=False,
                                            source=self.name, received=time.time())
                 if decoded.batch is not None:
-                    self._hand_over_now(f, decoded)
+                    await self._hand_over(f, decoded)
 
     # -- checkpoints --
 

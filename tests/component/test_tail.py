@@ -705,3 +705,69 @@ async def test_a_checkpointed_file_deleted_while_stopped_is_counted_as_lost(
         assert await d.stop() == 0
     assert 'reason="lost_checkpointed_file"' in metrics
     assert set(numbers(output_lines(out))) == set(range(100)) | set(range(150, 180))
+
+
+def reads_of(src: Path, fd: int) -> bool:
+    """Whether `fd` is open on a file under `src` (a file the listener follows)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith(str(src))
+    except OSError:
+        return False
+
+
+MULTILINE = "multiline = { start = '^\\d', timeout = '200ms' }"
+
+
+async def test_reads_that_finish_a_file_or_send_a_held_group_are_made_off_the_loop(
+        tmp_path: Path, src: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    loop_thread = threading.get_ident()
+    on_loop: list[tuple[int, int]] = []
+    real_pread = os.pread
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        # Reads past the first bytes (the fingerprint) are reads of lines.
+        if offset > 0 and threading.get_ident() == loop_thread and reads_of(src, fd):
+            on_loop.append((n, offset))
+        return real_pread(fd, n, offset)
+    monkeypatch.setattr(os, "pread", pread)
+    app = src / "app.log"
+    app.write_bytes(b"1 a\n 1b\n2 c\n 2d\n")  # the second group is held until the timeout
+    config = tail_file_config(out, [f"{src}/app.log"], listener_extra=MULTILINE,
+                              output_extra='format = "json"')
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 2, timeout=20)
+        with open(app, "ab") as f:
+            f.write(b"3 e\nno-lf")  # the last line goes out once the file is finished
+        os.rename(app, src / "app.log.1")
+        await wait_until(lambda: tail_stats(d)["files"] == 0, "app.log.1 is finished")
+        assert await d.stop() == 0
+    messages = [orjson.loads(x)["message"] for x in output_lines(out)]
+    assert "\n".join(messages) == "1 a\n 1b\n2 c\n 2d\n3 e\nno-lf"
+    assert on_loop == []
+
+
+async def test_a_read_error_is_counted_and_reading_goes_on(
+        tmp_path: Path, src: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    failing = False
+    real_pread = os.pread
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        if failing and reads_of(src / "bad.log", fd):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_pread(fd, n, offset)
+    monkeypatch.setattr(os, "pread", pread)
+    (src / "bad.log").write_bytes(b"1 a\n2 b\n")  # "2 b" is held until the timeout
+    config = tail_file_config(out, [f"{src}/*.log"], listener_extra=MULTILINE)
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 1, timeout=20)
+        failing = True  # the disk fails under bad.log when its held group is read
+        await wait_until(lambda: "read_failed" in tail_stats(d)["errors"],
+                         "the read error is counted", timeout=20)
+        (src / "good.log").write_bytes(b"3 c\n4 d\n")
+        await all_arrived(out, 3, timeout=20)
+        failing = False
+        await all_arrived(out, 4, timeout=20)
+        assert await d.stop() == 0
+    assert sorted(output_lines(out)) == [b"1 a", b"2 b", b"3 c", b"4 d"]
