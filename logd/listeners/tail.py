@@ -185,6 +185,12 @@ class TailListener(Listener):
             await self._save()
             next_scan = next_tick = loop.time() + self.cfg.poll_interval
             while not self._stopping:
+                if self._blocked:
+                    # A full `block` buffer met outside a read: before anything more is
+                    # read, whichever branch of the last turn met it.
+                    blocked, self._blocked = self._blocked, []
+                    await self._wait_for_room(blocked)
+                    continue
                 progressed = await self._read_round()
                 now = loop.time()
                 if self._written:
@@ -222,9 +228,6 @@ class TailListener(Listener):
                         # Files the last run knew and not followed yet (set aside for the
                         # cap): looked for again, until followed or gone.
                         self._find_moved_files()
-                if self._blocked:
-                    blocked, self._blocked = self._blocked, []
-                    await self._wait_for_room(blocked)
         finally:
             saver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -705,8 +708,8 @@ class TailListener(Listener):
 
     def _hand_over_now(self, f: FollowedFile, decoded: Decoded) -> list[Any]:
         """Route a decoded read and move the file's offset past it; returns the full `block`
-        buffers to wait for before reading more (a scan's hand-overs leave them in
-        self._blocked, waited for before the next read)."""
+        buffers to wait for before reading more (also left in self._blocked, which the run
+        loop waits for at the top of each turn)."""
         batch = decoded.batch
         assert batch is not None
         if batch.raw is not None:

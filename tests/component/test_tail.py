@@ -771,3 +771,33 @@ async def test_a_read_error_is_counted_and_reading_goes_on(
         await all_arrived(out, 4, timeout=20)
         assert await d.stop() == 0
     assert sorted(output_lines(out)) == [b"1 a", b"2 b", b"3 c", b"4 d"]
+
+
+async def test_a_buffer_filled_by_a_held_group_stops_reading_until_it_has_room(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    config = stalled_config(out, src).replace(
+        'max_line_bytes = "64KiB"',
+        "multiline = { start = '^\\d', max_lines = 5000, timeout = '200ms' }\n"
+        'max_line_bytes = "1MiB"')
+    (src / "a.log").write_bytes(b"0 a\n")
+    async with run_daemon(config, tmp_path) as d:
+        await wait_until(lambda: tail_stats(d)["records"] == 1, "a.log's group went out")
+        (src / "b.log").write_bytes(b"0 b\n")  # followed after a.log
+        await wait_until(lambda: tail_stats(d)["records"] == 2, "b.log's group went out")
+        # Two groups held, sent when the timeout passes, a.log's first: 300 KiB, more than
+        # the buffer holds. b.log's waits until the buffer has room.
+        with open(src / "a.log", "ab") as f:
+            f.write(b"1 a\n" + (b"  " + b"c" * 100 + b"\n") * 3000)
+        with open(src / "b.log", "ab") as f:
+            f.write(b"1 b\n")
+        await wait_until(lambda: tail_stats(d)["pauses"] > 0, "reading paused", timeout=10)
+        await asyncio.sleep(0.5)  # several turns: nothing goes out while the buffer is full
+        assert tail_stats(d)["records"] == 3
+        analyzer = await asyncio.to_thread(TestAnalyzer, d.port("analyzers"), 1.0, 100)
+        try:
+            await wait_until(lambda: analyzer.count >= 4, "the analyzer got every record",
+                             timeout=10)
+            assert await d.stop() == 0
+        finally:
+            analyzer.close()
+    assert analyzer.count == 4
