@@ -219,15 +219,15 @@ class TailListener(Listener):
                     self._scan()
                     self._scan_cost = loop.time() - now
                     await self._after_look()
+                    if self._checkpoints:
+                        # Files the last run knew and not followed yet (set aside for the
+                        # cap): looked for again, until followed or gone.
+                        self._find_moved_files()
                     self._scanned_mono = now
                     next_scan = now + self._poll_period()
                     if self._want_room:
                         next_scan = now + self.cfg.poll_interval
                     next_tick = now + self.cfg.poll_interval
-                    if self._checkpoints:
-                        # Files the last run knew and not followed yet (set aside for the
-                        # cap): looked for again, until followed or gone.
-                        self._find_moved_files()
         finally:
             saver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
