@@ -29,6 +29,7 @@ import glob
 import heapq
 import logging
 import os
+import re
 import stat
 import time
 from collections import Counter, OrderedDict
@@ -44,7 +45,7 @@ from logd.tail.config import TailListenerConfig
 from logd.tail.containers import CriDecoder, DockerDecoder
 from logd.tail.decoders import Decoded, Decoder, LinesDecoder, MultilineDecoder
 from logd.tail.followed import FollowedFile
-from logd.tail.identity import FINGERPRINT_BYTES, FileId, take
+from logd.tail.identity import FINGERPRINT_BYTES, FileId, Fingerprint, take
 from logd.tail.inotify import Watcher, watched_directory
 
 log = logging.getLogger("logd.tail")
@@ -56,6 +57,22 @@ WATCHED_POLL_FACTOR = 10
 # Rotated files a rotation compresses (logrotate's compress) are new files, not lines.
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".Z")
 FINISHED_KEPT_S = 60.0  # finished files are not taken for new rotated ones for this long
+# What rotation adds to a name (logrotate's, with or without dateext, and the usual
+# appenders'): .N, -YYYYMMDD, -YYYYMMDDHH, -YYYYMMDD-N, .YYYY-MM-DD, -YYYY-MM-DD(-HH)(.N).
+# Anything else beside a path (app.log.debug, app.log.old, app.log.1.gz) is another file.
+ROTATED_SUFFIX = (r"(?:\.\d+|-\d{8}(?:\d{2})?(?:-\d+)?"
+                  r"|[.-]\d{4}-\d{2}-\d{2}(?:[-_]\d{2})?(?:\.\d+)?)")
+
+
+def _rotated_name(base: str) -> re.Pattern[str]:
+    """The names a rotation gives a file named `base`: the suffix after the whole name
+    (app.log.1, app.log-20260101), or before its extension (app.1.log, app-20260101.log:
+    logrotate's `extension`)."""
+    stem, ext = os.path.splitext(base)
+    shapes = [re.escape(base) + ROTATED_SUFFIX]
+    if stem and ext:
+        shapes.append(re.escape(stem) + ROTATED_SUFFIX + re.escape(ext))
+    return re.compile("|".join(f"(?:{x})" for x in shapes))
 
 
 def _line_start_before(fd: int, size: int) -> int:
@@ -80,7 +97,11 @@ class TailListener(Listener):
         self._open: OrderedDict[FileId, FollowedFile] = OrderedDict()  # least recent first
         self._ready: dict[FileId, FollowedFile] = {}  # files with something to read now
         self._checkpoints: dict[FileId, Checkpoint] = {}
-        self._start_at_end: set[FileId] | None = None  # first start: files found then
+        # First start with `start = "end"`: where each file found by the first look but not
+        # opened then (the open-files cap) ends, and what it begins with. Files opened at the
+        # first look start at their end at once and are not kept here: a file created later
+        # on one of their inodes (freed by a deletion) is a new file, read from its start.
+        self._start_at_end: dict[FileId, tuple[Fingerprint, int]] | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
         self._wake = asyncio.Event()  # something to do before the next poll: a change, a stop
@@ -95,12 +116,19 @@ class TailListener(Listener):
         self._done = asyncio.Event()
         self._rerouted = asyncio.Event()
         self._rescan = False
+        self._due: list[FollowedFile] = []  # files a look found done with: to finish
+        # A file waits for a descriptor (max_open_files): looked at again once one may be
+        # free (a file read to its end, or closed) or at the next poll, not at once: a look
+        # made again at once finds the cap as it was, and the loop would never wait.
+        self._want_room = False
         self._scanned_mono = 0.0
         self._blocked: list[Any] = []  # full buffers a hand-over outside a read met
         self._scanned_at = (time.time(), time.time())  # the last two looks
         self._at_paths: dict[str, FileId] = {}  # what each path named at the last look
         self._at_path_files: dict[str, FollowedFile] = {}  # and the files followed there
-        self._finished: dict[FileId, float] = {}  # finished and forgotten, when
+        # Finished and forgotten: what they began with, and when. The fingerprint tells a
+        # new file on the same (reused) inode from the finished one.
+        self._finished: dict[FileId, tuple[Fingerprint, float]] = {}
         self.records = 0
         self.bytes_in = 0
         self.pauses = 0
@@ -132,7 +160,7 @@ class TailListener(Listener):
         first_start = not self.store.exists()
         self._checkpoints = self.store.load()
         if first_start and self.cfg.start == "end":
-            self._start_at_end = set()
+            self._start_at_end = {}
         log.info("tailing", extra={"listener": self.name, "paths": list(self.cfg.paths),
                                    "checkpoints": len(self._checkpoints),
                                    "first_start": first_start})
@@ -148,6 +176,7 @@ class TailListener(Listener):
         try:
             checkpointed = {cp.path for cp in self._checkpoints.values()}
             self._scan(first=True)
+            await self._after_look()
             self._find_moved_files()
             if self.store.saved_at is not None:
                 # Rotated while logd was stopped: what was written after its last checkpoint.
@@ -156,6 +185,12 @@ class TailListener(Listener):
             await self._save()
             next_scan = next_tick = loop.time() + self.cfg.poll_interval
             while not self._stopping:
+                if self._blocked:
+                    # A full `block` buffer met outside a read: before anything more is
+                    # read, whichever branch of the last turn met it.
+                    blocked, self._blocked = self._blocked, []
+                    await self._wait_for_room(blocked)
+                    continue
                 progressed = await self._read_round()
                 now = loop.time()
                 if self._written:
@@ -169,6 +204,7 @@ class TailListener(Listener):
                         MIN_SCAN_GAP_S, 4 * self._scan_cost))
                 if now >= next_tick and now < next_scan:
                     self._tick()
+                    await self._after_look()
                     next_tick = now + self.cfg.poll_interval
                 if not progressed and now < min(next_scan, next_tick) and not self._rescan:
                     self._wake.clear()
@@ -182,17 +218,16 @@ class TailListener(Listener):
                     self._rescan = False
                     self._scan()
                     self._scan_cost = loop.time() - now
+                    await self._after_look()
+                    if self._checkpoints:
+                        # Files the last run knew and not followed yet (set aside for the
+                        # cap): looked for again, until followed or gone.
+                        self._find_moved_files()
                     self._scanned_mono = now
                     next_scan = now + self._poll_period()
+                    if self._want_room:
+                        next_scan = now + self.cfg.poll_interval
                     next_tick = now + self.cfg.poll_interval
-                    if self._checkpoints and not self._rescan:
-                        # Every file there is was looked at (none waits for a descriptor):
-                        # what the last run knew and is not followed now is gone.
-                        self._checkpoints = {}
-                        self._changes += 1
-                if self._blocked:
-                    blocked, self._blocked = self._blocked, []
-                    await self._wait_for_room(blocked)
         finally:
             saver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -296,6 +331,7 @@ class TailListener(Listener):
         if self._watcher is not None:
             self._watcher.watch({watched_directory(p) for p in self.cfg.paths})
         now = time.monotonic()
+        self._want_room = False  # until this look finds the cap in the way again
         # Files rotated away between two looks were written after the look before those.
         since = self._scanned_at[0]
         self._scanned_at = (self._scanned_at[1], time.time())
@@ -346,7 +382,6 @@ class TailListener(Listener):
         files = self.files
         self._at_path_files = {path: files[fid] for path, fid in at_paths.items()
                                if fid in files}
-        self._flush_held(now)
 
     def _observe(self, f: FollowedFile, st: os.stat_result, now: float) -> None:
         """What a look at a file says: truncated, grown, or quiet. A file written since the
@@ -354,9 +389,15 @@ class TailListener(Listener):
         offset, or to the same size, before this look)."""
         size = st.st_size
         changed = size != f.size or st.st_mtime_ns != f.mtime_ns
+        rewritten = False
+        if changed and f.fingerprint.length and f.is_open and f.offset:
+            try:
+                rewritten = not f.fingerprint.matches(f.fd)
+            except OSError as e:  # looked at again when it changes next
+                self._read_failed(f.path, e, f)
+                return
         f.mtime_ns = st.st_mtime_ns
-        if size < f.offset or (changed and f.fingerprint.length and f.is_open
-                               and f.offset and not f.fingerprint.matches(f.fd)):
+        if size < f.offset or rewritten:
             self.counts["truncations"] += 1
             log.info("file truncated; reading it again from its start",
                      extra={"listener": self.name, "path": f.path, "read": f.offset,
@@ -374,10 +415,11 @@ class TailListener(Listener):
             self._ready[f.fid] = f
 
     def _follow_new(self, fid: FileId, path: str, st: os.stat_result, first: bool) -> None:
-        if self._start_at_end is not None and first:
-            self._start_at_end.add(fid)
+        at_end = first and self._start_at_end is not None
         if not self._make_room():
-            self._rescan = True  # opened once files being read reach their end
+            if at_end:
+                self._note_end(fid, path)
+            self._want_room = True  # opened once files being read reach their end
             return
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -387,13 +429,20 @@ class TailListener(Listener):
                 self.ratelog.warning(f"open:{path}", "cannot open a file to follow",
                                      listener=self.name, path=path, error=str(e))
             return
+        try:
+            self._adopt_new(fid, path, fd, at_end)
+        except OSError as e:  # its first bytes or last line unreadable: tried at next look
+            os.close(fd)
+            self._read_failed(path, e)
+
+    def _adopt_new(self, fid: FileId, path: str, fd: int, at_end: bool) -> None:
         fst = os.fstat(fd)
         if FileId.of(fst) != fid:  # replaced between the look and the open: next time
             os.close(fd)
             self._rescan = True
             return
         offset = 0
-        cp = self._checkpoints.pop(fid, None)
+        cp = self._checkpoints.get(fid)
         if cp is not None:
             if cp.fingerprint.matches(fd):
                 offset = cp.offset
@@ -404,11 +453,20 @@ class TailListener(Listener):
                 self.counts["inode_reused"] += 1
                 log.info("a new file on the inode of a checkpointed one; read from its start",
                          extra={"listener": self.name, "path": path, "was": cp.path})
-        elif self._start_at_end is not None and fid in self._start_at_end:
+        elif at_end:
             offset = _line_start_before(fd, fst.st_size)
+        elif self._start_at_end is not None and fid in self._start_at_end:
+            fingerprint, end = self._start_at_end[fid]
+            if fingerprint.matches(fd):  # the file the first look found, not a later one
+                offset = min(end, _line_start_before(fd, fst.st_size))
+        fingerprint_now = take(fd)
+        # Every read done: what was known of the file before is used up.
+        self._checkpoints.pop(fid, None)
+        if self._start_at_end is not None:
+            self._start_at_end.pop(fid, None)
         f = FollowedFile(fid, path, self._decoder(path), offset)
         f.adopt(fd, fst.st_size)
-        f.fingerprint = take(fd)
+        f.fingerprint = fingerprint_now
         f.quiet_since = time.monotonic()
         f.last_active = f.quiet_since
         self.files[fid] = f
@@ -418,9 +476,48 @@ class TailListener(Listener):
         if f.has_news:
             self._ready[fid] = f
 
+    def _note_end(self, fid: FileId, path: str) -> None:
+        """A file the first look found but cannot open yet (the cap): where it ends now and
+        what it begins with, so that it starts there once opened, and only if it is the same
+        file (its inode may be given to another once it is deleted)."""
+        assert self._start_at_end is not None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fst = os.fstat(fd)
+            if FileId.of(fst) == fid:
+                self._start_at_end[fid] = (take(fd), _line_start_before(fd, fst.st_size))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _was_finished(self, fid: FileId, path: str) -> bool:
+        """Whether the file at `path` is one finished and forgotten lately (not a new file
+        on its inode, which begins with other bytes)."""
+        entry = self._finished.get(fid)
+        if entry is None:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return True  # gone: nothing to read
+        try:
+            return FileId.of(os.fstat(fd)) != fid or entry[0].matches(fd)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+
     def _find_moved_files(self) -> None:
-        """At start: files of the checkpoint no glob matches now (rotated away while logd was
-        stopped) are looked for in their directory by identity, and read to their end."""
+        """Files of the checkpoint not followed yet (rotated away while logd was stopped, or
+        set aside for max_open_files) are looked for in their directory by identity, and
+        read to their end; one that cannot be opened yet is looked for again at the next
+        look. One found neither there nor at a path is gone: what it held after its
+        checkpoint is lost, counted as `lost_checkpointed_file`."""
+        at_paths = set(self._at_paths.values())  # those the globs found: a look opens them
         by_dir: dict[str, list[FileId]] = {}
         for fid, cp in self._checkpoints.items():
             by_dir.setdefault(os.path.dirname(cp.path) or ".", []).append(fid)
@@ -428,8 +525,10 @@ class TailListener(Listener):
             wanted = set(fids)
             try:
                 names = os.listdir(directory)
+            except FileNotFoundError:
+                names = []  # the directory is gone, and the files with it
             except OSError:
-                continue
+                continue  # not known: looked for again at the next look
             for name in names:
                 path = os.path.join(directory, name)
                 try:
@@ -439,24 +538,35 @@ class TailListener(Listener):
                 fid = FileId.of(st)
                 if fid in wanted and stat.S_ISREG(st.st_mode):
                     wanted.discard(fid)
+                    if fid in at_paths:
+                        continue
                     self._follow_new(fid, path, st, first=False)
                     f = self.files.get(fid)
                     if f is not None:
                         f.at_path = False
                         self.counts["found_rotated"] += 1
+            for fid in wanted - at_paths:
+                cp = self._checkpoints.pop(fid)
+                self._changes += 1
+                self.errors["lost_checkpointed_file"] += 1
+                self.ratelog.warning("lost_checkpointed_file", "a checkpointed file was not "
+                                     "found again; what it held after its checkpoint is lost",
+                                     listener=self.name, path=cp.path, read=cp.offset)
 
     def _find_rotated_since(self, path: str, since: float,
                             seen: dict[FileId, tuple[str, os.stat_result]]) -> None:
-        """`path` was rotated: files beside it named after it (PATH.1, PATH-20260101) that
-        nobody follows and that were written since the last look were at `path` in between
-        (rotations faster than the polls): they are followed from their start, to their end."""
+        """`path` was rotated: files beside it with a rotated name (PATH.1, PATH-20260101;
+        ROTATED_SUFFIX) that nobody follows and that were written since the last look were
+        at `path` in between (rotations faster than the polls): they are followed from their
+        start, to their end. Other files that only begin with the name are not."""
         directory, base = os.path.split(path)
         try:
             names = os.listdir(directory or ".")
         except OSError:
             return
+        rotated = _rotated_name(base)
         for name in names:
-            if not name.startswith(base) or name == base or name.endswith(COMPRESSED):
+            if not rotated.fullmatch(name) or name.endswith(COMPRESSED):
                 continue
             other = os.path.join(directory, name)
             try:
@@ -466,8 +576,8 @@ class TailListener(Listener):
             fid = FileId.of(st)
             # File times come from a clock that may lag time.time() by a tick.
             if st.st_mtime < since - MTIME_SLACK_S or not stat.S_ISREG(st.st_mode) \
-                    or fid in self.files or fid in seen or fid in self._finished \
-                    or self._excluded(other):
+                    or fid in self.files or fid in seen or self._excluded(other) \
+                    or self._was_finished(fid, other):
                 continue
             self._follow_new(fid, other, st, first=False)
             found = self.files.get(fid)
@@ -519,7 +629,7 @@ class TailListener(Listener):
 
     def _reopen(self, f: FollowedFile) -> bool:
         if not self._make_room():
-            self._rescan = True
+            self._want_room = True
             return False
         if not f.open():
             return False
@@ -532,6 +642,14 @@ class TailListener(Listener):
         self.files.pop(f.fid, None)
         self._open.pop(f.fid, None)
         self._ready.pop(f.fid, None)
+        self._room_may_be_free()
+
+    def _room_may_be_free(self) -> None:
+        """A file was closed or read to its end: a file waiting for a descriptor may get one
+        now; a look soon (as for a change inotify saw) tries."""
+        if self._want_room:
+            self._changed = True
+            self._wake.set()
 
     # -- reading --
 
@@ -539,6 +657,8 @@ class TailListener(Listener):
         """A turn for each file with something to read (files no longer at their path
         first: they are older); whether anything was handed over."""
         if not self._ready:
+            # The run loop awaits at least once a turn, whatever else it finds to do.
+            await asyncio.sleep(0)
             return False
         progressed = False
         order = sorted(self._ready.values(), key=lambda f: f.at_path)
@@ -561,10 +681,7 @@ class TailListener(Listener):
                 data = await asyncio.get_running_loop().run_in_executor(
                     None, os.pread, f.fd, window, f.offset)
             except OSError as e:
-                self.errors["read_failed"] += 1
-                self.ratelog.error(f"read:{f.path}", "cannot read a followed file",
-                                   listener=self.name, path=f.path, error=str(e))
-                self._ready.pop(f.fid, None)
+                self._read_failed(f.path, e, f)
                 return progressed
             full = len(data) == window
             end = f.offset + len(data)
@@ -579,6 +696,7 @@ class TailListener(Listener):
                 # At its end (for now), or only a held part left: wait for more.
                 f.stalled_at = f.size
                 self._ready.pop(f.fid, None)
+                self._room_may_be_free()
                 return progressed
         return progressed
 
@@ -590,8 +708,8 @@ class TailListener(Listener):
 
     def _hand_over_now(self, f: FollowedFile, decoded: Decoded) -> list[Any]:
         """Route a decoded read and move the file's offset past it; returns the full `block`
-        buffers to wait for before reading more (a scan's hand-overs leave them in
-        self._blocked, waited for before the next read)."""
+        buffers to wait for before reading more (also left in self._blocked, which the run
+        loop waits for at the top of each turn)."""
         batch = decoded.batch
         assert batch is not None
         if batch.raw is not None:
@@ -617,7 +735,10 @@ class TailListener(Listener):
         f.last_active = time.monotonic()
         if f.fingerprint.length < FINGERPRINT_BYTES:
             # A new or truncated file: what it begins with, to know it again at once.
-            f.refresh_fingerprint()
+            try:
+                f.refresh_fingerprint()
+            except OSError as e:  # kept as it was; extended at the next hand-over
+                self._read_failed(f.path, e, f)
         if f.fid in self._open:
             self._open.move_to_end(f.fid)
         self.records += batch.count
@@ -645,8 +766,8 @@ class TailListener(Listener):
 
     def _tick(self) -> None:
         """Between full looks (inotify covers the paths): files no longer at their path,
-        which inotify does not follow, are looked at through their descriptor, and held
-        multiline groups whose timeout passed go out."""
+        which inotify does not follow, are looked at through their descriptor; those done
+        with, and held multiline groups whose timeout passed, are read by _after_look."""
         now = time.monotonic()
         for f in [f for f in self.files.values() if not f.at_path and f.is_open]:
             st = os.fstat(f.fd)
@@ -655,44 +776,88 @@ class TailListener(Listener):
                 self.counts["deleted"] += 1
             self._observe(f, st, now)
             self._finish_if_done(f, now)
-        self._flush_held(now)
 
     def _finish_if_done(self, f: FollowedFile, now: float) -> None:
-        """A file no longer at its path, read to its end and quiet for rotate_wait: its last
-        unterminated line (if any) goes out, and it is closed."""
+        """A file no longer at its path, read to its end and quiet for rotate_wait: finished
+        by _after_look (a read, so not within a look)."""
         if f.at_path or f.finished or f.quiet_since is None \
                 or now - f.quiet_since < self.cfg.rotate_wait or not f.is_open \
-                or f.fid in self._ready:
+                or f.fid in self._ready or f in self._due:
             return
-        if f.size > f.offset:
-            data = os.pread(f.fd, f.size - f.offset, f.offset)
-            decoded = f.decoder.decode(data, full=False, timeout=True, finished=True,
-                                       source=self.name, received=time.time())
+        self._due.append(f)
+
+    async def _after_look(self) -> None:
+        """What a look or a tick found that needs reads: files to finish, held multiline
+        groups to send. Read in the executor as every read is (the disk may be slow)."""
+        due, self._due = self._due, []
+        for f in due:
+            if self._stopping:
+                return
+            await self._finish(f)
+        await self._flush_held(time.monotonic())
+
+    async def _read(self, f: FollowedFile, length: int) -> bytes | None:
+        """Up to `length` bytes at the file's offset, read in a worker thread; None when the
+        read fails (counted, logged; the file is read again when a look sees it grow)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, os.pread, f.fd, length, f.offset)
+        except OSError as e:
+            self._read_failed(f.path, e, f)
+            return None
+
+    def _read_failed(self, path: str, e: OSError, f: FollowedFile | None = None) -> None:
+        self.errors["read_failed"] += 1
+        self.ratelog.error(f"read:{path}", "cannot read a followed file",
+                           listener=self.name, path=path, error=str(e))
+        if f is not None:
+            self._ready.pop(f.fid, None)
+
+    async def _finish(self, f: FollowedFile) -> None:
+        """The last part of a finished file (an unterminated line, a held group) goes out,
+        read in windows of max_line_bytes; then it is closed."""
+        window = self.cfg.max_line_bytes
+        while f.size > f.offset:
+            if f.finished or not f.is_open or f.fid in self._ready:
+                return  # closed meanwhile (a stop), or it grew: read on first
+            data = await self._read(f, min(window, f.size - f.offset))
+            if data is None or not f.is_open:
+                return  # tried again at the next look
+            last = f.offset + len(data) >= f.size or not data
+            decoded = f.decoder.decode(data, full=len(data) == window, timeout=True,
+                                       finished=last, source=self.name,
+                                       received=time.time())
             if decoded.batch is not None:
-                self._hand_over_now(f, decoded)
+                await self._hand_over(f, decoded)
+            if last or not decoded.consumed:
+                break
+        if f.finished or not f.is_open:
+            return
         f.finished = True
         self._in_flight.add(f)  # forgotten once all it gave is secured
         f.close()
         self._open.pop(f.fid, None)
+        self._room_may_be_free()
         self.counts["deleted_closed" if f.deleted else "rotated_closed"] += 1
         log.info("finished a file no longer at its path", extra={
             "listener": self.name, "path": f.path, "deleted": f.deleted, "read": f.offset})
 
-    def _flush_held(self, now: float) -> None:
+    async def _flush_held(self, now: float) -> None:
         """Multiline groups held at the end of a file quiet past the timeout go out."""
         ml = self.cfg.multiline
         if ml is None:
             return
-        for f in self.files.values():
+        for f in list(self.files.values()):
             if f.is_open and not f.finished and f.size > f.offset \
                     and f.quiet_since is not None and now - f.quiet_since >= ml.timeout \
-                    and f.fid not in self._ready:
-                data = os.pread(f.fd, min(f.size - f.offset, self.cfg.max_line_bytes),
-                                f.offset)
+                    and f.fid not in self._ready and not self._stopping:
+                data = await self._read(f, min(f.size - f.offset, self.cfg.max_line_bytes))
+                if data is None or not f.is_open or f.finished:
+                    continue
                 decoded = f.decoder.decode(data, full=False, timeout=True, finished=False,
                                            source=self.name, received=time.time())
                 if decoded.batch is not None:
-                    self._hand_over_now(f, decoded)
+                    await self._hand_over(f, decoded)
 
     # -- checkpoints --
 
@@ -715,12 +880,12 @@ class TailListener(Listener):
                 self._in_flight.discard(f)
                 if f.finished:
                     self._forget(f)
-                    self._finished[f.fid] = time.monotonic()
+                    self._finished[f.fid] = (f.fingerprint, time.monotonic())
                     moved = True
         if not moved:
             return
         old = time.monotonic() - FINISHED_KEPT_S
-        self._finished = {k: t for k, t in self._finished.items() if t > old}
+        self._finished = {k: v for k, v in self._finished.items() if v[1] > old}
         out: dict[FileId, Checkpoint] = dict(self._checkpoints)  # not yet found again
         for fid, f in self.files.items():
             out[fid] = Checkpoint(f.path, f.committed, f.fingerprint)

@@ -543,3 +543,261 @@ async def test_a_compressed_rotation_beside_the_path_is_not_read(
         assert await d.stop() == 0
     w.close()
     assert_exactly_once(output_lines(out), 150)
+
+
+def recycle_inode(directory: Path, freed: Path, name: str, data: bytes) -> None:
+    """Create `name` with `data` right after deleting `freed`: on ext4 the new file gets the
+    freed inode (skipped where the filesystem does not reuse inodes at once)."""
+    ino = freed.stat().st_ino
+    freed.unlink()
+    (directory / name).write_bytes(data)
+    if (directory / name).stat().st_ino != ino:
+        pytest.skip("this filesystem does not reuse a freed inode at once")
+
+
+async def test_start_end_reads_a_later_file_on_the_inode_of_a_first_seen_one_from_0(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    # logrotate with `rotate 1`: at the second rotation, the file the first look found is
+    # deleted, and the new app.log is created on its inode.
+    app = src / "app.log"
+    app.write_bytes(b"A-before-start\n")
+    config = tail_file_config(out, [f"{src}/app.log"], listener_extra='start = "end"')
+    async with run_daemon(config, tmp_path) as d:
+        await wait_until(lambda: tail_stats(d)["files"] == 1, "app.log is followed")
+        with open(app, "ab") as f:
+            f.write(b"A-after-start\n")
+        await all_arrived(out, 1)
+        os.rename(app, src / "app.log.1")
+        app.write_bytes(b"B-1\n")
+        await all_arrived(out, 2)
+        await wait_until(lambda: tail_stats(d)["files"] == 1, "app.log.1 is finished")
+        # In one go, with no look between: the second rotation.
+        first = src / "app.log.1"
+        os.rename(app, src / "moving")
+        recycle_inode(src, first, "app.log", b"C-1\nC-2\n")
+        os.rename(src / "moving", first)
+        await all_arrived(out, 4, timeout=20)
+        with open(app, "ab") as f:
+            f.write(b"C-3\n")
+        await all_arrived(out, 5)
+        assert await d.stop() == 0
+    assert output_lines(out) == [b"A-after-start", b"B-1", b"C-1", b"C-2", b"C-3"]
+
+
+async def test_a_quickly_rotated_file_on_the_inode_of_a_finished_one_is_read(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    app = src / "app.log"
+    app.write_bytes(b"A-1\n")
+    config = tail_file_config(out, [f"{src}/app.log"])
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 1)
+        os.rename(app, src / "app.log.1")
+        app.write_bytes(b"B-1\n")
+        await all_arrived(out, 2)
+        await wait_until(lambda: tail_stats(d)["files"] == 1, "app.log.1 is finished")
+        # Two rotations with no look between: the file created on the finished file's inode
+        # is already app.log.1 when logd next looks.
+        first = src / "app.log.1"
+        os.rename(app, src / "moving")
+        recycle_inode(src, first, "app.log", b"C-1\nC-2\n")
+        os.rename(src / "moving", first)
+        os.unlink(first)  # still open in logd: its inode is not freed
+        os.rename(app, first)
+        app.write_bytes(b"D-1\n")
+        await all_arrived(out, 5, timeout=20)
+        assert await d.stop() == 0
+    assert sorted(output_lines(out)) == [b"A-1", b"B-1", b"C-1", b"C-2", b"D-1"]
+
+
+async def test_a_file_waiting_for_a_descriptor_does_not_stall_the_event_loop(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    # One descriptor, held by the rotated file until it is quiet for rotate_wait: the new
+    # file at the path waits for it, and the loop (logd's and this test's) goes on meanwhile.
+    app = src / "a.log"
+    app.write_bytes(b"old-1\n")
+    config = tail_file_config(out, [f"{src}/a.log"], listener_extra="max_open_files = 1")
+    config = config.replace('rotate_wait = "300ms"', 'rotate_wait = "1500ms"')
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 1)
+        loop = asyncio.get_running_loop()
+        longest = 0.0
+
+        async def tick() -> None:
+            nonlocal longest
+            while True:
+                before = loop.time()
+                await asyncio.sleep(0.01)
+                longest = max(longest, loop.time() - before)
+        ticker = asyncio.ensure_future(tick())
+        try:
+            os.rename(app, src / "a.log.1")
+            app.write_bytes(b"new-1\n")
+            await all_arrived(out, 2, timeout=20)
+        finally:
+            ticker.cancel()
+        assert await d.stop() == 0
+    assert output_lines(out) == [b"old-1", b"new-1"]
+    assert longest < 0.5, f"the event loop was held for {longest:.2f} s"
+
+
+async def test_only_rotation_shaped_names_beside_a_rotated_path_are_read(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    app = src / "app.log"
+    app.write_bytes(b"A-1\n")
+    (src / "app.log.debug").write_bytes(b"debug-1\n")  # another file, not configured
+    config = tail_file_config(out, [f"{src}/app.log"])
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 1)
+        with open(src / "app.log.debug", "ab") as f:
+            f.write(b"debug-2\n")  # written since the last look, as a rotated file would be
+        # Two rotations with no look between: app.log.1 is found by its name.
+        os.rename(app, src / "app.log-20260101")
+        app.write_bytes(b"B-1\n")
+        os.rename(app, src / "app.log.1")
+        app.write_bytes(b"C-1\n")
+        await all_arrived(out, 3)
+        await wait_until(lambda: tail_stats(d)["files"] == 1, "rotated files are finished")
+        assert await d.stop() == 0
+    assert sorted(output_lines(out)) == [b"A-1", b"B-1", b"C-1"]
+
+
+async def test_a_checkpointed_file_set_aside_for_the_cap_at_start_is_read_later(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    # One descriptor: at the start it goes to the new app.log, and app.log.1 (rotated while
+    # logd was stopped, with lines after its checkpoint) waits for it.
+    config = tail_file_config(out, [f"{src}/app.log"], listener_extra="max_open_files = 1")
+    w = LogFileWriter(str(src / "app.log"), size=80, rotation="rename", rotate_lines=10**9)
+    w.write(100)
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 100)
+        assert await d.stop() == 0
+    w.write(50)
+    w.rotate()
+    w.write(30)
+    w.close()
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 180, timeout=20)
+        await wait_until(lambda: tail_stats(d)["files"] == 1, "app.log.1 is finished")
+        assert tail_stats(d)["errors"] == {}
+        assert await d.stop() == 0
+    assert_exactly_once(output_lines(out), 180)
+
+
+async def test_a_checkpointed_file_deleted_while_stopped_is_counted_as_lost(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    from logd.metrics import render_stats as render_for_prometheus
+    config = tail_file_config(out, [f"{src}/app.log"])
+    w = LogFileWriter(str(src / "app.log"), size=80, rotation="rename", rotate_lines=10**9)
+    w.write(100)
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 100)
+        assert await d.stop() == 0
+    w.write(50)
+    w.rotate()
+    os.unlink(src / "app.log.1")  # with 50 lines logd never read
+    w.write(30)
+    w.close()
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 130)
+        await wait_until(lambda: tail_stats(d)["errors"] != {}, "the loss is counted")
+        assert tail_stats(d)["errors"] == {"lost_checkpointed_file": 1}
+        metrics = render_for_prometheus(d.stats())
+        assert await d.stop() == 0
+    assert 'reason="lost_checkpointed_file"' in metrics
+    assert set(numbers(output_lines(out))) == set(range(100)) | set(range(150, 180))
+
+
+def reads_of(src: Path, fd: int) -> bool:
+    """Whether `fd` is open on a file under `src` (a file the listener follows)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith(str(src))
+    except OSError:
+        return False
+
+
+MULTILINE = "multiline = { start = '^\\d', timeout = '200ms' }"
+
+
+async def test_reads_that_finish_a_file_or_send_a_held_group_are_made_off_the_loop(
+        tmp_path: Path, src: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    loop_thread = threading.get_ident()
+    on_loop: list[tuple[int, int]] = []
+    real_pread = os.pread
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        # Reads past the first bytes (the fingerprint) are reads of lines.
+        if offset > 0 and threading.get_ident() == loop_thread and reads_of(src, fd):
+            on_loop.append((n, offset))
+        return real_pread(fd, n, offset)
+    monkeypatch.setattr(os, "pread", pread)
+    app = src / "app.log"
+    app.write_bytes(b"1 a\n 1b\n2 c\n 2d\n")  # the second group is held until the timeout
+    config = tail_file_config(out, [f"{src}/app.log"], listener_extra=MULTILINE,
+                              output_extra='format = "json"')
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 2, timeout=20)
+        with open(app, "ab") as f:
+            f.write(b"3 e\nno-lf")  # the last line goes out once the file is finished
+        os.rename(app, src / "app.log.1")
+        await wait_until(lambda: tail_stats(d)["files"] == 0, "app.log.1 is finished")
+        assert await d.stop() == 0
+    messages = [orjson.loads(x)["message"] for x in output_lines(out)]
+    assert "\n".join(messages) == "1 a\n 1b\n2 c\n 2d\n3 e\nno-lf"
+    assert on_loop == []
+
+
+async def test_a_read_error_is_counted_and_reading_goes_on(
+        tmp_path: Path, src: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    failing = False
+    real_pread = os.pread
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        if failing and reads_of(src / "bad.log", fd):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_pread(fd, n, offset)
+    monkeypatch.setattr(os, "pread", pread)
+    (src / "bad.log").write_bytes(b"1 a\n2 b\n")  # "2 b" is held until the timeout
+    config = tail_file_config(out, [f"{src}/*.log"], listener_extra=MULTILINE)
+    async with run_daemon(config, tmp_path) as d:
+        await all_arrived(out, 1, timeout=20)
+        failing = True  # the disk fails under bad.log when its held group is read
+        await wait_until(lambda: "read_failed" in tail_stats(d)["errors"],
+                         "the read error is counted", timeout=20)
+        (src / "good.log").write_bytes(b"3 c\n4 d\n")
+        await all_arrived(out, 3, timeout=20)
+        failing = False
+        await all_arrived(out, 4, timeout=20)
+        assert await d.stop() == 0
+    assert sorted(output_lines(out)) == [b"1 a", b"2 b", b"3 c", b"4 d"]
+
+
+async def test_a_buffer_filled_by_a_held_group_stops_reading_until_it_has_room(
+        tmp_path: Path, src: Path, out: Path) -> None:
+    config = stalled_config(out, src).replace(
+        'max_line_bytes = "64KiB"',
+        "multiline = { start = '^\\d', max_lines = 5000, timeout = '200ms' }\n"
+        'max_line_bytes = "1MiB"')
+    (src / "a.log").write_bytes(b"0 a\n")
+    async with run_daemon(config, tmp_path) as d:
+        await wait_until(lambda: tail_stats(d)["records"] == 1, "a.log's group went out")
+        (src / "b.log").write_bytes(b"0 b\n")  # followed after a.log
+        await wait_until(lambda: tail_stats(d)["records"] == 2, "b.log's group went out")
+        # Two groups held, sent when the timeout passes, a.log's first: 300 KiB, more than
+        # the buffer holds. b.log's waits until the buffer has room.
+        with open(src / "a.log", "ab") as f:
+            f.write(b"1 a\n" + (b"  " + b"c" * 100 + b"\n") * 3000)
+        with open(src / "b.log", "ab") as f:
+            f.write(b"1 b\n")
+        await wait_until(lambda: tail_stats(d)["pauses"] > 0, "reading paused", timeout=10)
+        await asyncio.sleep(0.5)  # several turns: nothing goes out while the buffer is full
+        assert tail_stats(d)["records"] == 3
+        analyzer = await asyncio.to_thread(TestAnalyzer, d.port("analyzers"), 1.0, 100)
+        try:
+            await wait_until(lambda: analyzer.count >= 4, "the analyzer got every record",
+                             timeout=10)
+            assert await d.stop() == 0
+        finally:
+            analyzer.close()
+    assert analyzer.count == 4
