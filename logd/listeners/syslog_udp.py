@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from logd.backpressure import FullBuffers
 from logd.component import BuildContext, Listener, StartError
 from logd.framing import invalid_utf8
 from logd.listeners.syslog import SYSLOG, SyslogListenerConfig
@@ -43,10 +44,8 @@ class SyslogUdpListener(Listener):
         self.pauses = 0
         self.errors: Counter[str] = Counter()
         self.ratelog = RateLimitedLog(log)
-        self.blocked_by: list[Any] = []
+        self.blocked_by = FullBuffers(self._start_reading)
         self._reading = False
-        self._resumer: asyncio.Task[None] | None = None
-        self._rerouted = asyncio.Event()
         self._inode = 0
 
     async def start(self) -> None:
@@ -146,39 +145,20 @@ class SyslogUdpListener(Listener):
     def _pause(self, blocked: list[Any]) -> None:
         """A buffer this listener feeds is full (when_full = block): stop reading; the
         kernel's receive buffer holds what comes meanwhile."""
-        new = [b for b in blocked if b not in self.blocked_by]
-        if not new:
+        if not self.blocked_by.hold(blocked):
             return
-        self.blocked_by.extend(new)
         self.pauses += 1
         self._stop_reading()
-        if self._resumer is None or self._resumer.done():
-            self._resumer = asyncio.get_running_loop().create_task(self._resume_when_writable())
 
     def routes_changed(self) -> None:
-        self.blocked_by.clear()
-        self._rerouted.set()
-
-    async def _resume_when_writable(self) -> None:
-        while self.blocked_by:
-            writable = asyncio.ensure_future(self.blocked_by[0].wait_writable())
-            rerouted = asyncio.ensure_future(self._rerouted.wait())
-            await asyncio.wait([writable, rerouted], return_when=asyncio.FIRST_COMPLETED)
-            writable.cancel()
-            rerouted.cancel()
-            if self._rerouted.is_set():
-                self._rerouted.clear()
-                continue
-            self.blocked_by.pop(0)
-        self._start_reading()
+        self.blocked_by.routes_changed()
 
     async def drain(self, deadline: float) -> None:
         """Stop reading; what is queued in the socket now is read once more and kept."""
         if self.sock is not None and not self.blocked_by:
             self._readable()
         self._stop_reading()
-        if self._resumer is not None:
-            self._resumer.cancel()
+        self.blocked_by.cancel()
 
     async def close(self) -> None:
         if self.sock is not None:

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from logd.backpressure import FullBuffers
 from logd.component import BuildContext, Listener
 from logd.config import (
     component_name,
@@ -267,9 +268,7 @@ class TcpListener(Listener):
         self.bytes_in = 0
         self.pauses = 0
         self.pending_bytes = 0  # incomplete frames held by all connections
-        self.blocked_by: list[Any] = []  # full buffers the connections wait for
-        self._resumer: asyncio.Task[None] | None = None
-        self._rerouted = asyncio.Event()
+        self.blocked_by = FullBuffers(self._resume_all)  # what the connections wait for
         self.errors: Counter[str] = Counter()
         self.ratelog = RateLimitedLog(log)
         self.tls: ServerTls | None = None
@@ -278,33 +277,18 @@ class TcpListener(Listener):
         """A buffer this listener feeds is full (when_full = block): every connection stops
         reading until it has room, not only the one whose read filled it, so the buffer
         overshoots by at most the reads already taken, not one more per connection."""
-        new = [b for b in blocked if b not in self.blocked_by]
-        if not new:
+        if not self.blocked_by.hold(blocked):
             return
-        self.blocked_by.extend(new)
         self.pauses += 1
         for conn in self.connections:
             conn.pause()
-        if self._resumer is None or self._resumer.done():
-            self._resumer = asyncio.get_running_loop().create_task(self._resume_when_writable())
 
     def routes_changed(self) -> None:
-        """A reload changed where records go: the buffers waited for may no longer be fed
-        from here. Everyone reads again; a read that meets a full buffer pauses them anew."""
-        self.blocked_by.clear()
-        self._rerouted.set()
+        """A reload changed where records go: everyone reads again; a read that meets a full
+        buffer pauses them anew."""
+        self.blocked_by.routes_changed()
 
-    async def _resume_when_writable(self) -> None:
-        while self.blocked_by:
-            writable = asyncio.ensure_future(self.blocked_by[0].wait_writable())
-            rerouted = asyncio.ensure_future(self._rerouted.wait())
-            await asyncio.wait([writable, rerouted], return_when=asyncio.FIRST_COMPLETED)
-            writable.cancel()
-            rerouted.cancel()
-            if self._rerouted.is_set():
-                self._rerouted.clear()
-                continue
-            self.blocked_by.pop(0)
+    def _resume_all(self) -> None:
         for conn in list(self.connections):
             conn.resume()
 
