@@ -32,13 +32,6 @@ async def in_thread(fn: Callable[[], T]) -> T:
 
 
 @pytest.fixture
-def out(tmp_path: Path) -> Path:
-    d = tmp_path / "out"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
 async def logd(tmp_path: Path, out: Path) -> AsyncIterator[RunningDaemon]:
     config = emitter_file_config(out, listener_extra="max_frame_bytes = \"1KiB\"\n"
                                  "max_connections = 3000")

@@ -57,13 +57,6 @@ buffer = { max_bytes = "4KiB", when_full = "block" }
 
 
 @pytest.fixture
-def out(tmp_path: Path) -> Path:
-    d = tmp_path / "out"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
 async def start(tmp_path: Path, out: Path) -> AsyncIterator[Start]:
     """Starts logd on http_config(out, **kw); what is running at the end is stopped."""
     async with contextlib.AsyncExitStack() as running:

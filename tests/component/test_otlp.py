@@ -32,13 +32,6 @@ T0 = 1_764_000_000_500_000_000
 
 
 @pytest.fixture
-def out(tmp_path: Path) -> Path:
-    d = tmp_path / "out"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
 async def start(tmp_path: Path, out: Path) -> AsyncIterator[Start]:
     async with contextlib.AsyncExitStack() as running:
         async def run(**kw: Any) -> RunningDaemon:

@@ -23,13 +23,6 @@ RFC5424 = (b'<165>1 2003-10-11T22:14:15.003Z db1 evntslog - ID47 [exampleSDID@32
 RFC3164 = b"<34>Oct 11 22:14:15 mymachine su[230]: 'su root' failed for lonvick"
 
 
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    d = tmp_path / "out"
-    d.mkdir()
-    return d
-
-
 def send_tcp(port: int, data: bytes, wait_close: bool = False) -> bool:
     """Send and half-close; True if logd closed the connection (read to its EOF/reset)."""
     with socket.create_connection(("127.0.0.1", port)) as s:

@@ -31,13 +31,6 @@ def src(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    d = tmp_path / "out"
-    d.mkdir()
-    return d
-
-
 async def wait_until(cond: Callable[[], bool], what: str, timeout: float = 30) -> None:
     """Poll until `cond` holds (files and counters have no event to await)."""
     end = time.monotonic() + timeout
