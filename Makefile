@@ -11,7 +11,8 @@ LINTED := logd tests tools tools/loadgen tools/bench tools/analyzer tools/filege
 
 .PHONY: run test test-deps lint bench bench-deps bench-compare check-config install clean
 
-$(STAMP): pyproject.toml
+# setup.py builds logd/_linescan.c into logd/ (pip install -e): a change to it rebuilds.
+$(STAMP): pyproject.toml setup.py logd/_linescan.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

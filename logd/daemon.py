@@ -18,7 +18,7 @@ import signal
 import time
 from typing import Any
 
-from logd import __version__, logsetup, procstats
+from logd import __version__, linescan, logsetup, procstats
 from logd.component import StartError
 from logd.config import Config, ConfigError, load
 from logd.config_diff import RESTART_KEYS, diff
@@ -88,7 +88,8 @@ class Daemon:
         log.info("started", extra={"pid": os.getpid(), "config": self.cfg.source,
                                    "instance": self.cfg.daemon.instance,
                                    "listeners": list(self.topology.listeners),
-                                   "outputs": list(self.topology.outputs)})
+                                   "outputs": list(self.topology.outputs),
+                                   "line_scan": "compiled" if linescan.COMPILED else "python"})
         self.notifier.ready()
         await self._stop.wait()
         self.notifier.stopping()

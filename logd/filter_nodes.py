@@ -19,6 +19,7 @@ from itertools import chain, compress, filterfalse, repeat
 from operator import eq, is_not
 from typing import Any
 
+from logd import linescan
 from logd.fields import apps_of, source_of, text
 from logd.record import Batch
 
@@ -388,6 +389,21 @@ def probe_needles(node: Node) -> list[bytes]:
         return [node.needle]
     assert isinstance(node, Or)
     return [t.needle for t in node.terms if isinstance(t, Word)]
+
+
+def word_program(node: Node) -> linescan.Program | None:
+    """The expression as a program for linescan.match_lines, if it tests words only."""
+    if isinstance(node, Word):
+        return (linescan.WORD, node.needle)
+    if isinstance(node, Not):
+        inner = word_program(node.inner)
+        return None if inner is None else (linescan.NOT, inner)
+    if isinstance(node, (And, Or)):
+        terms = tuple(map(word_program, node.terms))
+        if None in terms:
+            return None
+        return (linescan.AND if isinstance(node, And) else linescan.OR, terms)
+    return None
 
 
 def _words_only(node: Node) -> bool:

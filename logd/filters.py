@@ -33,7 +33,8 @@ long as needed.
 
 from __future__ import annotations
 
-from logd.filter_nodes import Columns, Node, probe_needles
+from logd import linescan
+from logd.filter_nodes import Columns, Node, probe_needles, word_program
 from logd.filter_syntax import MAX_DEPTH, FilterError, parse
 from logd.record import Batch
 
@@ -47,6 +48,8 @@ class Filter:
         self.expression = expression
         self._root = root
         self._probe = probe_needles(root) if root is not None else []
+        # An expression of words on a block of lines: each line looked at once, in C.
+        self._program = word_program(root) if root is not None and linescan.COMPILED else None
         self.matches_all = root is None
 
     def select(self, batch: Batch) -> list[int]:
@@ -55,6 +58,8 @@ class Filter:
             return list(range(batch.count))
         if not batch.count:
             return []
+        if self._program is not None and batch.raw is not None:
+            return linescan.match_lines(batch.raw, self._program)
         return self._root.select(Columns(batch, self._probe), None)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from logd.fields import INFO, severity_of
+from logd.linescan import pick_lines
 
 _SYSLOG_PRI = re.compile(rb"<(\d{1,3})>")
 _LF = re.compile(b"\n")
@@ -308,6 +309,18 @@ class Batch:
 
     def subset(self, indices: list[int]) -> Batch:
         """A batch of the records at `indices` (for routes that pick some records)."""
+        if self.raw is not None:
+            # A block of lines: the part is one too (the file output writes it as is).
+            if self._payloads is None:
+                block = pick_lines(self.raw, indices)
+            else:
+                block = b"\n".join(map(self._payloads.__getitem__, indices)) + b"\n"
+            sub = Batch.from_lines(block, len(indices), self.source, self.received, self.form)
+            if self.severities is not None:
+                sub.severities = bytes(map(self.severities.__getitem__, indices))
+            if self._fields is not None:
+                sub._fields = list(map(self._fields.__getitem__, indices))
+            return sub
         payloads = self.payloads
         picked = list(map(payloads.__getitem__, indices))
         sevs = self.severities if self._frames is None else self.severity_bytes()
