@@ -66,8 +66,8 @@ class ServerTls:
 
     `key` is the listener's key path ("listeners.emitters"), for messages. Files that cannot
     be used at construction are a StartError naming the key and the reason. `reload()` reads
-    the files again into the same context: handshakes that start later use them, connections
-    already open keep theirs.
+    the files again into a new context: handshakes that start later use it (certificate,
+    key and trusted client CAs alike), connections already open keep theirs.
     """
 
     def __init__(self, cfg: TlsConfig, key: str,
@@ -77,10 +77,16 @@ class ServerTls:
         self.on_handshake_error = on_handshake_error
         self.handshake_errors = 0
         self.fingerprint = ""  # SHA-256 of the certificate presented, as openssl prints it
+        # The context servers are given. Each handshake moves to the context of the latest
+        # load (the SNI callback runs for every ClientHello, with or without SNI): a load
+        # builds a context of its own, so a CA removed from client_ca is forgotten, which a
+        # live context cannot do.
         self.context = _new_context(cfg)
         self.context.sslobject_class = type("ReportingSSLObject", (_ReportingSSLObject,),
                                             {"_tls": self})
-        self._trusted: set[bytes] = set()  # client CA certificates (DER) ever loaded
+        self.context.sni_callback = self._use_current
+        self._current = self.context
+        self._trusted: set[bytes] = set()  # client CA certificates (DER) of the latest load
         self._handshakes: dict[weakref.ref[Any], float] = {}  # in progress: started at
         self._loop: asyncio.AbstractEventLoop | None = None
         try:
@@ -110,24 +116,32 @@ class ServerTls:
             if not cas:
                 raise TlsError(f"{self.key}.tls.client_ca: {self.cfg.client_ca} holds no PEM "
                                "certificate")
-        # OpenSSL drops the key in use as soon as a certificate it does not match is set, and
-        # a cert and key are renewed as two files: a pair that does not fit must never reach
-        # the live context. Try the bytes on a scratch context first, then load those same
-        # bytes (not the files again, which may have changed meanwhile).
-        self._apply(_new_context(self.cfg), cert_pem, key_pem, cas)
-        self._apply(self.context, cert_pem, key_pem, cas)
+        # A cert and key are renewed as two files: a pair that does not fit (or a CA file
+        # that does not load) fails here, on a context no handshake uses yet, and the one in
+        # use stays.
+        fresh = _new_context(self.cfg)
+        self._apply(fresh, cert_pem, key_pem, cas)
+        if self._current is self.context:
+            # The first load: the context servers hold serves as it is, should a handshake
+            # ever not reach the callback.
+            self._apply(self.context, cert_pem, key_pem, cas)
+        self._current = fresh
         self.fingerprint = ":".join(f"{b:02X}" for b in hashlib.sha256(certs[0]).digest())
-        stale = self._trusted - set(cas)
-        self._trusted.update(cas)
+        removed = self._trusted - set(cas)
+        self._trusted = set(cas)
         log.info("tls certificate loaded", extra={
             "key": f"{self.key}.tls", "cert": self.cfg.cert, "fingerprint": self.fingerprint,
             "client_ca": self.cfg.client_ca or None})
-        if stale:
-            # An SSLContext can add trusted CAs but never forget one.
-            log.warning("client CA certificates removed from client_ca stay trusted until "
-                        "logd restarts", extra={"key": f"{self.key}.tls.client_ca",
-                                                 "file": self.cfg.client_ca,
-                                                 "certificates": len(stale)})
+        if removed:
+            log.info("client CA certificates removed from client_ca: no longer trusted by "
+                     "new connections", extra={"key": f"{self.key}.tls.client_ca",
+                                               "file": self.cfg.client_ca,
+                                               "certificates": len(removed)})
+
+    def _use_current(self, sslobj: Any, server_name: str | None,
+                     ctx: ssl.SSLContext) -> None:
+        if self._current is not ctx:
+            sslobj.context = self._current
 
     def _read(self, name: str) -> bytes:
         path = getattr(self.cfg, name)

@@ -1,4 +1,4 @@
-"""logd.tls: the tls table, start errors, reloads into a live context, handshake reports.
+"""logd.tls: the tls table, start errors, reloads for new handshakes, handshake reports.
 
 Servers run on uvloop, as in logd; certificates come from trustme.
 """
@@ -356,22 +356,46 @@ def test_plaintext_silent_and_vanishing_clients_are_reported(pki: Pki, layer: st
     uv(main())
 
 
-def test_a_client_ca_removed_at_reload_is_said_to_stay_trusted(
-        pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+@LAYERS
+def test_a_client_ca_removed_at_reload_is_no_longer_trusted(
+        pki: Pki, layer: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Revoking a CA by rewriting client_ca and reloading: new connections with a
+    certificate it signed are refused, on the event loop's TLS (HTTP) and logd's own."""
     tls = ServerTls(pki.config(client_ca=True), "listeners.pool")
+    old_client = pki.ca.issue_cert("old", common_name="old")
     new_ca = trustme.CA()
-    new_ca.cert_pem.write_to_path(str(pki.client_ca))
-    with caplog.at_level(logging.WARNING, logger="logd.tls"):
-        tls.reload()
-    warned = [r for r in caplog.records if "stay trusted" in r.getMessage()]
-    assert len(warned) == 1 and warned[0].key == "listeners.pool.tls.client_ca"  # type: ignore[attr-defined]
+    new_client = new_ca.issue_cert("new", common_name="new")
 
     async def main() -> None:
-        srv = await Server(tls).start()
-        _, w = await srv.connect(pki.client(pki.ca, new_ca.issue_cert("a", common_name="a")))
+        srv = await Server(tls, layer).start()
+        _, before = await srv.connect(pki.client(pki.ca, old_client))
+        try:
+            await revoked(srv, before)
+        finally:  # a failure must not leave TLS connections open for the loop's close
+            before.transport.abort()
+            await srv.close()
+
+    async def revoked(srv: Server, before: asyncio.StreamWriter) -> None:
+        new_ca.cert_pem.write_to_path(str(pki.client_ca))
+        with caplog.at_level(logging.INFO, logger="logd.tls"):
+            tls.reload()
+        said = [r for r in caplog.records if "no longer trusted" in r.getMessage()]
+        assert len(said) == 1 and said[0].key == "listeners.pool.tls.client_ca"  # type: ignore[attr-defined]
+        _, w = await srv.connect(pki.client(pki.ca, new_client))
         await close(w)
-        assert srv.client_cns == ["a"]
-        await srv.close()
+        assert srv.client_cns == ["old", "new"]
+        srv.error_seen.clear()
+        try:  # TLS 1.3: the client finishes first; the server's verdict follows on its side
+            _, w = await srv.connect(pki.client(pki.ca, old_client))
+            w.close()
+        except (ssl.SSLError, ConnectionError):
+            pass
+        await asyncio.wait_for(srv.error_seen.wait(), 10)
+        assert srv.errors[-1][0] == "CERTIFICATE_VERIFY_FAILED"
+        assert srv.client_cns == ["old", "new"]
+        before.write(b"still up")  # a connection made before the reload keeps its session
+        await before.drain()
+        assert not before.is_closing()
 
     uv(main())
 
