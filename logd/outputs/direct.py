@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import mmap
 import os
@@ -160,6 +161,16 @@ def _open(path: str, direct: bool, mode: int
                 raise
     if fd < 0:
         fd = os.open(path, flags, mode)
+    # One writer per file: a second (another logd sharing the path, or another output of this
+    # one) would cut the first one's unaligned tail below and write over its records.
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = lock_holder(fd)
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+        raise FileBusy(path, holder) from None
     tail_fd = os.open(path, flags, mode) if used_direct else fd
     size = os.fstat(fd).st_size
     cut = 0
@@ -175,6 +186,35 @@ def _open(path: str, direct: bool, mode: int
             f.seek(size - tail_len)
             tail = f.read(tail_len)
     return fd, tail_fd, used_direct, size, tail, block, cut
+
+
+class FileBusy(OSError):
+    """The file is being written by another process (it holds the file's flock)."""
+
+    def __init__(self, path: str, holder: int | None) -> None:
+        who = f"another process (pid {holder})" if holder else "another process"
+        super().__init__(errno.EWOULDBLOCK, f"written by {who}: two outputs must not share "
+                         "a file", path)
+        self.holder = holder
+
+
+def lock_holder(fd: int) -> int | None:
+    """The pid holding a flock on the file open at `fd`, from /proc/locks (None if unknown:
+    the holder may be in another pid namespace, or gone)."""
+    st = os.fstat(fd)
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                parts = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 1234 fd:00:5678 0 EOF"; a blocked waiter's line
+                # has "->" after the number.
+                if "->" not in parts and len(parts) >= 6 and parts[1] == "FLOCK" \
+                        and parts[5] == dev:
+                    return int(parts[4])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _end_of_last_record(path: str, size: int) -> int:

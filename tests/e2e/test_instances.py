@@ -381,3 +381,71 @@ def test_template_unit_verifies_and_is_sandboxed_like_logd_service(tmp_path: Pat
     problems = [line for line in (result.stdout + result.stderr).splitlines()
                 if "logd@" in line]
     assert result.returncode == 0 and problems == [], result.stdout + result.stderr
+
+
+def shared_file_config(own: Path, shared: Path) -> str:
+    """Two instances whose file outputs write one path, as when {instance} was forgotten."""
+    return f"""
+[daemon]
+state_dir = "{own}/state"
+control_socket = "{own}/control.sock"
+stats_interval = "0s"
+
+[listeners.lines]
+type = "tcp"
+address = "127.0.0.1:0"
+framing = "lines"
+
+[outputs.files]
+type = "file"
+path = "{shared}"
+flush_interval = "50ms"
+
+[routes.all]
+to = ["files"]
+"""
+
+
+def send_lines(port: int, lines: list[bytes]) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"".join(line + b"\n" for line in lines))
+
+
+def wait_for_lines(path: Path, count: int, timeout: float = 30.0) -> list[bytes]:
+    end = time.monotonic() + timeout
+    while True:
+        got = path.read_bytes().splitlines() if path.exists() else []
+        if len(got) >= count or time.monotonic() > end:
+            return got
+        time.sleep(0.05)  # polling a file another process writes: no event to await
+
+
+def test_two_instances_sharing_a_file_path_never_write_it_at_once(tmp_path: Path) -> None:
+    """The second waits, saying who holds the file, and writes once the first has stopped:
+    every line of both once, none cut or glued."""
+    shared = tmp_path / "shared.log"
+    procs = []
+    try:
+        for name in ("a", "b"):
+            own = tmp_path / name
+            own.mkdir()
+            procs.append(LogdProcess(shared_file_config(own, shared), own).start())
+        a, b = procs
+        assert a.proc is not None
+        a_lines = [b"a %05d " % i + b"x" * (i % 300) for i in range(2000)]
+        b_lines = [b"b %05d " % i + b"y" * (i % 300) for i in range(2000)]
+        send_lines(a.port("lines"), a_lines)
+        assert wait_for_lines(shared, 2000) == a_lines
+        send_lines(b.port("lines"), b_lines)
+        refused = b.wait_for(lambda e: e.get("msg") == "cannot open output file; retrying")
+        assert f"written by another process (pid {a.proc.pid})" in refused["error"]
+        assert refused["path"] == str(shared)
+        assert shared.read_bytes().splitlines() == a_lines  # b wrote nothing meanwhile
+        assert a.stop() == 0
+        assert wait_for_lines(shared, 4000) == a_lines + b_lines
+        assert b.stop() == 0
+        assert shared.read_bytes() == b"".join(line + b"\n" for line in a_lines + b_lines)
+    finally:
+        for p in procs:
+            if p.alive():
+                p.stop(signal.SIGKILL)

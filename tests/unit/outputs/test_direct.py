@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from logd.outputs.direct import DirectFile, DirectIO
+from logd.outputs.direct import DirectFile, DirectIO, FileBusy
 
 BUFFER = 8192
 
@@ -167,3 +167,23 @@ async def test_a_torn_last_record_is_cut_back_before_appending(tmp_path: Path, i
     assert path.read_bytes() == kept + b"next\n"
     torn = left != kept
     assert (io.stats.torn_records, io.stats.torn_bytes) == (int(torn), len(left) - len(kept))
+
+
+async def test_a_file_has_one_writer_a_second_open_is_refused_naming_the_holder(
+        tmp_path: Path, io: DirectIO) -> None:
+    path = tmp_path / "shared.log"
+    first = await open_file(path, io)
+    await first.append([b"first 1\nfirst 2 (an unaligned tail, not yet on disk"])
+    await first.flush()
+    second = DirectFile(str(path), io)
+    with pytest.raises(FileBusy) as refused:
+        await second.open()
+    assert refused.value.holder == os.getpid()
+    assert f"written by another process (pid {os.getpid()})" in str(refused.value)
+    # The refused open cut nothing: the first writer's torn-looking tail is still there.
+    assert path.read_bytes().endswith(b"not yet on disk")
+    await first.append([b")\n"])
+    await first.close()
+    second = await open_file(path, io)  # free again once the first has closed it
+    await second.close()
+    assert path.read_bytes() == b"first 1\nfirst 2 (an unaligned tail, not yet on disk)\n"
