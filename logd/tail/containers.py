@@ -1,9 +1,9 @@
 """Container runtimes' log files -> records with fields.
 
 - `cri` (containerd, CRI-O): `TIME STREAM P|F MESSAGE` per line; P lines are parts of one
-  message, the F line ends it.
+  message, the F line of the same stream ends it.
 - `docker` (json-file): `{"log": "...", "stream": "stdout", "time": "..."}` per line; a
-  `log` that does not end in LF is continued by the next line's.
+  `log` that does not end in LF is continued by the next line's of the same stream.
 
 Each record is a JSON object (`message`, `stream`, `timestamp`, and for a file named
 `<pod>_<namespace>_<container>-<id>.log` in a directory named `containers`, as kubelet
@@ -54,44 +54,56 @@ class _ContainerDecoder:
 
     def decode(self, data: bytes, *, full: bool, timeout: bool, finished: bool,
                source: str, received: float) -> Decoded:
+        """Parts are joined per stream: a runtime writes stdout and stderr into one file, and
+        a long stdout line's parts may have stderr lines between them. A record goes out once
+        no stream has a part pending before the point it ends at, so `consumed` is always a
+        point where every message before it is out and none after it is."""
         end = len(data)
         lf = data.rfind(b"\n")
         lines = data[:lf + 1].split(b"\n") if lf >= 0 else [b""]
         lines.pop()
         if finished and lf != end - 1 and end:
             lines.append(data[lf + 1:])
-        objs: list[dict[str, Any]] = []
-        parts: list[str] = []
-        size = pos = consumed = cut = bad = 0
+        objs: list[dict[str, Any]] = []    # out: every record up to `consumed`
+        ready: list[dict[str, Any]] = []   # complete, behind a part still pending
+        pending: dict[str, tuple[list[str], int, str]] = {}  # stream -> parts, size, time
+        pos = consumed = cut = bad = 0
         extra = self.extra
-        stream = when = ""
         for line in lines:
             pos = min(end, pos + len(line) + 1)
             parsed = self.parse(line)
             if parsed is None:
                 bad += 1
-                if parts:  # a message broken off by a bad line: what came of it goes out
-                    objs.append({"message": "".join(parts), "stream": stream,
-                                 "timestamp": when, **extra})
-                    parts, size = [], 0
-                objs.append({"message": line.decode("utf-8", "replace"), **extra})
+                # Messages broken off by a line not in the format: what came of them goes out.
+                for stream, (parts, _, when) in pending.items():
+                    ready.append({"message": "".join(parts), "stream": stream,
+                                  "timestamp": when, **extra})
+                pending.clear()
+                ready.append({"message": line.decode("utf-8", "replace"), **extra})
+            else:
+                message, stream, when, complete = parsed
+                parts, size, _ = pending.pop(stream, ([], 0, ""))
+                parts.append(message)
+                size += len(message)
+                if complete or size >= self.max_bytes:
+                    if not complete:
+                        cut += 1
+                    ready.append({"message": "".join(parts), "stream": stream,
+                                  "timestamp": when, **extra})
+                else:
+                    pending[stream] = (parts, size, when)
+            if not pending:
+                objs += ready
+                ready = []
                 consumed = pos
-                continue
-            message, stream, when, complete = parsed
-            parts.append(message)
-            size += len(message)
-            if complete or size >= self.max_bytes:
-                if not complete:
-                    cut += 1
-                objs.append({"message": "".join(parts), "stream": stream,
-                             "timestamp": when, **extra})
-                parts, size = [], 0
-                consumed = pos
-        if parts and (finished or (full and not objs)):
-            objs.append({"message": "".join(parts), "stream": stream, "timestamp": when,
-                         **extra})
+        if pending and (finished or (full and not objs)):
+            # The file ends here, or one message fills the window: what is held goes out.
+            for stream, (parts, _, when) in pending.items():
+                ready.append({"message": "".join(parts), "stream": stream, "timestamp": when,
+                              **extra})
+                cut += 0 if finished else 1
+            objs += ready
             consumed = pos
-            cut += 0 if finished else 1
         if not objs:
             if full and lf < 0:  # one line longer than the window: its start, as it is
                 objs.append({"message": data.decode("utf-8", "replace"), **extra})

@@ -84,3 +84,43 @@ def test_kubernetes_fields_come_from_kubelet_names_in_a_containers_directory() -
     assert kubernetes_fields(POD) == {"pod": "web-1", "namespace": "prod", "container": "app"}
     assert kubernetes_fields("/var/log/app/web-1_prod_app-" + "f" * 64 + ".log") == {}
     assert kubernetes_fields("/var/log/containers/plain.log") == {}
+
+
+def test_cri_parts_are_joined_per_stream_when_streams_interleave() -> None:
+    """A long stdout line's parts with stderr lines between them: each stream's message
+    whole, none glued to the other's; the stderr line waits behind the pending stdout part,
+    so what a decode consumed is always a point with nothing pending before it."""
+    dec = CriDecoder(POD, 1 << 20)
+    data = (b"T1 stdout P long-\nT2 stderr F err one\nT3 stdout P line-\nT4 stderr P er\n"
+            b"T5 stdout F end\nT6 stderr F r two\nT7 stdout P held\nT8 stderr F behind\n")
+    d = dec.decode(data, full=False, timeout=False, finished=False, **KW)
+    assert d.batch is not None
+    got = [(f["stream"], f["message"]) for f in d.batch.fields() if f]
+    assert got == [("stderr", "err one"), ("stdout", "long-line-end"), ("stderr", "err two")]
+    assert d.consumed == data.index(b"T7")  # "behind" waits for "held" to end
+    rest = data[d.consumed:] + b"T9 stdout F !\n"
+    later = dec.decode(rest, full=False, timeout=False, finished=False, **KW)
+    assert later.batch is not None and later.consumed == len(rest)
+    assert [(f["stream"], f["message"]) for f in later.batch.fields() if f] == [
+        ("stderr", "behind"), ("stdout", "held!")]
+
+
+def test_docker_parts_are_joined_per_stream() -> None:
+    lines = [{"log": "out-", "stream": "stdout", "time": "t1"},
+             {"log": "err\n", "stream": "stderr", "time": "t2"},
+             {"log": "line\n", "stream": "stdout", "time": "t3"}]
+    data = b"".join(orjson.dumps(x) + b"\n" for x in lines)
+    d = DockerDecoder("/x.log", 1 << 20).decode(data, full=False, timeout=False,
+                                                finished=False, **KW)
+    assert d.batch is not None and d.consumed == len(data)
+    assert [(f["stream"], f["message"]) for f in d.batch.fields() if f] == [
+        ("stderr", "err"), ("stdout", "out-line")]
+
+
+def test_a_window_full_of_one_streams_parts_goes_out_cut() -> None:
+    dec = CriDecoder("/x.log", 1 << 20)
+    data = b"T1 stdout P a\nT2 stderr F b\nT3 stdout P c\n"
+    d = dec.decode(data, full=True, timeout=False, finished=False, **KW)
+    assert d.batch is not None and d.consumed == len(data) and d.cut == 1
+    assert [(f["stream"], f["message"]) for f in d.batch.fields() if f] == [
+        ("stderr", "b"), ("stdout", "ac")]
