@@ -57,6 +57,10 @@ program_grow(Program *p)
     if (p->n_nodes < p->cap_nodes) {
         return 0;
     }
+    if (p->cap_nodes > INT_MAX / 2) {
+        PyErr_NoMemory();
+        return -1;
+    }
     int cap = p->cap_nodes ? p->cap_nodes * 2 : 16;
     Node *nodes = PyMem_Realloc(p->nodes, (size_t)cap * sizeof(Node));
     if (nodes == NULL) {
@@ -71,6 +75,10 @@ program_grow(Program *p)
 static int
 terms_reserve(Program *p, int more)
 {
+    if (more > INT_MAX / 2 - p->n_terms) {
+        PyErr_NoMemory();
+        return -1;
+    }
     if (p->n_terms + more <= p->cap_terms) {
         return 0;
     }
@@ -200,7 +208,9 @@ contains(const Node *w, const char *line, Py_ssize_t n, const char *end)
     Py_ssize_t last = n - k;  /* the last position the word can start at */
     Py_ssize_t i = 0;
 #if HAVE_SSE2
-    while (i <= last && line + i + k - 1 + 16 <= end) {
+    Py_ssize_t room = end - line;  /* bytes readable from `line` (compared as lengths: a
+                                      pointer past the block is undefined even unread) */
+    while (i <= last && i + k - 1 + 16 <= room) {
         __m128i a = _mm_loadu_si128((const __m128i *)(line + i));
         __m128i b = _mm_loadu_si128((const __m128i *)(line + i + k - 1));
         unsigned m = (unsigned)_mm_movemask_epi8(
