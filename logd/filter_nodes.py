@@ -19,6 +19,8 @@ from itertools import chain, compress, filterfalse, repeat
 from operator import eq, is_not
 from typing import Any
 
+import orjson
+
 from logd import linescan
 from logd.fields import apps_of, source_of, text
 from logd.record import Batch
@@ -133,13 +135,16 @@ Test = Callable[[Iterable[Any]], Iterable[Any]]  # column values -> truthy per v
 
 
 class Leaf(Node):
-    """A test applied to one column."""
+    """A test applied to one column. `needles`, when set: a record can pass only if its
+    payload holds one of these bytes (a cheap look at a lines block before any parse)."""
 
-    __slots__ = ("column", "test")
+    __slots__ = ("column", "needles", "test")
 
-    def __init__(self, column: Callable[[Columns], Sequence[Any]], test: Test) -> None:
+    def __init__(self, column: Callable[[Columns], Sequence[Any]], test: Test,
+                 needles: tuple[bytes, ...] | None = None) -> None:
         self.column = column
         self.test = test
+        self.needles = needles
 
     def select(self, c: Columns, cand: Sequence[int] | None) -> list[int]:
         return _pick(self.column(c), self.test, c.n, cand)
@@ -334,7 +339,7 @@ class Word(Node):
                 return hits
         while True:
             at = find(needle, pos)
-            if at < 0:
+            if at < 0 or at == len(raw):  # b"" is found at the very end too: no line there
                 return hits
             start = rfind(b"\n", pos, at) + 1 or pos
             end = find(b"\n", at)  # the block ends with one
@@ -404,6 +409,47 @@ def word_program(node: Node) -> linescan.Program | None:
             return None
         return (linescan.AND if isinstance(node, And) else linescan.OR, terms)
     return None
+
+
+def prefilter_program(node: Node) -> linescan.Program | None:
+    """A program of words every line the expression matches passes (a necessary condition,
+    not a sufficient one), for a look at a lines block before its records are parsed; None
+    when nothing can be said without parsing."""
+    if isinstance(node, Word):
+        return (linescan.WORD, node.needle)
+    if isinstance(node, Leaf) and node.needles is not None:
+        return (linescan.OR, tuple((linescan.WORD, n) for n in node.needles))
+    if isinstance(node, And):
+        terms = tuple(t for t in map(prefilter_program, node.terms) if t is not None)
+        return (linescan.AND, terms) if terms else None
+    if isinstance(node, Or):
+        alternatives = []
+        for t in node.terms:
+            cond = prefilter_program(t)
+            if cond is None:
+                return None  # a term that may match any line
+            alternatives.append(cond)
+        return (linescan.OR, tuple(alternatives))
+    return None
+
+
+def text_needles(texts: Iterable[str]) -> tuple[bytes, ...] | None:
+    """What a JSON payload holds if one of its string values is one of `texts`: each text
+    as it is written inside a JSON string, or a backslash (the value was written with
+    escapes). None when a text could also be the JSON text of a number, boolean, null,
+    object or array (written in the payload in another form: 42 as 4.2e1)."""
+    needles = []
+    for t in texts:
+        if "\ufffd" in t:
+            return None  # what bytes that are not UTF-8 read as: not in the payload as such
+        try:
+            if type(orjson.loads(t)) is not str:
+                return None
+        except orjson.JSONDecodeError:
+            pass
+        needles.append(orjson.dumps(t)[1:-1])
+    needles.append(b"\\")
+    return tuple(needles)
 
 
 def _words_only(node: Node) -> bool:

@@ -377,7 +377,8 @@ class _Parser:
                     else fn.value_equals_text(next(iter(texts))))
         else:
             test = fn.value_in(texts, frozenset(numbers))
-        return fn.Leaf(lambda c: c.values(path), test)
+        return fn.Leaf(lambda c: c.values(path), test,
+                       None if numbers else fn.text_needles(sorted(texts)))
 
     def regex_match(self, name_tok: _Token, pattern: re.Pattern[bytes]) -> fn.Node:
         name = name_tok.value

@@ -34,9 +34,9 @@ long as needed.
 from __future__ import annotations
 
 from logd import linescan
-from logd.filter_nodes import Columns, Node, probe_needles, word_program
+from logd.filter_nodes import Columns, Node, prefilter_program, probe_needles, word_program
 from logd.filter_syntax import MAX_DEPTH, FilterError, parse
-from logd.record import Batch
+from logd.record import JSON, Batch
 
 __all__ = ["MAX_DEPTH", "Filter", "FilterError", "compile_filter"]
 
@@ -50,6 +50,10 @@ class Filter:
         self._probe = probe_needles(root) if root is not None else []
         # An expression of words on a block of lines: each line looked at once, in C.
         self._program = word_program(root) if root is not None and linescan.COMPILED else None
+        # Otherwise, where words and field values tell which lines may match: only those
+        # lines are parsed and tested.
+        self._prefilter = prefilter_program(root) \
+            if root is not None and linescan.COMPILED and self._program is None else None
         self.matches_all = root is None
 
     def select(self, batch: Batch) -> list[int]:
@@ -58,8 +62,19 @@ class Filter:
             return list(range(batch.count))
         if not batch.count:
             return []
-        if self._program is not None and batch.raw is not None:
-            return linescan.match_lines(batch.raw, self._program)
+        if batch.raw is not None:
+            if self._program is not None:
+                return linescan.match_lines(batch.raw, self._program)
+            # Only JSON payloads hold their fields' values as written (a syslog facility's
+            # name, say, is derived from a number).
+            if self._prefilter is not None and batch.form == JSON:
+                maybe = linescan.match_lines(batch.raw, self._prefilter)
+                if len(maybe) < batch.count:
+                    if not maybe:
+                        return []
+                    part = batch.subset(maybe)
+                    found = self._root.select(Columns(part, self._probe), None)
+                    return list(map(maybe.__getitem__, found))
         return self._root.select(Columns(batch, self._probe), None)
 
 

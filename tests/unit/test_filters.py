@@ -359,3 +359,49 @@ def test_an_or_of_words_looks_for_the_most_frequent_first_with_the_same_answer()
     for expression in ["(ERROR || WARN) && user", "(WARN || ERROR) && user"]:
         assert compile_filter(expression).select(lines_batch(payloads)) == want
         assert compile_filter(expression).select(batch_of(payloads)) == want
+
+
+def test_field_values_narrow_the_lines_parsed_with_the_same_answer() -> None:
+    """`metadata.region == "eu-west-1"` on JSON lines parses only the lines that hold
+    eu-west-1 or a backslash: a value written with escapes still matches, one elsewhere in
+    the line does not, and a number-like operand is never narrowed by its text."""
+    payloads = [b'{"metadata": {"region": "eu-west-1"}}',
+                b'{"metadata": {"region": "us-east-1"}, "note": "eu-west-1"}',
+                b'{"metadata": {"region": "eu\\u002dwest-1"}}',
+                b'{"metadata": {"region": "us-east-1"}}',
+                b'not json eu-west-1',
+                b'{"n": 4.2e1}', b'{"n": "42.0"}', b'{"n": 42}']
+    flt = compile_filter('metadata.region == "eu-west-1"')
+    assert (flt._prefilter is not None) == linescan.COMPILED
+    block = lines_batch(payloads)
+    assert flt.select(block) == [0, 2]
+    if linescan.COMPILED:
+        assert block._fields is None  # the block itself was never parsed
+    assert compile_filter('metadata.region in ["eu-west-1", "nowhere"]').select(
+        lines_batch(payloads)) == [0, 2]
+    assert compile_filter('n == "42.0"').select(lines_batch(payloads)) == [5, 6]
+    assert compile_filter('n == 42').select(lines_batch(payloads)) == [5, 7]
+    assert compile_filter('ERROR || metadata.region == "eu-west-1"').select(
+        lines_batch(payloads)) == [0, 2]
+
+
+def test_fields_of_syslog_lines_are_never_narrowed_by_their_text() -> None:
+    """A syslog facility's name is derived from the PRI number: no line holds it."""
+    lines = [b"<34>1 2026-12-02T10:00:00Z web1 sshd 42 ID1 - login failed",
+             b"<13>1 2026-12-02T10:00:01Z web1 app 43 ID2 - hello auth"]
+    block = b"".join(line + b"\n" for line in lines)
+    batch = Batch.from_lines(block, 2, "syslog", 0.0, form="syslog")
+    assert compile_filter('facility == "auth"').select(batch) == [0]
+
+
+@pytest.mark.timeout(10)
+def test_an_empty_quoted_word_matches_every_line_on_every_path() -> None:
+    """"" is found at the very end of a block too, past its last line: the Python search
+    of a whole block once looped there forever."""
+    block = b"a x\nb\n"
+    for expression, want in [('"" && level >= warn', []), ('!""', []), ('"" || /x/', [0, 1]),
+                             ('""', [0, 1]), ('a && ""', [0])]:
+        flt = compile_filter(expression)
+        assert flt.select(Batch.from_lines(block, 2, "t", 0.0)) == want, expression
+        flt._program = flt._prefilter = None
+        assert flt.select(Batch.from_lines(block, 2, "t", 0.0)) == want, expression
