@@ -22,10 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from logd.top import human
+from logd.top.cells import fit, ljust, printable, rjust
+from logd.top.cells import width as text_width
 from logd.top.figures import Lag, Row, View
 
 DASH = "-"
-CUT = "~"  # ends a name that was cut to fit (ASCII: any terminal shows it in one column)
 MIN_NAME, MIN_TYPE, MAX_TYPE = 11, 8, 10
 
 
@@ -96,11 +97,6 @@ def header(v: View) -> str:
     return "  ".join(parts)
 
 
-def fit(text: str, width: int) -> str:
-    """`text` cut to `width` columns, the cut marked."""
-    return text if len(text) <= width else text[:max(width - 1, 0)] + CUT[:width]
-
-
 @dataclass(frozen=True)
 class Widths:
     name: int
@@ -109,21 +105,21 @@ class Widths:
 
 
 def _cells(r: Row, full: bool) -> list[str]:
-    return [r.name, r.type, *(c.cell(r, full) for c in COLUMNS)]
+    return [printable(r.name), printable(r.type), *(c.cell(r, full) for c in COLUMNS)]
 
 
-def _widths(v: View, width: int | None) -> Widths:
+def _widths(v: View, columns: int | None) -> Widths:
     rows = [*v.listeners, *v.outputs]
-    name_w = max([len("LISTENER"), *(len(r.name) for r in rows)])
-    type_w = max([len("TYPE"), *(len(r.type) for r in rows)])
-    if width is None:  # plain: every column as wide as its widest cell
+    name_w = max([len("LISTENER"), *(text_width(printable(r.name)) for r in rows)])
+    type_w = max([len("TYPE"), *(text_width(printable(r.type)) for r in rows)])
+    if columns is None:  # plain: every column as wide as its widest cell
         cells = [_cells(r, True)[2:] for r in rows]
         return Widths(name_w, type_w, tuple(max([c.width, *(len(row[i]) for row in cells)])
                                              for i, c in enumerate(COLUMNS)))
     # The figures keep their width; names get what is left, types up to MAX_TYPE of it.
-    type_room = width - FIGURES_WIDTH - 1 - MIN_NAME
+    type_room = columns - FIGURES_WIDTH - 1 - MIN_NAME
     type_w = max(min(type_w, MAX_TYPE, type_room), MIN_TYPE)
-    name_w = max(min(name_w, width - FIGURES_WIDTH - 1 - type_w), MIN_NAME)
+    name_w = max(min(name_w, columns - FIGURES_WIDTH - 1 - type_w), MIN_NAME)
     return Widths(name_w, type_w, tuple(c.width for c in COLUMNS))
 
 
@@ -131,8 +127,8 @@ def _line(cells: list[str], w: Widths, cut: bool) -> str:
     name, type_, *figures = cells
     if cut:
         name, type_ = fit(name, w.name), fit(type_, w.type)
-    out = [name.ljust(w.name), type_.ljust(w.type)]
-    out += [f.rjust(fw) for f, fw in zip(figures, w.figures, strict=True)]
+    out = [ljust(name, w.name), ljust(type_, w.type)]
+    out += [rjust(f, fw) for f, fw in zip(figures, w.figures, strict=True)]
     return " ".join(out).rstrip()
 
 
@@ -173,18 +169,19 @@ def screen(v: View, width: int, height: int, status: str) -> list[str]:
     lines = lines[:max(height - 1, 0)]
     lines += [""] * (height - 1 - len(lines))
     lines.append(status)
-    return [fit(line, width) for line in lines[:height]]
+    return [fit(printable(line), width) for line in lines[:height]]
 
 
 def problem_lines(v: View) -> list[str]:
-    return [f"! {r.name}: {r.problem}" for r in (*v.listeners, *v.outputs) if r.problem]
+    return [printable(f"! {r.name}: {r.problem}") for r in (*v.listeners, *v.outputs)
+            if r.problem]
 
 
 def plain(v: View) -> list[str]:
     """Every row, names in full and counts exact: for a pipe or a script."""
     w = _widths(v, None)
     problems = problem_lines(v)
-    return [header(v), "",
+    return [printable(header(v)), "",
             *_section("LISTENER", v.listeners, None, w, full=True), "",
             *_section("OUTPUT", v.outputs, None, w, full=True),
             *(["", *problems] if problems else [])]
@@ -198,4 +195,4 @@ def unreachable(message: str, width: int, height: int, status: str) -> list[str]
     lines = lines[:max(height - 1, 0)]
     lines += [""] * (height - 1 - len(lines))
     lines.append(status)
-    return [fit(line, width) for line in lines[:height]]
+    return [fit(printable(line), width) for line in lines[:height]]

@@ -80,3 +80,25 @@ def test_problems_take_the_rows_left_over() -> None:
     assert len(tight) == 12 and sum(line.startswith("out") for line in tight) == 3
     assert [line for line in tight if line.startswith("!")] == ["! +3 more"]
     assert layout.plain(v)[-1] == "! out2: not connected 2"
+
+
+def test_wide_names_are_cut_by_columns_and_escapes_never_reach_the_terminal() -> None:
+    from logd.top.cells import width
+    v = dataclasses.replace(
+        view(0, 0), instance="\x1b]0;owned\x07ログ",
+        listeners=[row("受信" * 12), row("emitters\x1b[2J", "tcp")],
+        outputs=[row("ファイル出力", "file", problem="disk \x1b[31mfull\x1b[0m\n")])
+    for columns, height in ((80, 24), (40, 12), (200, 30)):
+        lines = layout.screen(v, columns, height, "s")
+        assert all(width(line) <= columns for line in lines), columns
+        assert not any(ch in line for line in lines for ch in "\x1b\x07\n")
+    lines = layout.screen(v, 80, 24, "s")
+    assert any(line.startswith("受信受信") and "~ " in line for line in lines)
+    assert any(line.startswith("emitters?[~ ") for line in lines)
+    assert any(line.startswith("emitters?[2J ") for line in layout.screen(v, 200, 30, "s"))
+    assert any("! ファイル出力: disk ?[31mfull?[0m?" in line for line in lines)
+    # Columns line up by display width: the figures of both listeners end in one column.
+    ends = [width(line) for line in lines if line.startswith(("受信", "emitters"))]
+    assert len(ends) == 2 and ends[0] == ends[1]
+    plain = layout.plain(v)
+    assert not any("\x1b" in line for line in plain)
