@@ -18,6 +18,7 @@ gives up at shutdown (`DirectIO.abandon`), so nothing accepted is dropped on a t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import logging
@@ -161,31 +162,96 @@ def _open(path: str, direct: bool, mode: int
                 raise
     if fd < 0:
         fd = os.open(path, flags, mode)
-    # One writer per file: a second (another logd sharing the path, or another output of this
-    # one) would cut the first one's unaligned tail below and write over its records.
+    tail_fd = -1
+    try:
+        _lock(fd, path)
+        tail_fd = os.open(path, flags, mode) if used_direct else fd
+        size = os.fstat(fd).st_size
+        cut = 0
+        if size:
+            keep = _end_of_last_record(path, size)
+            if keep < size:
+                os.ftruncate(tail_fd, keep)
+                cut, size = size - keep, keep
+        tail_len = size % block
+        tail = b""
+        if tail_len:
+            with open(path, "rb") as f:
+                f.seek(size - tail_len)
+                tail = f.read(tail_len)
+    except BaseException:
+        # Closing releases the lock: a failure here must not leave the file held.
+        _close_pair(fd, tail_fd)
+        raise
+    return fd, tail_fd, used_direct, size, tail, block, cut
+
+
+def _lock(fd: int, path: str) -> None:
+    """One writer per file: a second (another logd sharing the path, or another output of
+    this one) would cut the first one's unaligned tail and write over its records. Raises
+    FileBusy while another holds it."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-        holder = lock_holder(fd)
-        os.close(fd)
-        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise
-        raise FileBusy(path, holder) from None
-    tail_fd = os.open(path, flags, mode) if used_direct else fd
-    size = os.fstat(fd).st_size
-    cut = 0
-    if size:
-        keep = _end_of_last_record(path, size)
-        if keep < size:
-            os.ftruncate(tail_fd, keep)
-            cut, size = size - keep, keep
-    tail_len = size % block
-    tail = b""
-    if tail_len:
-        with open(path, "rb") as f:
-            f.seek(size - tail_len)
-            tail = f.read(tail_len)
-    return fd, tail_fd, used_direct, size, tail, block, cut
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise FileBusy(path, lock_holder(fd)) from None
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+            # A filesystem without flock (some NFS and FUSE mounts): written unguarded, as
+            # before locks, rather than not at all.
+            _warn_unlocked(path, e)
+            return
+        raise
+    # Locked after the open: a rotation may have renamed the file in between, and then the
+    # lock is on the rotated file, not on what is at the path now.
+    now = os.stat(path)
+    held = os.fstat(fd)
+    if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+        raise OSError(errno.EAGAIN, "renamed while being opened; opening again", path)
+
+
+_unlocked_warned: set[str] = set()
+
+
+def _warn_unlocked(path: str, error: OSError) -> None:
+    directory = os.path.dirname(path)
+    if directory not in _unlocked_warned and len(_unlocked_warned) < 1000:
+        _unlocked_warned.add(directory)
+        log.warning("the filesystem refuses file locks: files here are written without the "
+                    "one-writer guard", extra={"directory": directory,
+                                               "error": error.strerror or str(error)})
+
+
+def _close_pair(fd: int, tail_fd: int) -> None:
+    for d in {fd, tail_fd} - {-1}:
+        with contextlib.suppress(OSError):
+            os.close(d)
+
+
+class _Handoff:
+    """_open in a worker thread for a caller that may be cancelled meanwhile: what the
+    thread opened is then closed (with its lock) instead of left open for good."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gone = False
+        self._opened: tuple[int, int] | None = None
+
+    def run(self, path: str, direct: bool, mode: int
+            ) -> tuple[int, int, bool, int, bytes, int, int]:
+        result = _open(path, direct, mode)
+        with self._lock:
+            if self._gone:
+                _close_pair(result[0], result[1])
+            else:
+                self._opened = (result[0], result[1])
+        return result
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._gone = True
+            opened, self._opened = self._opened, None
+        if opened is not None:
+            _close_pair(*opened)
 
 
 class FileBusy(OSError):
@@ -349,8 +415,13 @@ class DirectFile:
         self._close_when_idle = False
 
     async def open(self) -> None:
-        fd, tail_fd, direct, size, tail, block, cut = await self.io.call(
-            _open, self.path, self.io.direct, self.io.file_mode)
+        handoff = _Handoff()
+        try:
+            fd, tail_fd, direct, size, tail, block, cut = await self.io.call(
+                handoff.run, self.path, self.io.direct, self.io.file_mode)
+        except asyncio.CancelledError:
+            handoff.abandon()  # what the thread opens (and locks) is closed, not leaked
+            raise
         if cut:
             self.io.stats.torn_records += 1
             self.io.stats.torn_bytes += cut

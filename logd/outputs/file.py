@@ -416,13 +416,13 @@ class FileOutput(Output):
     async def _rotated_at_open(self, f: DirectFile) -> DirectFile:
         """A file written before a restart, in a period that has ended: rotated before
         anything new goes in, as if logd had run throughout."""
-        await self._close_file(f)
         try:
-            await self._io.call(_rotate_and_prune, f.path, self.cfg.keep)
+            await self._io.call(_rotate_and_prune, f.path, self.cfg.keep)  # still locked
             self.rotations += 1
         except OSError as e:
             self._io.stats.errors += 1
             log.error("rotation failed", extra={"path": f.path, "error": str(e)})
+        await self._close_file(f)
         fresh = DirectFile(f.path, self._io)
         await fresh.open()
         return fresh
@@ -453,18 +453,22 @@ class FileOutput(Output):
 
     async def _rotate(self, path: str) -> None:
         f = self._files[path]
+        # Renamed while still open, so still locked: a writer waiting for the path (another
+        # logd) can only get the new file there, never the one rotated away. What is still
+        # in our buffers goes to the renamed file, where it belongs.
+        try:
+            await self._io.call(_rotate_and_prune, path, self.cfg.keep)
+            rotated = True
+        except OSError as e:
+            # A failed rename or prune loses nothing: the file grows until a later rotation.
+            self._io.stats.errors += 1
+            log.error("rotation failed", extra={"path": path, "error": str(e)})
+            rotated = False
         await self._close_file(f)
         # Dropped from the open set only once closed: a cancelled close is finished by close().
         del self._files[path]
-        try:
-            await self._io.call(_rotate_and_prune, path, self.cfg.keep)
-        except OSError as e:
-            # The records are in the file already; a failed rename or prune loses nothing,
-            # it only leaves the file to grow until a later rotation succeeds.
-            self._io.stats.errors += 1
-            log.error("rotation failed", extra={"path": path, "error": str(e)})
-            return
-        self.rotations += 1
+        if rotated:
+            self.rotations += 1
 
     async def _close_file(self, f: DirectFile) -> None:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import os
 import random
 from collections.abc import AsyncIterator
@@ -187,3 +189,90 @@ async def test_a_file_has_one_writer_a_second_open_is_refused_naming_the_holder(
     second = await open_file(path, io)  # free again once the first has closed it
     await second.close()
     assert path.read_bytes() == b"first 1\nfirst 2 (an unaligned tail, not yet on disk)\n"
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_an_open_that_fails_after_locking_lets_go_of_the_file(
+        tmp_path: Path, io: DirectIO, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure between the lock and the end of the open (here a read error on a file
+    ending inside a record) closes both descriptors: the file is not left held by us."""
+    from logd.outputs import direct
+    path = tmp_path / "torn.log"
+    path.write_bytes(b"whole\ntorn")
+
+    def failing(path: str, size: int) -> int:
+        raise OSError(errno.EIO, "Input/output error", path)
+
+    before = open_descriptors()
+    monkeypatch.setattr(direct, "_end_of_last_record", failing)
+    with pytest.raises(OSError) as failed:
+        await DirectFile(str(path), io).open()
+    assert not isinstance(failed.value, FileBusy) and failed.value.errno == errno.EIO
+    assert open_descriptors() == before
+    monkeypatch.undo()
+    f = await open_file(path, io)  # not FileBusy: nothing of ours holds it
+    await f.close()
+    assert path.read_bytes() == b"whole\n"
+
+
+def test_a_file_renamed_between_open_and_lock_is_opened_again(tmp_path: Path) -> None:
+    from logd.outputs.direct import _lock
+    path = tmp_path / "out.log"
+    path.write_bytes(b"old\n")
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        path.rename(tmp_path / "out.log.20261202-000000")  # a rotation, between the two
+        path.write_bytes(b"")
+        with pytest.raises(OSError) as again:
+            _lock(fd, str(path))
+        assert again.value.errno == errno.EAGAIN and "opening again" in str(again.value)
+    finally:
+        os.close(fd)
+
+
+async def test_a_cancelled_open_closes_what_its_thread_opened(tmp_path: Path,
+                                                              io: DirectIO) -> None:
+    """A reload or a stop cancels an open that is still in its thread: the descriptors it
+    opens, and the lock, are closed when the thread ends, not left open for good."""
+    import threading
+
+    from logd.outputs import direct
+    path = tmp_path / "slow.log"
+    started, release = threading.Event(), threading.Event()
+    real = direct._open
+
+    def slow(*args: object) -> tuple[int, int, bool, int, bytes, int, int]:
+        started.set()
+        release.wait(10)
+        return real(*args)  # type: ignore[arg-type]
+
+    ended = threading.Event()
+    real_run = direct._Handoff.run
+
+    def run(self: direct._Handoff, *args: object) -> object:
+        try:
+            return real_run(self, *args)  # type: ignore[arg-type]
+        finally:
+            ended.set()
+
+    before = open_descriptors()
+    direct._open = slow  # type: ignore[assignment]
+    direct._Handoff.run = run  # type: ignore[assignment,method-assign]
+    try:
+        task = asyncio.ensure_future(DirectFile(str(path), io).open())
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        assert await asyncio.get_running_loop().run_in_executor(None, ended.wait, 10)
+    finally:
+        direct._open = real  # type: ignore[assignment]
+        direct._Handoff.run = real_run  # type: ignore[method-assign]
+        release.set()
+    assert open_descriptors() == before
+    f = await open_file(path, io)  # free: the cancelled open let go of it
+    await f.close()

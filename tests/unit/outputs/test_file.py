@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import pytest
 
 from logd.config import loads
 from logd.outputs.file import FileOutput
@@ -222,3 +223,36 @@ async def test_retention_of_one_path_leaves_other_paths_rotated_files(tmp_path: 
     assert len(rotated) == 2
     assert other.exists(), "pruning a.log deleted a rotated file of a.log.log"
     assert other.read_bytes() == b"rotated earlier by app a.log\n"
+
+
+async def test_a_file_is_renamed_while_still_locked(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rotation renames the file before letting go of its lock: another logd waiting for
+    the path can only get the new file there, never the one being rotated away."""
+    import fcntl
+    import os
+
+    from logd.outputs import file as file_module
+    locked_at_rename: list[bool] = []
+    real = file_module._rotate_and_prune
+
+    def checking(path: str, keep: int) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked_at_rename.append(False)
+        except BlockingIOError:
+            locked_at_rename.append(True)
+        finally:
+            os.close(fd)
+        real(path, keep)
+
+    monkeypatch.setattr(file_module, "_rotate_and_prune", checking)
+    out = make_output(f"{tmp_path}/app.log", rotate_bytes='"4KiB"', keep="0")
+    batches = record_batches(count=30, per_batch=7)
+    await run_output(out, batches)
+    assert len(locked_at_rename) >= 3 and all(locked_at_rename), locked_at_rename
+    current, rotated = split_rotated(tmp_path, "app.log")
+    seen = [line for p in rotated for line in p.read_bytes().splitlines()]
+    seen += current.splitlines()
+    assert sorted(seen) == sorted(p for b in batches for p in b.payloads)
