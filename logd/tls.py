@@ -86,6 +86,7 @@ class ServerTls:
                                             {"_tls": self})
         self.context.sni_callback = self._use_current
         self._current = self.context
+        self._loaded_at = 0.0  # time.time() of the latest load
         self._trusted: set[bytes] = set()  # client CA certificates (DER) of the latest load
         self._handshakes: dict[weakref.ref[Any], float] = {}  # in progress: started at
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -126,6 +127,7 @@ class ServerTls:
             # ever not reach the callback.
             self._apply(self.context, cert_pem, key_pem, cas)
         self._current = fresh
+        self._loaded_at = time.time()
         self.fingerprint = ":".join(f"{b:02X}" for b in hashlib.sha256(certs[0]).digest())
         removed = self._trusted - set(cas)
         self._trusted = set(cas)
@@ -238,6 +240,18 @@ class _ReportingSSLObject(ssl.SSLObject):
         except ssl.SSLError as e:
             tls._ended(ref, e, self.peer)
             raise
+        if tls.cfg.client_ca and self.session_reused:
+            # A resumed TLS 1.2 session skips the client certificate check, and Python
+            # cannot turn off the server's session cache: one from before the latest load
+            # may carry a certificate of a CA removed since. Refused: the client's next
+            # connection makes a full handshake.
+            session = self.session
+            if session is None or session.time <= tls._loaded_at:
+                error = ssl.SSLError(1, "[SSL] a session resumed from before a reload of "
+                                        "the certificates")
+                error.reason = "STALE_SESSION"
+                tls._ended(ref, error, self.peer)
+                raise error
         tls._ended(ref, None, self.peer)
 
     def abandon(self, detail: str) -> None:

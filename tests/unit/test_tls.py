@@ -448,3 +448,68 @@ def test_a_close_while_reading_is_paused_loses_nothing(pki: Pki, ending: str) ->
 
     uv(main())
     assert bytes(got) == sent
+
+
+def bio_handshake(tls: ServerTls, client: ssl.SSLContext,
+                  session: ssl.SSLSession | None = None) -> tuple[ssl.SSLObject, ssl.SSLObject]:
+    """A handshake over memory BIOs between `client` and the listener's context, then one
+    record from the client that the server must read."""
+    si, so, ci, co = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = tls.context.wrap_bio(si, so, server_side=True)
+    conn = client.wrap_bio(ci, co, server_hostname="127.0.0.1", session=session)
+    done_s = done_c = False
+    for _ in range(20):
+        if not done_c:
+            try:
+                conn.do_handshake()
+                done_c = True
+            except ssl.SSLWantReadError:
+                pass
+        si.write(co.read())
+        if not done_s:
+            try:
+                server.do_handshake()
+                done_s = True
+            except ssl.SSLWantReadError:
+                pass
+        ci.write(so.read())
+        if done_s and done_c:
+            break
+    conn.write(b"x")
+    si.write(co.read())
+    assert server.read(10) == b"x"
+    return conn, server
+
+
+def test_a_tls12_session_from_before_a_reload_is_not_resumed(pki: Pki) -> None:
+    """A resumed session skips the client certificate check: after client_ca lost a CA, a
+    client of that CA must not get back in by resuming a session made before the reload."""
+    tls = ServerTls(pki.config(client_ca=True), "listeners.pool")
+    client = pki.client(pki.ca, pki.ca.issue_cert("old", common_name="old"))
+    client.maximum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.3 resumes nothing: no tickets
+    tls._loaded_at -= 5  # started a while ago (session times are whole seconds)
+    conn, _ = bio_handshake(tls, client)
+    session = conn.session
+    assert session is not None
+    _, resumed = bio_handshake(tls, client, session)  # before any reload: resumed, fine
+    assert resumed.session_reused
+    trustme.CA().cert_pem.write_to_path(str(pki.client_ca))  # the old CA removed
+    tls.reload()
+    errors: list[str] = []
+    tls.on_handshake_error = lambda reason, detail, peer: errors.append(reason)
+    with pytest.raises(ssl.SSLError) as refused:
+        bio_handshake(tls, client, session)
+    assert refused.value.reason == "STALE_SESSION" and errors == ["STALE_SESSION"]
+    with pytest.raises(ssl.SSLError):
+        bio_handshake(tls, client)  # and a full handshake verifies against the new CAs
+    assert len(errors) == 2
+
+
+def test_a_session_made_after_the_latest_load_resumes(pki: Pki) -> None:
+    tls = ServerTls(pki.config(client_ca=True), "listeners.pool")
+    client = pki.client(pki.ca, pki.ca.issue_cert("a", common_name="a"))
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    tls._loaded_at -= 5  # the load was a while ago (session times are whole seconds)
+    conn, _ = bio_handshake(tls, client)
+    _, resumed = bio_handshake(tls, client, conn.session)
+    assert resumed.session_reused
