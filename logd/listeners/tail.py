@@ -42,7 +42,7 @@ from logd.logsetup import RateLimitedLog
 from logd.stats import TailFileStats, TailListenerStats
 from logd.tail.checkpoints import Checkpoint, CheckpointStore
 from logd.tail.config import TailListenerConfig
-from logd.tail.containers import CriDecoder, DockerDecoder
+from logd.tail.containers import PART_WAIT, CriDecoder, DockerDecoder
 from logd.tail.decoders import Decoded, Decoder, LinesDecoder, MultilineDecoder
 from logd.tail.followed import FollowedFile
 from logd.tail.identity import FINGERPRINT_BYTES, FileId, Fingerprint, take
@@ -843,13 +843,18 @@ class TailListener(Listener):
             "listener": self.name, "path": f.path, "deleted": f.deleted, "read": f.offset})
 
     async def _flush_held(self, now: float) -> None:
-        """Multiline groups held at the end of a file quiet past the timeout go out."""
+        """Multiline groups, and container log parts, held at the end of a file quiet past
+        their timeout go out."""
         ml = self.cfg.multiline
-        if ml is None:
+        if ml is not None:
+            wait = ml.timeout
+        elif self.cfg.format in ("cri", "docker"):
+            wait = PART_WAIT
+        else:
             return
         for f in list(self.files.values()):
             if f.is_open and not f.finished and f.size > f.offset \
-                    and f.quiet_since is not None and now - f.quiet_since >= ml.timeout \
+                    and f.quiet_since is not None and now - f.quiet_since >= wait \
                     and f.fid not in self._ready and not self._stopping:
                 data = await self._read(f, min(f.size - f.offset, self.cfg.max_line_bytes))
                 if data is None or not f.is_open or f.finished:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from typing import Any
 
 import orjson
@@ -39,14 +40,22 @@ def kubernetes_fields(path: str) -> dict[str, str]:
     return {"pod": m["pod"], "namespace": m["namespace"], "container": m["container"]}
 
 
+# How long a part of one stream may hold back what follows it (the other stream's records)
+# before it goes out as it is, counted as cut: a container whose stdout ended without a line
+# feed, then logs only to stderr, must not stall its file.
+PART_WAIT = 5.0
+
+
 class _ContainerDecoder:
     """What both formats share: grouping parts into messages, offsets at record ends."""
 
-    holds_groups = False
+    holds_groups = True  # a pending part: a timeout (the file quiet PART_WAIT) sends it
 
     def __init__(self, path: str, max_bytes: int) -> None:
         self.extra = kubernetes_fields(path)
         self.max_bytes = max_bytes
+        # Since when a part pending at the start of the window has held the file's offset.
+        self._held_since: float | None = None
 
     def parse(self, line: bytes) -> tuple[str, str, str, bool] | None:
         """(message, stream, time, whether the message ends here); None: not the format."""
@@ -96,14 +105,23 @@ class _ContainerDecoder:
                 objs += ready
                 ready = []
                 consumed = pos
-        if pending and (finished or (full and not objs)):
-            # The file ends here, or one message fills the window: what is held goes out.
+        now = time.monotonic()
+        stale = consumed == 0 and self._held_since is not None \
+            and now - self._held_since >= PART_WAIT
+        if pending and (finished or timeout or stale or (full and not objs)):
+            # The file ends here, one message fills the window, or a part has held the
+            # offset for too long: what is held goes out.
             for stream, (parts, _, when) in pending.items():
                 ready.append({"message": "".join(parts), "stream": stream, "timestamp": when,
                               **extra})
                 cut += 0 if finished else 1
             objs += ready
             consumed = pos
+            pending = {}
+        if not pending:
+            self._held_since = None
+        elif consumed or self._held_since is None:
+            self._held_since = now  # a part newly at the start of what is read next
         if not objs:
             if full and lf < 0:  # one line longer than the window: its start, as it is
                 objs.append({"message": data.decode("utf-8", "replace"), **extra})

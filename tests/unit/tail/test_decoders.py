@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from logd.tail.containers import CriDecoder, DockerDecoder, kubernetes_fields
+from logd.tail.containers import PART_WAIT, CriDecoder, DockerDecoder, kubernetes_fields
 from logd.tail.decoders import LinesDecoder, MultilineDecoder
 
 KW = {"source": "files", "received": 0.0}
@@ -124,3 +124,25 @@ def test_a_window_full_of_one_streams_parts_goes_out_cut() -> None:
     assert d.batch is not None and d.consumed == len(data) and d.cut == 1
     assert [(f["stream"], f["message"]) for f in d.batch.fields() if f] == [
         ("stderr", "b"), ("stdout", "ac")]
+
+
+def test_a_part_that_holds_the_other_stream_too_long_goes_out_as_it_is() -> None:
+    """stdout ended without a line feed, then only stderr: its records wait behind the
+    part for PART_WAIT at most (the file keeps growing, so no quiet timeout comes)."""
+    dec = CriDecoder("/x.log", 1 << 20)
+    data = b"T1 stdout P no newline\n" + b"".join(b"T2 stderr F e%d\n" % i for i in range(50))
+    held = dec.decode(data, full=False, timeout=False, finished=False, **KW)
+    assert held.batch is None and held.consumed == 0
+    data += b"T3 stderr F later\n"
+    assert dec.decode(data, full=False, timeout=False, finished=False, **KW).batch is None
+    dec._held_since -= PART_WAIT  # held that long
+    d = dec.decode(data, full=False, timeout=False, finished=False, **KW)
+    assert d.batch is not None and d.consumed == len(data) and d.cut == 1
+    got = [(f["stream"], f["message"]) for f in d.batch.fields() if f]
+    assert got[-1] == ("stdout", "no newline")
+    assert [m for s, m in got if s == "stderr"] == [*(f"e{i}" for i in range(50)), "later"]
+    # A quiet file's tick (timeout) sends a held part at once.
+    quiet = CriDecoder("/x.log", 1 << 20).decode(b"T1 stdout P partial\n", full=False,
+                                                 timeout=True, finished=False, **KW)
+    assert quiet.batch is not None and quiet.cut == 1
+    assert [f["message"] for f in quiet.batch.fields() if f] == ["partial"]
