@@ -452,6 +452,41 @@ def text_needles(texts: Iterable[str]) -> tuple[bytes, ...] | None:
     return tuple(needles)
 
 
+def regex_needles(pattern: re.Pattern[bytes]) -> tuple[bytes, ...] | None:
+    """What a JSON payload holds if a field's (or the message's) text matches `pattern`:
+    for each alternative at the top of the regex, its longest run of letters that every
+    match contains; or a backslash (the text written with escapes). Only runs of two or more
+    ASCII letters and _ count: a field's text is its JSON text where it is no string, and
+    such a run reads the same there as in the payload (a number's text has no two letters
+    side by side; true, false and null are kept as written). None when the regex ignores
+    case or an alternative has no such run."""
+    try:
+        from re import _parser  # type: ignore[attr-defined]
+        parsed = _parser.parse(pattern.pattern, pattern.flags)
+    except Exception:  # the private parser changed: no narrowing
+        return None
+    if parsed.state.flags & (re.IGNORECASE | re.LOCALE) or pattern.flags & re.IGNORECASE:
+        return None
+    items = list(parsed)
+    branch = len(items) == 1 and items[0][0] is _parser.BRANCH
+    alternatives = items[0][1][1] if branch else [items]
+    needles = []
+    for alternative in alternatives:
+        best, run = b"", bytearray()
+        for op, arg in [*alternative, (None, None)]:
+            if op is _parser.LITERAL and (65 <= arg <= 90 or 97 <= arg <= 122 or arg == 95):
+                run.append(arg)
+                continue
+            if len(run) > len(best):
+                best = bytes(run)
+            run.clear()
+        if len(best) < 2:
+            return None
+        needles.append(best)
+    needles.append(b"\\")
+    return tuple(needles)
+
+
 def _words_only(node: Node) -> bool:
     if isinstance(node, Word):
         return True

@@ -252,7 +252,8 @@ class _Parser:
             self.depth -= 1
             return inner
         if kind == "re":
-            return fn.Leaf(fn.Columns.messages, fn.searches(self.regex(tok)))
+            pattern = self.regex(tok)
+            return fn.Leaf(fn.Columns.messages, fn.searches(pattern), fn.regex_needles(pattern))
         nxt = self.peek()
         if kind == "word" and nxt is not None:
             if value == "exists" and nxt == ("op", "(", nxt.column):
@@ -388,7 +389,8 @@ class _Parser:
             column = fn.Columns.apps if name == "app" else fn.Columns.sources
             return fn.Leaf(column, fn.text_searches(pattern))
         path = self.path(name_tok)
-        return fn.Leaf(lambda c: c.values(path), fn.value_searches(pattern))
+        return fn.Leaf(lambda c: c.values(path), fn.value_searches(pattern),
+                       fn.regex_needles(pattern))
 
 
 def parse(expression: str) -> fn.Node:

@@ -1,7 +1,7 @@
 """The look at a JSON lines block before it is parsed (Filter._prefilter) only ever narrows
 what a filter could match: with it and without it, a filter selects the same lines, with
 values written with every JSON escape (\\uXXXX, surrogate pairs, \\/), duplicate keys,
-dotted keys and values of every type."""
+dotted keys and values of every type, for text comparisons and regexes alike."""
 
 from __future__ import annotations
 
@@ -76,7 +76,9 @@ def expressions(texts: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         st.tuples(KEYS, st.lists(texts, min_size=1, max_size=3)).map(
             lambda k: f"{k[0]} in [{', '.join(map(operand, k[1]))}]"),
         st.sampled_from(["a", "level >= warn", "exists(b)", "m != 'x'", "a =~ /é/",
-                         "m in [1, 'b']"]),
+                         "m in [1, 'b']", "m =~ /ab|ba/", "/ab/", "/a(b)?b|bb/",
+                         "message =~ /^ab/", "a.b =~ /b(?i:A)b/", "b =~ /(?i)AB/",
+                         "m =~ /rue|ull/", "a !~ /ab/"]),
     )
     return st.recursive(leaves, lambda inner: st.one_of(
         st.tuples(inner, inner).map(lambda p: f"({p[0]} && {p[1]})"),

@@ -405,3 +405,31 @@ def test_an_empty_quoted_word_matches_every_line_on_every_path() -> None:
         assert flt.select(Batch.from_lines(block, 2, "t", 0.0)) == want, expression
         flt._program = flt._prefilter = None
         assert flt.select(Batch.from_lines(block, 2, "t", 0.0)) == want, expression
+
+
+@pytest.mark.parametrize("regex, needles", [
+    (rb"user|payment", (b"user", b"payment", b"\\")),
+    (rb"pay(ment)?s", (b"pay", b"\\")),
+    (rb"users|user", (b"user", b"\\")),          # a common prefix taken out of the branch
+    (rb"^log(in|out)$", (b"log", b"\\")),
+    (rb"[0-9]+ms", (b"ms", b"\\")),
+    (rb"(?i)user", None),                       # any case: not narrowed
+    (rb"a|bc", None),                           # one alternative without two letters
+    (rb"x.y", None),
+    (rb"4.2e1", None),                          # digits: a number's text may differ
+])
+def test_what_a_regex_needs_a_json_line_to_hold(regex: bytes,
+                                                needles: tuple[bytes, ...] | None) -> None:
+    from logd.filter_nodes import regex_needles
+    assert regex_needles(re.compile(regex)) == needles
+
+
+def test_a_regex_narrows_json_lines_with_the_same_answer() -> None:
+    payloads = [b'{"message": "user login"}', b'{"message": "other", "note": "user"}',
+                b'{"message": "us\\u0065r"}', b'plain user line', b'{"message": 1}',
+                b'{"message": {"user": true}}']
+    flt = compile_filter("/user|payment/")
+    assert (flt._prefilter is not None) == linescan.COMPILED
+    assert flt.select(lines_batch(payloads)) == [0, 2, 3, 5]
+    flt._prefilter = None
+    assert flt.select(lines_batch(payloads)) == [0, 2, 3, 5]
