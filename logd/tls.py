@@ -85,8 +85,13 @@ class ServerTls:
         self.context.sslobject_class = type("ReportingSSLObject", (_ReportingSSLObject,),
                                             {"_tls": self})
         self.context.sni_callback = self._use_current
+        if cfg.client_ca:
+            # Resumption from the server's session cache only: a session refused below is
+            # dropped from it (its connection ends unshut), so the client's next try is a
+            # full handshake; a ticket would be offered, and refused, until it expires (2 h).
+            self.context.options |= ssl.OP_NO_TICKET
         self._current = self.context
-        self._loaded_at = 0.0  # time.time() of the latest load
+        self._revoked_at: float | None = None  # monotonic: the latest load that removed a CA
         self._trusted: set[bytes] = set()  # client CA certificates (DER) of the latest load
         self._handshakes: dict[weakref.ref[Any], float] = {}  # in progress: started at
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,9 +132,10 @@ class ServerTls:
             # ever not reach the callback.
             self._apply(self.context, cert_pem, key_pem, cas)
         self._current = fresh
-        self._loaded_at = time.time()
         self.fingerprint = ":".join(f"{b:02X}" for b in hashlib.sha256(certs[0]).digest())
         removed = self._trusted - set(cas)
+        if removed:  # only a CA taken out makes sessions from before unsafe
+            self._revoked_at = time.monotonic()
         self._trusted = set(cas)
         log.info("tls certificate loaded", extra={
             "key": f"{self.key}.tls", "cert": self.cfg.cert, "fingerprint": self.fingerprint,
@@ -240,13 +246,15 @@ class _ReportingSSLObject(ssl.SSLObject):
         except ssl.SSLError as e:
             tls._ended(ref, e, self.peer)
             raise
-        if tls.cfg.client_ca and self.session_reused:
-            # A resumed TLS 1.2 session skips the client certificate check, and Python
-            # cannot turn off the server's session cache: one from before the latest load
-            # may carry a certificate of a CA removed since. Refused: the client's next
-            # connection makes a full handshake.
+        if tls.cfg.client_ca and self.session_reused and tls._revoked_at is not None:
+            # A resumed session skips the client certificate check, and Python cannot turn
+            # off the server's session cache: one from before a reload that removed a CA
+            # may carry a certificate that CA signed. Refused (and so dropped from the
+            # cache): the client's next connection makes a full handshake. The removal's
+            # time in today's wall clock: a clock stepped since moves both alike.
+            revoked = time.time() - (time.monotonic() - tls._revoked_at)
             session = self.session
-            if session is None or session.time <= tls._loaded_at:
+            if session is None or session.time <= revoked:
                 error = ssl.SSLError(1, "[SSL] a session resumed from before a reload of "
                                         "the certificates")
                 error.reason = "STALE_SESSION"

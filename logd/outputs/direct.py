@@ -206,7 +206,7 @@ def _lock(fd: int, path: str) -> None:
     now = os.stat(path)
     held = os.fstat(fd)
     if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
-        raise OSError(errno.EAGAIN, "renamed while being opened; opening again", path)
+        raise Renamed(errno.EAGAIN, "renamed while being opened; opening again", path)
 
 
 _unlocked_warned: set[str] = set()
@@ -252,6 +252,10 @@ class _Handoff:
             opened, self._opened = self._opened, None
         if opened is not None:
             _close_pair(*opened)
+
+
+class Renamed(OSError):
+    """The file was renamed (rotated by its writer) between its open and its lock."""
 
 
 class FileBusy(OSError):

@@ -47,7 +47,7 @@ from logd.fields import (
 from logd.logsetup import RateLimitedLog
 from logd.metrics import BATCH_RECORDS_BUCKETS, Histogram
 from logd.outputs.base import Output
-from logd.outputs.direct import DirectFile, DirectIO
+from logd.outputs.direct import DirectFile, DirectIO, Renamed
 from logd.record import JSON, Batch
 from logd.stats import FileOutputStats
 
@@ -396,6 +396,8 @@ class FileOutput(Output):
                 if self._from_an_earlier_period(f):
                     f = await self._rotated_at_open(f)
                 break
+            except Renamed:
+                continue  # rotated by its writer while we opened it: the new file, then
             except OSError as e:
                 self._io.stats.errors += 1
                 if e.errno in _PATH_ERRNOS:
@@ -417,12 +419,14 @@ class FileOutput(Output):
         """A file written before a restart, in a period that has ended: rotated before
         anything new goes in, as if logd had run throughout."""
         try:
-            await self._io.call(_rotate_and_prune, f.path, self.cfg.keep)  # still locked
-            self.rotations += 1
-        except OSError as e:
-            self._io.stats.errors += 1
-            log.error("rotation failed", extra={"path": f.path, "error": str(e)})
-        await self._close_file(f)
+            try:
+                await self._io.call(_rotate_and_prune, f.path, self.cfg.keep)  # still locked
+                self.rotations += 1
+            except OSError as e:
+                self._io.stats.errors += 1
+                log.error("rotation failed", extra={"path": f.path, "error": str(e)})
+        finally:
+            await self._close_file(f)  # not among the open files yet: nothing else closes it
         fresh = DirectFile(f.path, self._io)
         await fresh.open()
         return fresh

@@ -57,6 +57,9 @@ class _ContainerDecoder:
         # Since when a part pending at the start of the window has held the file's offset.
         self._held_since: float | None = None
 
+    def reset(self) -> None:
+        self._held_since = None
+
     def parse(self, line: bytes) -> tuple[str, str, str, bool] | None:
         """(message, stream, time, whether the message ends here); None: not the format."""
         raise NotImplementedError

@@ -36,6 +36,9 @@ class Decoder(Protocol):
     def decode(self, data: bytes, *, full: bool, timeout: bool, finished: bool,
                source: str, received: float) -> Decoded: ...
 
+    def reset(self) -> None:
+        """The file starts over (truncated): forget what was learned of the old content."""
+
     @property
     def holds_groups(self) -> bool:
         """Whether it holds back complete lines (a multiline group) that a timeout flushes."""
@@ -45,6 +48,9 @@ class LinesDecoder:
     """One record per LF-terminated line, as one block: no per-line work."""
 
     holds_groups = False
+
+    def reset(self) -> None:
+        pass
 
     def decode(self, data: bytes, *, full: bool, timeout: bool, finished: bool,
                source: str, received: float) -> Decoded:
@@ -74,6 +80,9 @@ class MultilineDecoder:
     def __init__(self, start: str, max_lines: int) -> None:
         self.start = re.compile(start.encode())
         self.max_lines = max_lines
+
+    def reset(self) -> None:
+        pass
 
     def decode(self, data: bytes, *, full: bool, timeout: bool, finished: bool,
                source: str, received: float) -> Decoded:

@@ -104,3 +104,4 @@ class FollowedFile:
         self.fingerprint = Fingerprint(0, "")
         self.quiet_since = None
         self.stalled_at = -1
+        self.decoder.reset()

@@ -481,35 +481,59 @@ def bio_handshake(tls: ServerTls, client: ssl.SSLContext,
     return conn, server
 
 
-def test_a_tls12_session_from_before_a_reload_is_not_resumed(pki: Pki) -> None:
-    """A resumed session skips the client certificate check: after client_ca lost a CA, a
-    client of that CA must not get back in by resuming a session made before the reload."""
-    tls = ServerTls(pki.config(client_ca=True), "listeners.pool")
-    client = pki.client(pki.ca, pki.ca.issue_cert("old", common_name="old"))
-    client.maximum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.3 resumes nothing: no tickets
-    tls._loaded_at -= 5  # started a while ago (session times are whole seconds)
-    conn, _ = bio_handshake(tls, client)
-    session = conn.session
-    assert session is not None
-    _, resumed = bio_handshake(tls, client, session)  # before any reload: resumed, fine
-    assert resumed.session_reused
-    trustme.CA().cert_pem.write_to_path(str(pki.client_ca))  # the old CA removed
-    tls.reload()
+def ca_pair(pki: Pki) -> tuple[ServerTls, trustme.CA]:
+    """A listener trusting two CAs: pki.ca (removed by the tests) and one that is kept."""
+    kept_ca = trustme.CA()
+    pki.client_ca.write_bytes(pki.ca.cert_pem.bytes() + kept_ca.cert_pem.bytes())
+    return ServerTls(pki.config(client_ca=True), "listeners.pool"), kept_ca
+
+
+def tls12_client(pki: Pki, ca: trustme.CA, name: str) -> ssl.SSLContext:
+    client = pki.client(pki.ca, ca.issue_cert(name, common_name=name))
+    client.maximum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.3: no tickets, no resumption
+    return client
+
+
+def test_a_session_from_before_a_ca_was_removed_does_not_let_its_client_in(pki: Pki) -> None:
+    """A resumed session skips the client certificate check. With client_ca, logd sends no
+    session tickets, and a client of a CA removed since is refused at its next connection;
+    one of a CA still trusted gets in."""
+    tls, kept_ca = ca_pair(pki)
+    assert tls.context.options & ssl.OP_NO_TICKET
+    old, kept = tls12_client(pki, pki.ca, "old"), tls12_client(pki, kept_ca, "kept")
+    old_session = bio_handshake(tls, old)[0].session
+    kept_session = bio_handshake(tls, kept)[0].session
     errors: list[str] = []
     tls.on_handshake_error = lambda reason, detail, peer: errors.append(reason)
-    with pytest.raises(ssl.SSLError) as refused:
-        bio_handshake(tls, client, session)
-    assert refused.value.reason == "STALE_SESSION" and errors == ["STALE_SESSION"]
+    pki.client_ca.write_bytes(kept_ca.cert_pem.bytes())  # the old CA removed
+    tls.reload()
     with pytest.raises(ssl.SSLError):
-        bio_handshake(tls, client)  # and a full handshake verifies against the new CAs
-    assert len(errors) == 2
+        bio_handshake(tls, old, old_session)
+    assert errors and errors[0] in ("STALE_SESSION", "CERTIFICATE_VERIFY_FAILED")
+    _, conn = bio_handshake(tls, kept, kept_session)
+    assert ("commonName", "kept") in [pair for rdn in conn.getpeercert()["subject"]
+                                       for pair in rdn]
 
 
-def test_a_session_made_after_the_latest_load_resumes(pki: Pki) -> None:
-    tls = ServerTls(pki.config(client_ca=True), "listeners.pool")
-    client = pki.client(pki.ca, pki.ca.issue_cert("a", common_name="a"))
-    client.maximum_version = ssl.TLSVersion.TLSv1_2
-    tls._loaded_at -= 5  # the load was a while ago (session times are whole seconds)
-    conn, _ = bio_handshake(tls, client)
-    _, resumed = bio_handshake(tls, client, conn.session)
-    assert resumed.session_reused
+def test_a_resumed_session_from_before_a_ca_was_removed_is_refused(pki: Pki) -> None:
+    """Were a session resumed anyway (tickets turned back on here), one made before a
+    reload that removed a CA is refused as STALE_SESSION; a reload that removes no CA
+    refuses none, and a session made after the removal resumes."""
+    tls, kept_ca = ca_pair(pki)
+    tls.context.options &= ~ssl.OP_NO_TICKET
+    old = tls12_client(pki, pki.ca, "old")
+    old_session = bio_handshake(tls, old)[0].session
+    tls.reload()  # nothing removed
+    assert bio_handshake(tls, old, old_session)[1].session_reused
+    errors: list[str] = []
+    tls.on_handshake_error = lambda reason, detail, peer: errors.append(reason)
+    pki.client_ca.write_bytes(kept_ca.cert_pem.bytes())
+    tls.reload()
+    with pytest.raises(ssl.SSLError) as refused:
+        bio_handshake(tls, old, old_session)
+    assert refused.value.reason == "STALE_SESSION" and errors == ["STALE_SESSION"]
+    assert tls._revoked_at is not None
+    tls._revoked_at -= 5  # the removal a while ago (session times are whole seconds)
+    kept = tls12_client(pki, kept_ca, "kept")
+    session = bio_handshake(tls, kept)[0].session
+    assert bio_handshake(tls, kept, session)[1].session_reused

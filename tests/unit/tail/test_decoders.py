@@ -146,3 +146,13 @@ def test_a_part_that_holds_the_other_stream_too_long_goes_out_as_it_is() -> None
                                                  timeout=True, finished=False, **KW)
     assert quiet.batch is not None and quiet.cut == 1
     assert [f["message"] for f in quiet.batch.fields() if f] == ["partial"]
+
+
+def test_a_truncated_file_starts_its_parts_wait_anew() -> None:
+    dec = CriDecoder("/x.log", 1 << 20)
+    assert dec.decode(b"T1 stdout P old\n", full=False, timeout=False, finished=False,
+                      **KW).batch is None
+    dec._held_since = (dec._held_since or 0.0) - PART_WAIT  # held that long, then cut short
+    dec.reset()
+    fresh = dec.decode(b"T1 stdout P new-\n", full=False, timeout=False, finished=False, **KW)
+    assert fresh.batch is None and fresh.consumed == 0  # waits for its end, as any part
