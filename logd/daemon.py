@@ -199,6 +199,7 @@ class Daemon:
                        "config": self.cfg.source, "instance": self.cfg.daemon.instance,
                        "reloads": self.reloads,
                        "started_at": self.started_at,
+                       "line_scan": "compiled" if linescan.COMPILED else "python",
                        "library_errors": dict(logsetup.LIBRARY_ERRORS),
                        "control_errors": 0 if self.control is None else self.control.errors},
             "listeners": {n: c.stats() for n, c in topology.listeners.items()},

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from logd.ctl import request
+from logd.linescan import COMPILED
 from testkit.analyzer_client import TestAnalyzer
 from testkit.harness import REPO, LogdProcess, read_all_lines
 from testkit.wire import frame
@@ -343,6 +344,7 @@ def test_a_reload_cannot_change_the_instance(tmp_path: Path) -> None:
         assert "daemon.instance changes only with a restart" in result.stderr
         stats = request(str(out / "control.sock"), "stats")
         assert stats["daemon"]["instance"] == "a" and stats["daemon"]["reloads"] == 0
+        assert stats["daemon"]["line_scan"] == ("compiled" if COMPILED else "python")
     finally:
         assert p.stop() == 0
 
