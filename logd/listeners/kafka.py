@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import random
+import ssl
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -37,9 +38,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from logd import dead_letter
+from logd.client_tls import ClientTlsConfig, client_context
 from logd.component import BuildContext, Listener
 from logd.config import (
     component_name,
+    nested,
     one_of,
     setting,
     to_brokers,
@@ -107,6 +110,9 @@ class KafkaListenerConfig:
                                      "how long the group waits for a silent member (a "
                                      "crashed aggregator) before its partitions move; the "
                                      "brokers' group.min/max.session.timeout.ms bound it")
+    tls: ClientTlsConfig | None = nested(  # noqa: RUF009
+        ClientTlsConfig, lambda: None,
+        "{ ca, cert, key, verify_hostname }: TLS to the brokers (none: plaintext)")
     name: str = component_name()
 
 
@@ -190,6 +196,7 @@ class KafkaListener(Listener):
         self.router = ctx.the_router()
         self.state_dir = ctx.state_dir
         self._consumer: Any = None
+        self._ssl: ssl.SSLContext | None = None
         self._parts: dict[Any, _Partition] = {}  # TopicPartition -> state
         self._paused = False
         self._stopping = False
@@ -215,6 +222,8 @@ class KafkaListener(Listener):
 
     async def start(self) -> None:
         import aiokafka  # noqa: F401  (fail at start, with the reason, if it is missing)
+        if self.cfg.tls is not None:
+            self._ssl = client_context(self.cfg.tls, f"listeners.{self.name}")
 
     async def run(self) -> None:
         """Consume until drained; a broker that cannot be reached is retried with backoff."""
@@ -249,7 +258,9 @@ class KafkaListener(Listener):
             max_partition_fetch_bytes=min(self.cfg.max_fetch_bytes, 1024**2),
             session_timeout_ms=int(self.cfg.session_timeout * 1000),
             # Three heartbeats per session, as Kafka's own defaults have it.
-            heartbeat_interval_ms=max(100, int(self.cfg.session_timeout * 1000 / 3)))
+            heartbeat_interval_ms=max(100, int(self.cfg.session_timeout * 1000 / 3)),
+            **({} if self._ssl is None
+               else {"security_protocol": "SSL", "ssl_context": self._ssl}))
         self._consumer = consumer
         consumer.subscribe(topics=list(self.cfg.topics), listener=_rebalance_listener(self))
         await consumer.start()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 import struct
 import zlib
 from array import array
@@ -26,8 +27,10 @@ from typing import Any
 import orjson
 
 from logd.buffers import codec
+from logd.client_tls import ClientTlsConfig, client_context
 from logd.component import BuildContext
 from logd.config import (
+    nested,
     one_of,
     setting,
     to_bool,
@@ -72,6 +75,9 @@ class KafkaOutputConfig(DatabaseOutputConfig):
                                     "message.max.bytes is about 1 MB)")
     batch_timeout: float = setting(0.2, to_duration,
                                    "... or when the oldest waited this long")
+    tls: ClientTlsConfig | None = nested(  # noqa: RUF009
+        ClientTlsConfig, lambda: None,
+        "{ ca, cert, key, verify_hostname }: TLS to the brokers (none: plaintext)")
 
 
 Message = tuple[bytes | None, bytes, float]  # key, value, timestamp (epoch seconds)
@@ -198,11 +204,20 @@ class KafkaOutput(DatabaseOutput):
     def __init__(self, cfg: KafkaOutputConfig, ctx: BuildContext | None = None) -> None:
         super().__init__(cfg, ctx)
         self._producer: Any = None
+        self._ssl: ssl.SSLContext | None = None
         self._stopping: set[asyncio.Future[Any]] = set()
         self._round_robin = itertools.count()
 
     async def start(self) -> None:
         import aiokafka  # noqa: F401  (fail at start, with the reason, if it is missing)
+        if self.cfg.tls is not None:
+            self._ssl = client_context(self.cfg.tls, f"outputs.{self.name}")
+
+    def _security(self) -> dict[str, Any]:
+        """aiokafka's arguments for TLS, when the output has a `tls` table."""
+        if self._ssl is None:
+            return {}
+        return {"security_protocol": "SSL", "ssl_context": self._ssl}
 
     async def connect(self) -> str:
         from aiokafka import AIOKafkaProducer
@@ -214,7 +229,7 @@ class KafkaOutput(DatabaseOutput):
             compression_type=None if self.cfg.compression == "none" else self.cfg.compression,
             max_batch_size=self.cfg.max_batch_bytes,
             max_request_size=max(self.cfg.max_batch_bytes, self.cfg.max_record_bytes) + 65536,
-            request_timeout_ms=15000, linger_ms=0)
+            request_timeout_ms=15000, linger_ms=0, **self._security())
         self._producer = producer
         await producer.start()
         partitions = await producer.partitions_for(self.cfg.topic)
@@ -224,7 +239,8 @@ class KafkaOutput(DatabaseOutput):
 
     async def _create_topic(self, servers: list[str]) -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-        admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=10000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=10000,
+                                    **self._security())
         await admin.start()
         try:
             if self.cfg.topic in await admin.list_topics():

