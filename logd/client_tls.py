@@ -6,8 +6,9 @@ input, and the SSLContext made from it.
     tls = { ca = "...", cert = "...", key = "..." }    # and a client certificate (mTLS)
 
 The server's certificate must chain to `ca` (else the system's CAs) and name the host
-connected to, unless `verify_hostname = false`. Files are read when the component starts; a
-file that cannot be used is a start error naming the key.
+connected to, unless `verify_hostname = false`. Files are read when the component starts (a
+file that cannot be used is a start error naming the key) and again at a reload: new
+connections then use them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from logd.component import StartError
 from logd.config import setting, to_bool, to_str
+from logd.tls import TlsError
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,21 @@ def client_context(cfg: ClientTlsConfig, key_path: str) -> ssl.SSLContext:
             raise StartError(f"{key_path}.tls: cannot use {cfg.cert} and {cfg.key}: "
                              f"{getattr(e, 'strerror', None) or e}") from None
     return ctx
+
+
+def reload_context(ctx: ssl.SSLContext, cfg: ClientTlsConfig, key_path: str) -> None:
+    """Read the files again into the context connections are made with (a reload): new
+    connections present the renewed certificate and trust the renewed CA. The files are
+    tried on a scratch context first: ones that cannot be used raise TlsError naming the
+    key, and the context in use is left as it was."""
+    try:
+        client_context(cfg, key_path)
+    except StartError as e:
+        raise TlsError(str(e)) from None
+    if cfg.ca:
+        ctx.load_verify_locations(cafile=cfg.ca)  # a CA is added, none forgotten
+    if cfg.cert:
+        ctx.load_cert_chain(cfg.cert, cfg.key, password=_no_password)
 
 
 class _Encrypted(Exception):

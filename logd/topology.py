@@ -247,6 +247,18 @@ class Topology:
                 problems.append(str(e))
                 log.error("tls reload failed; the old certificate stays",
                           extra={"listener": n, "reason": str(e)})
+        # Likewise the outputs that keep running (client certificates to Kafka brokers).
+        for n in new.outputs:
+            if n in change.outputs_added or n in change.outputs_changed \
+                    or n not in self.outputs:
+                continue
+            try:
+                if self.outputs[n].reload_tls():
+                    changes.append(f"tls reloaded: {n}")
+            except TlsError as e:
+                problems.append(str(e))
+                log.error("tls reload failed; the old certificate stays",
+                          extra={"output": n, "reason": str(e)})
 
         # 4. Daemon settings: some apply now, some need a restart.
         problems.extend(f"daemon.{key} changes only when logd restarts"

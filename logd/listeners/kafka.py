@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from logd import dead_letter
-from logd.client_tls import ClientTlsConfig, client_context
+from logd.client_tls import ClientTlsConfig, client_context, reload_context
 from logd.component import BuildContext, Listener
 from logd.config import (
     component_name,
@@ -224,6 +224,12 @@ class KafkaListener(Listener):
         import aiokafka  # noqa: F401  (fail at start, with the reason, if it is missing)
         if self.cfg.tls is not None:
             self._ssl = client_context(self.cfg.tls, f"listeners.{self.name}")
+
+    def reload_tls(self) -> bool:
+        if self._ssl is None or self.cfg.tls is None:
+            return False
+        reload_context(self._ssl, self.cfg.tls, f"listeners.{self.name}")
+        return True
 
     async def run(self) -> None:
         """Consume until drained; a broker that cannot be reached is retried with backoff."""

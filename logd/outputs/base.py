@@ -40,6 +40,11 @@ class Destination(Component):
         except (SpoolError, OSError) as e:
             raise StartError(f"output {self.name}: {e}") from None
 
+    def reload_tls(self) -> bool:
+        """Read the certificate files again (a reload); False when there is no TLS. Raises
+        logd.tls.TlsError when the new files are unusable (the old ones stay)."""
+        return False
+
     def encode(self, batch: Batch) -> Any:
         """What the buffer keeps of a batch: the batch itself, or the output's own form of it
         (made on arrival, while an HTTP batch's parsed objects are at hand)."""

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from logd.buffers import codec
-from logd.client_tls import ClientTlsConfig, client_context
+from logd.client_tls import ClientTlsConfig, client_context, reload_context
 from logd.component import BuildContext
 from logd.config import (
     nested,
@@ -212,6 +212,12 @@ class KafkaOutput(DatabaseOutput):
         import aiokafka  # noqa: F401  (fail at start, with the reason, if it is missing)
         if self.cfg.tls is not None:
             self._ssl = client_context(self.cfg.tls, f"outputs.{self.name}")
+
+    def reload_tls(self) -> bool:
+        if self._ssl is None or self.cfg.tls is None:
+            return False
+        reload_context(self._ssl, self.cfg.tls, f"outputs.{self.name}")
+        return True
 
     def _security(self) -> dict[str, Any]:
         """aiokafka's arguments for TLS, when the output has a `tls` table."""

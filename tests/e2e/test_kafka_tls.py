@@ -32,6 +32,7 @@ def free_port() -> int:
 @dataclass
 class TlsKafka:
     address: str        # what clients connect to: the TLS terminator
+    clients: trustme.CA  # the CA client certificates are issued by
     ca: Path            # the brokers' CA
     client_cert: Path   # a client certificate the terminator requires, and its key
     client_key: Path
@@ -46,7 +47,7 @@ def tls_kafka(tmp_path: Path) -> Iterator[TlsKafka]:
     server.configure_cert(ctx)
     clients.configure_trust(ctx)
     ctx.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: logd must show a certificate
-    client = clients.issue_cert("logd")
+    client = clients.issue_cert("logd", common_name="logd-1")
     paths = {"ca": tmp_path / "kafka-ca.pem", "cert": tmp_path / "logd.pem",
              "key": tmp_path / "logd.key"}
     ca.cert_pem.write_to_path(str(paths["ca"]))
@@ -58,7 +59,8 @@ def tls_kafka(tmp_path: Path) -> Iterator[TlsKafka]:
     host, backend = broker.bootstrap.rsplit(":", 1)
     proxy = TlsProxy(ctx, (host, int(backend)), port).start()
     try:
-        yield TlsKafka(f"127.0.0.1:{port}", paths["ca"], paths["cert"], paths["key"], proxy)
+        yield TlsKafka(f"127.0.0.1:{port}", clients, paths["ca"], paths["cert"], paths["key"],
+                       proxy)
     finally:
         proxy.stop()
         broker.stop()
@@ -124,6 +126,19 @@ def test_records_go_to_kafka_and_back_over_mutual_tls(tmp_path: Path,
         assert sorted(lines) == sorted(f'{{"app_id":"tls","message":"m{i}"}}'.encode()
                                        for i in range(500))
         assert k.proxy.handshakes >= 2  # the output's and the input's connections
+        assert set(k.proxy.client_cns) == {"logd-1"}
+        # The client certificate renewed in place, then a reload: new connections show it.
+        renewed = k.clients.issue_cert("logd", common_name="logd-2")
+        renewed.cert_chain_pems[0].write_to_path(str(k.client_cert))
+        renewed.private_key_pem.write_to_path(str(k.client_key))
+        p.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        reloaded = p.wait_for(lambda e: e.get("msg") == "reloaded")
+        assert set(reloaded["changes"]) == {"tls reloaded: kafka", "tls reloaded: from_kafka"}
+        k.proxy.drop_connections()
+        post_records(p, [{"app_id": "tls", "message": f"n{i}"} for i in range(100)])
+        lines = wait_for_lines(out, "tls", 600)
+        assert len(lines) == 600
+        assert "logd-2" in k.proxy.client_cns
         assert p.stop() == 0
     finally:
         if p.alive():
@@ -189,8 +204,8 @@ def test_a_broker_that_refuses_the_handshake_is_retried_and_said_why(
 
 def test_a_client_certificate_without_its_key_is_a_config_error(tmp_path: Path) -> None:
     from logd.config import ConfigError, loads
-    text = output_only_config(tmp_path, TlsKafka("127.0.0.1:9", tmp_path, tmp_path, tmp_path,
-                                                 None),  # type: ignore[arg-type]
+    text = output_only_config(tmp_path, TlsKafka("127.0.0.1:9", trustme.CA(), tmp_path, tmp_path,
+                                                 tmp_path, None),  # type: ignore[arg-type]
                               '{ cert = "/etc/logd/c.pem" }')
     with pytest.raises(ConfigError) as info:
         loads(text)
@@ -201,7 +216,8 @@ def test_a_client_certificate_without_its_key_is_a_config_error(tmp_path: Path) 
 def test_an_unreadable_ca_file_stops_the_start_naming_the_key(tmp_path: Path) -> None:
     import subprocess
     import sys
-    k = TlsKafka("127.0.0.1:9", tmp_path, tmp_path, tmp_path, None)  # type: ignore[arg-type]
+    k = TlsKafka("127.0.0.1:9", trustme.CA(), tmp_path, tmp_path, tmp_path,
+                 None)  # type: ignore[arg-type]
     (tmp_path / "logd.toml").write_text(
         output_only_config(tmp_path, k, f'{{ ca = "{tmp_path}/missing.pem" }}'))
     done = subprocess.run([sys.executable, "-m", "logd", "--config", "logd.toml"],

@@ -2,7 +2,9 @@
 which serves no TLS itself), as stunnel would be. It runs its own event loop in a thread.
 
     proxy = TlsProxy(server_ctx, ("127.0.0.1", backend_port), port=PORT).start()
-    proxy.handshakes, proxy.refused    # TLS handshakes done, and failed
+    proxy.handshakes                   # TLS handshakes done
+    proxy.client_cns                   # the CN of each client certificate shown
+    proxy.drop_connections()           # close every connection (clients connect again)
     proxy.stop()
 """
 
@@ -20,7 +22,8 @@ class TlsProxy:
         self.backend = backend
         self.port = port
         self.handshakes = 0
-        self.refused = 0
+        self.client_cns: list[str] = []
+        self._open: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -44,12 +47,25 @@ class TlsProxy:
     async def _serve(self, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
         self.handshakes += 1
+        cert = writer.get_extra_info("peercert") or {}
+        self.client_cns += [v for rdn in cert.get("subject", ()) for k, v in rdn
+                            if k == "commonName"]
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.backend)
         except OSError:
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        self._open.add(writer)
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            self._open.discard(writer)
+
+    def drop_connections(self) -> None:
+        def drop() -> None:
+            for w in list(self._open):
+                w.transport.abort()
+        self._loop.call_soon_threadsafe(drop)
 
     def stop(self) -> None:
         def close() -> None:
