@@ -23,18 +23,13 @@ import pytest
 from logd.ctl import request
 from logd.linescan import COMPILED
 from testkit.analyzer_client import TestAnalyzer
-from testkit.harness import REPO, LogdProcess, read_all_lines
+from testkit.harness import REPO, LogdProcess, free_port, read_all_lines, wait_for_lines
 from testkit.wire import frame
 
 # Connections a test opens before it gives up on the kernel reaching both instances: each
 # goes to either by a hash of its ports, so 2 x 0.5^N is the chance of failing for nothing.
 MAX_CONNECTIONS = 300
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def shared_config(out: Path, tcp: int, http: int, analyzer: int) -> str:
@@ -413,14 +408,6 @@ def send_lines(port: int, lines: list[bytes]) -> None:
         s.sendall(b"".join(line + b"\n" for line in lines))
 
 
-def wait_for_lines(path: Path, count: int, timeout: float = 30.0) -> list[bytes]:
-    end = time.monotonic() + timeout
-    while True:
-        got = path.read_bytes().splitlines() if path.exists() else []
-        if len(got) >= count or time.monotonic() > end:
-            return got
-        time.sleep(0.05)  # polling a file another process writes: no event to await
-
 
 def test_two_instances_sharing_a_file_path_never_write_it_at_once(tmp_path: Path) -> None:
     """The second waits, saying who holds the file, and writes once the first has stopped:
@@ -437,14 +424,14 @@ def test_two_instances_sharing_a_file_path_never_write_it_at_once(tmp_path: Path
         a_lines = [b"a %05d " % i + b"x" * (i % 300) for i in range(2000)]
         b_lines = [b"b %05d " % i + b"y" * (i % 300) for i in range(2000)]
         send_lines(a.port("lines"), a_lines)
-        assert wait_for_lines(shared, 2000) == a_lines
+        assert wait_for_lines(tmp_path, "shared.log", 2000) == a_lines
         send_lines(b.port("lines"), b_lines)
         refused = b.wait_for(lambda e: e.get("msg") == "cannot open output file; retrying")
         assert f"written by another process (pid {a.proc.pid})" in refused["error"]
         assert refused["path"] == str(shared)
         assert shared.read_bytes().splitlines() == a_lines  # b wrote nothing meanwhile
         assert a.stop() == 0
-        assert wait_for_lines(shared, 4000) == a_lines + b_lines
+        assert wait_for_lines(tmp_path, "shared.log", 4000) == a_lines + b_lines
         assert b.stop() == 0
         assert shared.read_bytes() == b"".join(line + b"\n" for line in a_lines + b_lines)
     finally:

@@ -5,9 +5,7 @@ advertises as its address, so every connection, metadata's included, is TLS)."""
 from __future__ import annotations
 
 import signal
-import socket
 import ssl
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,18 +13,13 @@ from pathlib import Path
 import pytest
 import trustme
 
-from testkit.harness import LogdProcess, post_records, read_all_lines
+from testkit.harness import LogdProcess, free_port, post_records, wait_for_lines
 from testkit.kafka import EXTERNAL, KafkaBroker
 from testkit.tls_proxy import TlsProxy
 
 pytestmark = [pytest.mark.timeout(180),
               pytest.mark.skipif(bool(EXTERNAL), reason="tansu behind a TLS proxy only")]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -144,16 +137,6 @@ def test_records_go_to_kafka_and_back_over_mutual_tls(tmp_path: Path,
         if p.alive():
             p.stop(signal.SIGKILL)
 
-
-def wait_for_lines(out: Path, prefix: str, count: int, timeout: float = 60) -> list[bytes]:
-    """The lines of the files named `prefix`*, once `count` are there (or at the timeout):
-    another process writes them, so they are looked at every 50 ms."""
-    end = time.monotonic() + timeout
-    while True:
-        lines = read_all_lines(out, prefix)
-        if len(lines) >= count or time.monotonic() > end:
-            return lines
-        time.sleep(0.05)
 
 
 def output_only_config(out: Path, k: TlsKafka, tls: str) -> str:

@@ -19,7 +19,7 @@ import pytest
 
 from logd.ctl import request
 from testkit.configs import emitter_file_config
-from testkit.harness import REPO, LogdProcess, logctl
+from testkit.harness import REPO, LogdProcess, free_port, logctl
 from testkit.kafka import KafkaTopic
 from testkit.pty_program import PtyProgram
 from testkit.screen import Screen
@@ -250,11 +250,6 @@ def produce(topic: KafkaTopic, values: list[bytes]) -> None:
             await producer.stop()
     asyncio.run(run())
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_top_shows_a_kafka_inputs_lag_behind_a_stuck_output(

@@ -173,6 +173,26 @@ def env_for_testkit() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
+def free_port() -> int:
+    """A loopback port free now (for configs that need it before logd starts)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_lines(directory: Path, prefix: str, count: int,
+                   timeout: float = 60.0) -> list[bytes]:
+    """read_all_lines, once `count` lines are there (or at the timeout): another process
+    writes them, so they are looked at every 50 ms (no event to await)."""
+    end = time.monotonic() + timeout
+    while True:
+        lines = read_all_lines(directory, prefix)
+        if len(lines) >= count or time.monotonic() > end:
+            return lines
+        time.sleep(0.05)
+
+
 def read_all_lines(directory: Path, prefix: str) -> list[bytes]:
     """Every line of every file (current and rotated) whose name starts with `prefix`."""
     lines: list[bytes] = []
