@@ -102,7 +102,9 @@ class Router:
         if self._everywhere is not None:
             return Plan([(o, batch) for o in self._everywhere], 0, self.generation)
         n = batch.count
-        picked: dict[Destination, set[int] | None] = {}  # None: the whole batch
+        # Per destination: None (the whole batch), the ascending indices one route picked
+        # (a list, as the filter gave it: no per-record work), or a set once several add up.
+        picked: dict[Destination, list[int] | set[int] | None] = {}
         for flt, dests, picker in self._routes:
             if picker is not None:
                 self._split_by_weight(flt.select(batch), dests, picker, picked)
@@ -115,21 +117,28 @@ class Router:
             if not indices:
                 continue
             for d in dests:
-                have = picked.get(d, set())
-                if have is not None:
-                    have.update(indices)
-                    picked[d] = have
-        routed: set[int] = set()
+                if d not in picked:
+                    picked[d] = indices
+                else:
+                    _add(picked, d, indices)
+        whole = False
+        chosen: list[list[int] | set[int]] = []
         parts: list[tuple[Destination, Batch]] = []
         for out, sel in picked.items():
             if sel is None or len(sel) == n:
                 sub = batch
-                routed = set(range(n))
+                whole = True
             else:
-                routed |= sel
-                sub = batch.subset(sorted(sel))
+                chosen.append(sel)
+                sub = batch.subset(sel if isinstance(sel, list) else sorted(sel))
             parts.append((out, sub))
-        return Plan(parts, n - len(routed), self.generation)
+        if whole:
+            unrouted = 0
+        elif len(chosen) == 1:
+            unrouted = n - len(chosen[0])
+        else:
+            unrouted = n - len(set().union(*chosen))
+        return Plan(parts, unrouted, self.generation)
 
     def submit(self, plan: Plan, receipt: Receipt | None = None) -> list[Any]:
         """Hand a plan's parts to their destinations; returns the buffers the caller must
@@ -165,13 +174,25 @@ class Router:
 
     @staticmethod
     def _split_by_weight(indices: list[int], dests: list[Destination], picker: StridePicker,
-                         picked: dict[Destination, set[int] | None]) -> None:
+                         picked: dict[Destination, list[int] | set[int] | None]) -> None:
         """A weighted group: each run of records goes to one member, picked by weight."""
         step = max(1, min(GROUP_CHUNK, len(indices) // max(1, picker.eligible)))
         for start in range(0, len(indices), step):
             run = indices[start:start + step]
             d = dests[picker.pick(len(run))]
-            have = picked.get(d, set())
-            if have is not None:
-                have.update(run)
-                picked[d] = have
+            if d not in picked:
+                picked[d] = set(run)
+            else:
+                _add(picked, d, run)
+
+
+def _add(picked: dict[Destination, list[int] | set[int] | None], d: Destination,
+         indices: list[int]) -> None:
+    """More records for a destination that has some: a set of them all (None stays: it
+    gets the whole batch)."""
+    have = picked[d]
+    if have is None:
+        return
+    if isinstance(have, list):
+        have = picked[d] = set(have)
+    have.update(indices)
